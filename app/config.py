@@ -1,0 +1,115 @@
+"""Settings: read once, from the environment and an optional YAML file (``ORDERGATE_CONFIG``).
+
+Precedence: constructor arguments > environment > YAML file > defaults. ``REDIS_URL`` and
+``DATABASE_URL`` are read without the ``ORDERGATE_`` prefix because every tool expects them so.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# A liquid US universe with plausible reference prices; market data replaces them once it flows.
+DEFAULT_UNIVERSE: dict[str, Decimal] = {
+    "AAPL": Decimal("230.00"),
+    "MSFT": Decimal("420.00"),
+    "AMZN": Decimal("190.00"),
+    "GOOGL": Decimal("170.00"),
+    "NVDA": Decimal("140.00"),
+    "SPY": Decimal("580.00"),
+    "QQQ": Decimal("500.00"),
+    "META": Decimal("560.00"),
+    "TSLA": Decimal("250.00"),
+    "JPM": Decimal("220.00"),
+    "XOM": Decimal("115.00"),
+    "IWM": Decimal("220.00"),
+}
+
+
+class SimulatedBrokerSettings(BaseModel):
+    """The paper exchange: latency, liquidity and fault injection."""
+
+    latency_ms: float = Field(0.0, ge=0, description="mean one-way placement latency")
+    latency_jitter_ms: float = Field(0.0, ge=0, description="uniform +/- jitter on latency")
+    reject_rate: float = Field(0.0, ge=0, le=1, description="share of orders rejected")
+    timeout_rate: float = Field(0.0, ge=0, le=1, description="share of calls that hang")
+    error_rate: float = Field(0.0, ge=0, le=1, description="share of calls with transport error")
+    # Quantity available at the reference price per match; larger orders fill in parts.
+    top_of_book_qty: Decimal = Field(Decimal(10_000), gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ORDERGATE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("REDIS_URL", "ORDERGATE_REDIS_URL")
+    )
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("DATABASE_URL", "ORDERGATE_DATABASE_URL")
+    )
+    data_dir: Path = REPO_ROOT / ".data"
+    migrations_dir: Path = REPO_ROOT / "migrations"
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    broker: Literal["simulated"] = "simulated"
+    broker_timeout_ms: float = Field(1000.0, gt=0)
+    sim: SimulatedBrokerSettings = SimulatedBrokerSettings()
+    universe: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_UNIVERSE))
+
+    max_body_bytes: int = 64 * 1024
+    idempotency_ttl_s: int = 24 * 3600
+    # An in-flight claim outlives any honest placement; a crashed worker's claim then expires.
+    idempotency_inflight_ttl_s: int = 60
+    # Orders still pending_new / unknown after this long are reconciled with the broker.
+    reconcile_after_s: float = 5.0
+    auth_cache_ttl_s: float = 1.0
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'ordergate.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        # The config path itself can only come from the environment: it picks the file.
+        config_path = os.environ.get("ORDERGATE_CONFIG")
+        if config_path:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
+        return tuple(sources)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def settings_with(**overrides: Any) -> Settings:
+    """A Settings with explicit overrides (tests and the CLI), still reading env and YAML."""
+    return Settings(**overrides)

@@ -1,0 +1,95 @@
+"""One exception hierarchy with stable, machine-readable codes.
+
+Routers never build error bodies themselves: a single handler in ``app.main`` turns any
+``GatewayError`` into RFC 9457 ``application/problem+json`` using ``status`` and ``code``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with a problem document."""
+
+    status: int = 400
+    code: str = "gateway.error"
+    title: str = "Request failed"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class InvalidOrder(GatewayError):
+    status = 422
+    code = "order.invalid"
+    title = "Invalid order"
+
+
+class UnknownSymbol(InvalidOrder):
+    code = "order.unknown_symbol"
+    title = "Unknown symbol"
+
+
+class NotAuthenticated(GatewayError):
+    status = 401
+    code = "auth.unauthenticated"
+    title = "Not authenticated"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    code = "auth.forbidden"
+    title = "Forbidden"
+
+
+class OrderNotFound(GatewayError):
+    status = 404
+    code = "order.not_found"
+    title = "Order not found"
+
+
+class OrderNotCancelable(GatewayError):
+    status = 409
+    code = "order.not_cancelable"
+    title = "Order is already final"
+
+
+class IdempotencyInFlight(GatewayError):
+    status = 409
+    code = "idempotency.in_flight"
+    title = "A request with this idempotency key is still in flight"
+
+
+class IdempotencyConflict(GatewayError):
+    status = 422
+    code = "idempotency.conflict"
+    title = "Idempotency key reused with a different request"
+
+
+class BrokerRejected(GatewayError):
+    """The broker refused the order for a business reason; the order is stored as rejected."""
+
+    status = 422
+    code = "broker.rejected"
+    title = "Broker rejected the order"
+
+
+class BrokerTimeout(GatewayError):
+    """The placement's outcome is unknown; it is resolved by asking the broker, never by retrying."""
+
+    status = 504
+    code = "broker.timeout"
+    title = "Broker did not answer in time; outcome unknown"
+
+
+class BrokerUnavailable(GatewayError):
+    status = 503
+    code = "broker.unavailable"
+    title = "Broker unavailable"
+
+
+class InvalidTransition(Exception):
+    """An order status change the state machine forbids. A bug, never a client error."""
