@@ -78,7 +78,7 @@ class BrokerRejected(GatewayError):
 
 
 class BrokerTimeout(GatewayError):
-    """The placement's outcome is unknown; it is resolved by asking the broker, never by retrying."""
+    """The outcome is unknown; it is resolved by asking the broker, never by retrying."""
 
     status = 504
     code = "broker.timeout"

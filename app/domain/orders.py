@@ -74,8 +74,15 @@ class OrderIntent(BaseModel):
         """Content hash of the intent, independent of JSON key order and decimal spelling."""
         price = "" if self.limit_price is None else _canonical(self.limit_price)
         text = "|".join(
-            (self.symbol, self.side.value, _canonical(self.qty), self.type.value, price,
-             self.time_in_force.value, self.client_order_id or "")
+            (
+                self.symbol,
+                self.side.value,
+                _canonical(self.qty),
+                self.type.value,
+                price,
+                self.time_in_force.value,
+                self.client_order_id or "",
+            )
         )
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -169,5 +176,6 @@ def apply_fill_to_position(
             avg = position.avg_price
         else:
             avg = price
-    return replace(position, qty=new, avg_price=avg.quantize(quantum),
-                   realized_pnl=realized.quantize(quantum))
+    return replace(
+        position, qty=new, avg_price=avg.quantize(quantum), realized_pnl=realized.quantize(quantum)
+    )

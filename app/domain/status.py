@@ -45,15 +45,26 @@ OPEN_STATUSES = frozenset({S.PENDING_NEW, S.NEW, S.PARTIALLY_FILLED, S.PENDING_C
 _LIVE_EXITS = {S.PARTIALLY_FILLED, S.FILLED, S.PENDING_CANCEL, S.CANCELED, S.EXPIRED}
 
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    S.PENDING_NEW: frozenset({S.NEW, S.REJECTED, S.UNKNOWN, S.PARTIALLY_FILLED, S.FILLED,
-                              S.CANCELED, S.EXPIRED, S.PENDING_CANCEL}),
+    S.PENDING_NEW: frozenset(
+        {
+            S.NEW,
+            S.REJECTED,
+            S.UNKNOWN,
+            S.PARTIALLY_FILLED,
+            S.FILLED,
+            S.CANCELED,
+            S.EXPIRED,
+            S.PENDING_CANCEL,
+        }
+    ),
     S.NEW: frozenset(_LIVE_EXITS),
     S.PARTIALLY_FILLED: frozenset(_LIVE_EXITS),
     # A fill can arrive after we asked to cancel; the cancel may also be refused (back to live).
     S.PENDING_CANCEL: frozenset({S.CANCELED, S.PARTIALLY_FILLED, S.FILLED, S.EXPIRED, S.NEW}),
     # Resolved by asking the broker: it either never saw the order or reports its real state.
-    S.UNKNOWN: frozenset({S.NEW, S.REJECTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED,
-                          S.EXPIRED, S.PENDING_CANCEL}),
+    S.UNKNOWN: frozenset(
+        {S.NEW, S.REJECTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.PENDING_CANCEL}
+    ),
     S.FILLED: frozenset(),
     S.CANCELED: frozenset(),
     S.REJECTED: frozenset(),

@@ -53,12 +53,18 @@ class EmbeddedRedis:
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         args = [
             find_redis_server(),
-            "--port", str(self.port or 0),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.directory),
-            "--loglevel", "warning",
+            "--port",
+            str(self.port or 0),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.directory),
+            "--loglevel",
+            "warning",
         ]
         if self.port is None:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]

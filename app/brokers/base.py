@@ -1,0 +1,57 @@
+"""The broker boundary: what the gateway needs from any venue, simulated or real."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.domain.orders import ExecutionReport, Order
+from app.domain.status import OrderStatus
+
+
+class BrokerTransportError(Exception):
+    """The request may not have reached the broker (connection refused, reset, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementAck:
+    """The broker's answer to a placement: accepted (status new) or a business reject."""
+
+    accepted: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAck:
+    """``canceled`` True when the broker canceled it; else its status at the broker."""
+
+    canceled: bool
+    broker_status: OrderStatus | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBatch:
+    reports: list[ExecutionReport]
+    cursor: str
+
+
+class Broker(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the broker cannot be reached."""
+
+    async def place(self, order: Order) -> PlacementAck: ...
+
+    async def cancel(self, order: Order) -> CancelAck: ...
+
+    async def status(self, account: str, client_order_id: str) -> OrderStatus | None:
+        """The order's status at the broker, or None if the broker never received it."""
+
+    async def read_reports(self, cursor: str | None, *, block_ms: int, count: int) -> ReportBatch:
+        """Execution reports after ``cursor`` (None: from the start), in broker order."""
+
+    async def housekeeping(self) -> None:
+        """Periodic venue work (the paper exchange matches resting orders here)."""

@@ -1,0 +1,24 @@
+-- Match one symbol's resting orders against its reference price; each marketable order
+-- takes at most the top-of-book quantity per call (so large orders fill in parts).
+-- ARGV[1] symbol, ARGV[2] top-of-book qty (scaled). Returns the number of fills.
+local px = redis.call('HGET', '{sim}:px', ARGV[1])
+if not px then
+  return 0
+end
+local top = tonumber(ARGV[2])
+local fills = 0
+local sides = {
+  {'{sim}:book:' .. ARGV[1] .. ':buy', px, '+inf'},
+  {'{sim}:book:' .. ARGV[1] .. ':sell', '-inf', px},
+}
+for _, s in ipairs(sides) do
+  local members = redis.call('ZRANGEBYSCORE', s[1], s[2], s[3], 'LIMIT', 0, 1000)
+  for _, member in ipairs(members) do
+    local okey = string.sub(member, 18)
+    if fill(okey, px, top) == 'filled' then
+      unrest(okey)
+    end
+    fills = fills + 1
+  end
+end
+return fills

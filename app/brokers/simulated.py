@@ -1,0 +1,208 @@
+"""SimulatedBroker: a paper exchange whose book lives in Redis, shared by every worker.
+
+Market orders fill at the symbol's reference price (configured until market data moves it),
+limit orders rest until the reference price crosses them, at most ``top_of_book_qty`` per
+match (so big orders fill in parts), IOC/FOK are honoured. Latency, business rejects,
+timeouts and transport errors can be injected. Every event is an execution report on the
+``{sim}:exec`` stream, which the gateway applies to its order log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from datetime import UTC, datetime
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from app.brokers.base import BrokerTransportError, CancelAck, PlacementAck, ReportBatch
+from app.config import SimulatedBrokerSettings
+from app.domain.orders import QTY_DECIMALS, ExecutionReport, Order, Side
+from app.domain.status import OrderStatus
+from app.storage.keys import SimKeys
+
+_SCALE = Decimal(10) ** QTY_DECIMALS
+
+
+def _scaled(qty: Decimal) -> str:
+    return str(int(qty * _SCALE))
+
+
+def _unscaled(value: str) -> Decimal:
+    return Decimal(int(value)) / _SCALE
+
+
+class SimulatedBroker:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: SimulatedBrokerSettings,
+        reference_prices: dict[str, Decimal],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._reference_prices = reference_prices
+        self._rng = rng or random.Random()
+        self._top = _scaled(settings.top_of_book_qty)
+        common = self._source("sim_common")
+        self._place = redis.register_script(common + self._source("sim_place"))
+        self._cancel = redis.register_script(common + self._source("sim_cancel"))
+        self._match = redis.register_script(common + self._source("sim_match"))
+        self._expire = redis.register_script(common + self._source("sim_expire"))
+
+    @staticmethod
+    def _source(name: str) -> str:
+        return resources.files("app.brokers").joinpath(f"lua/{name}.lua").read_text() + "\n"
+
+    async def start(self) -> None:
+        await self._ensure_venue()
+
+    async def _ensure_venue(self) -> None:
+        # The epoch names this incarnation of the venue: a Redis that lost the exchange's
+        # state restarts execution ids and stream positions, and the epoch tells them apart.
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(SimKeys.epoch, secrets.token_hex(4), nx=True)
+            for symbol, price in self._reference_prices.items():
+                pipe.hsetnx(SimKeys.prices, symbol, format(price, "f"))
+            await pipe.execute()
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        if not await self._redis.exists(SimKeys.epoch):
+            await self._ensure_venue()
+
+    async def place(self, order: Order) -> PlacementAck:
+        await self._network_delay()
+        fault = self._rng.random()
+        if fault < self._settings.error_rate:
+            raise BrokerTransportError("injected transport error: order not sent")
+        fault -= self._settings.error_rate
+        hang_after_placing = fault < self._settings.timeout_rate / 2
+        hang_before_placing = not hang_after_placing and fault < self._settings.timeout_rate
+        if hang_before_placing:
+            await asyncio.Event().wait()  # lost on the way: the venue never sees it
+        reject = ""
+        if self._rng.random() < self._settings.reject_rate:
+            reject = "broker.injected_reject"
+        result = await self._script(
+            self._place,
+            [SimKeys.order(order.account, order.client_order_id)],
+            [
+                order.account,
+                order.client_order_id,
+                order.symbol,
+                order.side.value,
+                _scaled(order.qty),
+                "" if order.limit_price is None else format(order.limit_price, "f"),
+                order.time_in_force.value,
+                self._top,
+                reject,
+            ],
+        )
+        if hang_after_placing:
+            await asyncio.Event().wait()  # placed, but the acknowledgement is lost
+        outcome = result[0].decode()
+        if outcome == "rejected":
+            return PlacementAck(accepted=False, reason=result[1].decode())
+        # 'duplicate': the venue already has this client_order_id (a retried placement).
+        return PlacementAck(accepted=True)
+
+    async def cancel(self, order: Order) -> CancelAck:
+        await self._network_delay()
+        result = await self._script(
+            self._cancel, [SimKeys.order(order.account, order.client_order_id)], []
+        )
+        status = result[0].decode()
+        if status == "canceled":
+            return CancelAck(canceled=True, broker_status=OrderStatus.CANCELED)
+        return CancelAck(
+            canceled=False, broker_status=None if status == "unknown" else OrderStatus(status)
+        )
+
+    async def status(self, account: str, client_order_id: str) -> OrderStatus | None:
+        value = await self._redis.hget(SimKeys.order(account, client_order_id), "status")
+        return None if value is None else OrderStatus(_text(value))
+
+    async def read_reports(self, cursor: str | None, *, block_ms: int, count: int) -> ReportBatch:
+        epoch = await self._redis.get(SimKeys.epoch)
+        epoch_text = _text(epoch) if epoch else ""
+        position = "0-0"
+        if cursor:
+            cursor_epoch, _, cursor_position = cursor.partition("/")
+            if cursor_epoch == epoch_text:
+                position = cursor_position
+        response: Any = await self._redis.xread(
+            {SimKeys.reports: position}, count=count, block=block_ms
+        )
+        reports: list[ExecutionReport] = []
+        for _stream, entries in response or []:
+            for entry_id, fields in entries:
+                reports.append(_report_from_fields(fields))
+                position = entry_id.decode()
+        return ReportBatch(reports, f"{epoch_text}/{position}")
+
+    async def housekeeping(self) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for symbol in self._reference_prices:
+                await self._match(keys=[], args=[symbol, self._top], client=pipe)
+            await pipe.execute()
+
+    # -- paper-exchange controls (admin API and tests) --------------------------------
+    async def set_reference_price(self, symbol: str, price: Decimal) -> int:
+        await self._redis.hset(SimKeys.prices, symbol, format(price, "f"))
+        matched: int = await self._script(self._match, [], [symbol, self._top])
+        return matched
+
+    async def close_session(self) -> int:
+        expired: int = await self._script(self._expire, [], [])
+        return expired
+
+    async def reference_price(self, symbol: str) -> Decimal | None:
+        value = await self._redis.hget(SimKeys.prices, symbol)
+        return None if value is None else Decimal(_text(value))
+
+    async def _script(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raise BrokerTransportError(str(exc)) from exc
+
+    async def _network_delay(self) -> None:
+        latency = self._settings.latency_ms
+        if latency <= 0 and self._settings.latency_jitter_ms <= 0:
+            return
+        jitter = self._settings.latency_jitter_ms
+        delay = max(0.0, latency + self._rng.uniform(-jitter, jitter))
+        await asyncio.sleep(delay / 1000)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _report_from_fields(fields: dict[bytes, bytes]) -> ExecutionReport:
+    f = {k.decode(): v.decode() for k, v in fields.items()}
+    last_px = f.get("lp") or None
+    return ExecutionReport(
+        client_order_id=f["c"],
+        exec_id=f["x"],
+        seq=int(f["q"]),
+        status=OrderStatus(f["s"]),
+        cum_qty=_unscaled(f["cum"]),
+        last_qty=_unscaled(f["lq"]),
+        last_px=None if last_px is None else Decimal(last_px),
+        reason=f.get("r") or None,
+        account=f["a"],
+        symbol=f["sym"],
+        side=Side(f["side"]),
+        transact_time=datetime.fromtimestamp(int(f["t"]) / 1000, UTC),
+    )

@@ -1,0 +1,160 @@
+"""``ordergate`` command line: serve | migrate | keys | bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
+
+from app.config import Settings, get_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ordergate", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="run the gateway (uvicorn)")
+    serve_cmd.add_argument("--host", default=None)
+    serve_cmd.add_argument("--port", type=int, default=None)
+    serve_cmd.add_argument("--workers", type=int, default=1)
+    serve_cmd.set_defaults(func=serve)
+
+    migrate_cmd = commands.add_parser("migrate", help="apply database migrations (Alembic)")
+    migrate_cmd.add_argument("--revision", default="head")
+    migrate_cmd.set_defaults(func=migrate)
+
+    keys_cmd = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys_cmd.add_subparsers(dest="keys_command", required=True)
+    create_cmd = key_commands.add_parser("create", help="issue a key (printed once)")
+    create_cmd.add_argument("--account", required=True)
+    create_cmd.add_argument("--role", choices=["trader", "admin", "viewer"], default="trader")
+    create_cmd.set_defaults(func=keys_create)
+    revoke_cmd = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke_cmd.add_argument("--id", required=True)
+    revoke_cmd.set_defaults(func=keys_revoke)
+    demo_cmd = key_commands.add_parser("demo", help="print the local demo account's key")
+    demo_cmd.set_defaults(func=keys_demo)
+
+    from app import bench
+
+    if hasattr(bench, "register"):  # TEMP until the bench package lands
+        bench.register(commands)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result: int = args.func(args)
+    return result
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.storage.embedded_redis import EmbeddedRedis
+
+    settings = get_settings()
+    with ExitStack() as stack:
+        if settings.redis_url is None:
+            # One private redis-server shared by every worker: idempotency, the paper
+            # exchange and the applier lease must be common to all of them.
+            embedded = stack.enter_context(EmbeddedRedis())
+            os.environ["REDIS_URL"] = embedded.url
+            get_settings.cache_clear()  # the in-process worker must see it too
+            print(f"ordergate: private redis-server at {embedded.url}", file=sys.stderr)
+        if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="og-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=args.workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=5,
+        )
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    from alembic import command
+    from alembic.config import Config
+
+    settings = get_settings()
+    config = Config()
+    config.set_main_option("script_location", str(settings.migrations_dir))
+    # configparser interpolation: a literal % in a password must be doubled.
+    config.set_main_option("sqlalchemy.url", settings.effective_database_url.replace("%", "%%"))
+    command.upgrade(config, args.revision)
+    print(f"ordergate: database at {args.revision}", file=sys.stderr)
+    return 0
+
+
+def _run_with_keys(settings: Settings, action: str, **kwargs: str) -> str:
+    from app.services.auth import ApiKeyService, Role
+    from app.storage.database import create_engine
+    from app.storage.repositories import ApiKeyRepository
+
+    async def run() -> str:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            service = ApiKeyService(ApiKeyRepository(engine))
+            if action == "create":
+                key_id, key = await service.create(kwargs["account"], Role(kwargs["role"]))
+                print(
+                    f"ordergate: key {key_id} for account {kwargs['account']} "
+                    f"({kwargs['role']}); it is shown only now",
+                    file=sys.stderr,
+                )
+                return key
+            if action == "check":
+                await service.authenticate(kwargs["key"])
+                return kwargs["key"]
+            return "revoked" if await service.revoke(kwargs["key_id"]) else "not found"
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def keys_create(args: argparse.Namespace) -> int:
+    print(_run_with_keys(get_settings(), "create", account=args.account, role=args.role))
+    return 0
+
+
+def keys_revoke(args: argparse.Namespace) -> int:
+    outcome = _run_with_keys(get_settings(), "revoke", key_id=args.id)
+    print(f"ordergate: key {args.id} {outcome}", file=sys.stderr)
+    return 0 if outcome == "revoked" else 1
+
+
+def keys_demo(args: argparse.Namespace) -> int:
+    """A local convenience: one trader key for account ``demo``, kept in the data dir."""
+    from app.domain.errors import NotAuthenticated
+
+    settings = get_settings()
+    path = settings.data_dir / "demo-api-key"
+    if path.exists():
+        key = path.read_text().strip()
+        try:
+            print(_run_with_keys(settings, "check", key=key))
+            return 0
+        except NotAuthenticated:
+            pass  # a fresh database: issue a new one
+    key = _run_with_keys(settings, "create", account="demo", role="trader")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    print(key)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

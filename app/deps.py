@@ -1,0 +1,62 @@
+"""What routers get injected: the lifespan-owned services and the caller's identity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.brokers.simulated import SimulatedBroker
+from app.config import Settings
+from app.domain.errors import NotAuthenticated
+from app.services.auth import ApiKeyService, Principal, Role
+from app.services.executions import ExecutionApplier
+from app.services.orders import OrderService
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    redis: Redis
+    engine: AsyncEngine
+    broker: SimulatedBroker
+    orders: OrderService
+    keys: ApiKeyService
+    applier: ExecutionApplier
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+_bearer = HTTPBearer(auto_error=False, description="API key issued by `ordergate keys create`")
+
+
+async def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticated("send Authorization: Bearer <api key>")
+    return await get_services(request).keys.authenticate(credentials.credentials)
+
+
+async def get_trader(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    principal.require(Role.TRADER)
+    return principal
+
+
+async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    principal.require(Role.ADMIN)
+    return principal
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+TraderDep = Annotated[Principal, Depends(get_trader)]
+AdminDep = Annotated[Principal, Depends(get_admin)]

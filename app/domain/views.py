@@ -1,0 +1,114 @@
+"""How orders, positions and problems look on the wire (JSON), independent of HTTP plumbing.
+
+The order service renders its answer once and stores those exact bytes, so an idempotent
+retry gets the same answer byte for byte.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from app.domain.errors import GatewayError
+from app.domain.orders import Order, OrderType, Position, Side, TimeInForce
+from app.domain.status import OrderStatus
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class OrderView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    client_order_id: str
+    account: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    type: OrderType
+    limit_price: Decimal | None
+    time_in_force: TimeInForce
+    status: OrderStatus
+    filled_qty: Decimal
+    avg_fill_price: Decimal | None
+    created_at: datetime
+    updated_at: datetime
+    reject_reason: str | None
+
+    @classmethod
+    def of(cls, order: Order) -> OrderView:
+        return cls(
+            id=order.id,
+            client_order_id=order.client_order_id,
+            account=order.account,
+            symbol=order.symbol,
+            side=order.side,
+            qty=order.qty,
+            type=order.type,
+            limit_price=order.limit_price,
+            time_in_force=order.time_in_force,
+            status=order.status,
+            filled_qty=order.filled_qty,
+            avg_fill_price=order.avg_fill_price,
+            created_at=order.created_at,
+            updated_at=order.updated_at,
+            reject_reason=order.reject_reason,
+        )
+
+
+class OrderPage(BaseModel):
+    items: list[OrderView]
+    next_cursor: str | None
+
+
+class PositionView(BaseModel):
+    symbol: str
+    qty: Decimal
+    avg_price: Decimal
+    realized_pnl: Decimal
+
+    @classmethod
+    def of(cls, position: Position) -> PositionView:
+        return cls(
+            symbol=position.symbol,
+            qty=position.qty,
+            avg_price=position.avg_price,
+            realized_pnl=position.realized_pnl,
+        )
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with a stable machine-readable ``code``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+
+
+def render_order(order: Order) -> str:
+    return OrderView.of(order).model_dump_json()
+
+
+def problem_body(error: GatewayError, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": f"https://ordergate.dev/problems/{error.code}",
+        "title": error.title,
+        "status": error.status,
+        "code": error.code,
+        "detail": error.detail,
+    }
+    body.update(error.extra)
+    body.update(extra)
+    return body
+
+
+def render_problem(error: GatewayError, **extra: Any) -> str:
+    return orjson.dumps(problem_body(error, **extra), default=str).decode()

@@ -1,0 +1,225 @@
+"""The FastAPI application: routers, error handling, metrics, and the lifespan that owns
+every client (Redis, database engines, broker, background tasks)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_fastapi_instrumentator import Instrumentator
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.brokers.simulated import SimulatedBroker
+from app.config import Settings, get_settings
+from app.deps import Services
+from app.domain.errors import GatewayError
+from app.domain.views import PROBLEM_JSON, render_problem
+from app.routers import account, health, orders, sim
+from app.services.auth import ApiKeyService
+from app.services.executions import ExecutionApplier
+from app.services.leader import Lease
+from app.services.orders import OrderService
+from app.storage.database import create_engine
+from app.storage.embedded_redis import EmbeddedRedis
+from app.storage.idempotency import IdempotencyStore
+from app.storage.order_log import OrderLog
+from app.storage.repositories import ApiKeyRepository, OrderRepository
+
+log = logging.getLogger("ordergate")
+
+
+class DependencyUnavailable(GatewayError):
+    status = 503
+    code = "dependency.unavailable"
+    title = "A backing service is unavailable"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "request.too_large"
+    title = "Request body too large"
+
+
+class RequestInvalid(GatewayError):
+    status = 422
+    code = "request.invalid"
+    title = "Invalid request"
+
+
+class HttpProblem(GatewayError):
+    code = "http.error"
+
+
+def problem_response(error: GatewayError, status: int | None = None) -> Response:
+    return Response(
+        render_problem(error), status_code=status or error.status, media_type=PROBLEM_JSON
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    async with AsyncExitStack() as stack:
+        redis_url = settings.redis_url
+        if redis_url is None:
+            # No REDIS_URL: a private, real redis-server for this process.
+            embedded = EmbeddedRedis().start()
+            stack.callback(embedded.stop)
+            redis_url = embedded.url
+            log.info("started a private redis-server at %s", redis_url)
+        redis = Redis.from_url(
+            redis_url, socket_timeout=2.0, socket_connect_timeout=0.5, max_connections=200
+        )
+        stack.push_async_callback(redis.aclose)
+
+        url = settings.effective_database_url
+        engine = create_engine(url)
+        stack.push_async_callback(engine.dispose)
+        writer_engine = create_engine(url, writer=True)
+        stack.push_async_callback(writer_engine.dispose)
+
+        order_log = OrderLog(writer_engine)
+        order_log.start()
+        stack.push_async_callback(order_log.close)
+
+        broker = SimulatedBroker(redis, settings.sim, dict(settings.universe))
+        await broker.start()
+        stack.push_async_callback(broker.close)
+
+        repository = OrderRepository(engine)
+        applier = ExecutionApplier(
+            broker=broker,
+            order_log=order_log,
+            orders=repository,
+            lease=Lease(redis, "execution-applier"),
+            reconcile_after_s=settings.reconcile_after_s,
+        )
+        applier.start()
+        stack.push_async_callback(applier.close)
+
+        app.state.services = Services(
+            settings=settings,
+            redis=redis,
+            engine=engine,
+            broker=broker,
+            orders=OrderService(
+                order_log=order_log,
+                orders=repository,
+                idempotency=IdempotencyStore(
+                    redis, settings.idempotency_ttl_s, settings.idempotency_inflight_ttl_s
+                ),
+                broker=broker,
+                symbols=frozenset(settings.universe),
+                broker_timeout_s=settings.broker_timeout_ms / 1000,
+            ),
+            keys=ApiKeyService(ApiKeyRepository(engine), settings.auth_cache_ttl_s),
+            applier=applier,
+        )
+        yield
+
+
+class BodySizeLimit:
+    """Answer 413 before reading more than ``max_bytes`` of a request body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = problem_response(
+            PayloadTooLarge(f"request bodies are limited to {self.max_bytes} bytes")
+        )
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
+                await too_large(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await too_large(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_: Request, exc: GatewayError) -> Response:
+        return problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return problem_response(RequestInvalid("the request is not valid", errors=errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        error = HttpProblem(str(exc.detail))
+        error.code, error.title = f"http.{exc.status_code}", str(exc.detail)
+        return problem_response(error, exc.status_code)
+
+    @app.exception_handler(RedisError)
+    async def redis_error(_: Request, exc: RedisError) -> Response:
+        log.warning("redis unavailable: %r", exc)
+        return problem_response(
+            DependencyUnavailable("Redis is unavailable; nothing was done", dependency="redis")
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(_: Request, exc: DBAPIError) -> Response:
+        log.warning("database unavailable: %r", exc)
+        return problem_response(
+            DependencyUnavailable("the database is unavailable", dependency="database")
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        error = GatewayError("internal error; it has been logged")
+        error.status, error.code, error.title = 500, "internal", "Internal error"
+        return problem_response(error)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="ordergate",
+        version="0.1.0",
+        summary="Order gateway: pre-trade risk, pacing, durable order log, execution stream.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    for router in (health.router, orders.router, account.router, sim.router):
+        app.include_router(router)
+    _install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(
+        app, include_in_schema=False
+    )
+    return app

@@ -1,0 +1,127 @@
+"""Applies the broker's execution reports to the order log, and reconciles lost placements.
+
+One worker at a time (a Redis lease) reads the broker's report stream in order and applies
+each batch in one transaction together with the stream cursor: nothing is lost on a crash,
+and a report applied twice changes nothing (per-order sequence numbers, unique exec ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from app.brokers.base import Broker
+from app.domain.status import OrderStatus
+from app.services.leader import Lease
+from app.storage.order_log import AppliedReport, OrderLog
+from app.storage.repositories import OrderRepository
+
+log = logging.getLogger(__name__)
+
+CURSOR_NAME = "broker-reports"
+ReportListener = Callable[[list[AppliedReport]], Awaitable[None]]
+
+
+class ExecutionApplier:
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        order_log: OrderLog,
+        orders: OrderRepository,
+        lease: Lease,
+        reconcile_after_s: float,
+        housekeeping_interval_s: float = 0.25,
+    ) -> None:
+        self._broker = broker
+        self._log = order_log
+        self._orders = orders
+        self._lease = lease
+        self._reconcile_after = timedelta(seconds=reconcile_after_s)
+        self._housekeeping_interval_s = housekeeping_interval_s
+        self._listeners: list[ReportListener] = []
+        self._task: asyncio.Task[None] | None = None
+        self.is_leader = False
+
+    def add_listener(self, listener: ReportListener) -> None:
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="execution-applier")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self.is_leader:
+            await self._lease.release()
+
+    async def _run(self) -> None:
+        cursor: str | None = None
+        next_renewal = next_housekeeping = next_reconcile = 0.0
+        while True:
+            try:
+                now = time.monotonic()
+                if now >= next_renewal:
+                    was_leader, self.is_leader = self.is_leader, await self._lease.hold()
+                    next_renewal = now + 1.0
+                    if self.is_leader and not was_leader:
+                        cursor = await self._orders.stream_cursor(CURSOR_NAME)
+                        log.info("execution applier leading (holder %s)", self._lease.holder)
+                if not self.is_leader:
+                    await asyncio.sleep(0.5)
+                    continue
+                cursor = await self.apply_once(cursor, block_ms=50)
+                if now >= next_housekeeping:
+                    await self._broker.housekeeping()
+                    next_housekeeping = now + self._housekeeping_interval_s
+                if now >= next_reconcile:
+                    await self.reconcile()
+                    next_reconcile = now + 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Redis or the database is away: keep trying, the cursor makes it safe.
+                log.exception("execution applier iteration failed; retrying")
+                self.is_leader = False
+                next_renewal = 0.0
+                await asyncio.sleep(0.5)
+
+    async def apply_once(self, cursor: str | None, *, block_ms: int) -> str | None:
+        batch = await self._broker.read_reports(cursor, block_ms=block_ms, count=500)
+        if not batch.reports:
+            return batch.cursor
+        applied = await self._log.apply_reports(batch.reports, (CURSOR_NAME, batch.cursor))
+        for listener in self._listeners:
+            await listener(applied)
+        return batch.cursor
+
+    async def reconcile(self) -> int:
+        """Resolve placements whose outcome we never learned. Never places again."""
+        cutoff = datetime.now(UTC) - self._reconcile_after
+        resolved = 0
+        for order in await self._orders.stale_unresolved(cutoff):
+            at_broker = await self._broker.status(order.account, order.client_order_id)
+            if order.status is OrderStatus.PENDING_CANCEL:
+                # A cancel that never reached the broker: the order is still live there.
+                if at_broker in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED):
+                    live = order.transition(at_broker, datetime.now(UTC))
+                    resolved += await self._log.record_transition(
+                        live, order.status, reason="cancel_not_received"
+                    )
+                continue
+            if at_broker is not None:
+                continue  # the broker has it: its reports (already streaming) settle it
+            rejected = order.transition(
+                OrderStatus.REJECTED, datetime.now(UTC), reject_reason="broker.not_received"
+            )
+            if await self._log.record_transition(
+                rejected, order.status, reason="broker.not_received"
+            ):
+                resolved += 1
+                log.warning("order %s never reached the broker: rejected", order.id)
+        return resolved

@@ -1,0 +1,305 @@
+"""The order path, top to bottom, in ``OrderService.submit``.
+
+identify -> static checks -> idempotency claim -> write-ahead (pending_new, durable)
+-> broker.place under a timeout -> record the outcome (durable) -> remember the answer.
+
+The order is durable *before* the broker sees it, so a crash at any point leaves a row that
+reconciliation resolves by asking the broker, never by placing again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from redis.exceptions import RedisError
+
+from app.brokers.base import Broker, BrokerTransportError
+from app.domain.errors import (
+    BrokerRejected,
+    BrokerTimeout,
+    BrokerUnavailable,
+    GatewayError,
+    IdempotencyConflict,
+    IdempotencyInFlight,
+    InvalidOrder,
+    OrderNotCancelable,
+    OrderNotFound,
+    UnknownSymbol,
+)
+from app.domain.ids import new_id
+from app.domain.orders import Order, OrderIntent, Position
+from app.domain.status import OrderStatus
+from app.domain.views import PROBLEM_JSON, render_order, render_problem
+from app.storage.idempotency import Answer, IdempotencyStore
+from app.storage.order_log import OrderLog
+from app.storage.repositories import OrderRepository
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSummary:
+    account: str
+    open_orders: int
+    positions: int
+    gross_position_cost: Decimal
+
+
+class OrderService:
+    def __init__(
+        self,
+        *,
+        order_log: OrderLog,
+        orders: OrderRepository,
+        idempotency: IdempotencyStore,
+        broker: Broker,
+        symbols: frozenset[str],
+        broker_timeout_s: float,
+    ) -> None:
+        self._log = order_log
+        self._orders = orders
+        self._idempotency = idempotency
+        self._broker = broker
+        self._symbols = symbols
+        self._broker_timeout_s = broker_timeout_s
+
+    # -- placing -------------------------------------------------------------------------
+    async def submit(
+        self, account: str, intent: OrderIntent, idempotency_key: str | None = None
+    ) -> Answer:
+        """Place one order intent for ``account``; returns the answer to send (and keep)."""
+        client_order_id = _client_order_id(intent, idempotency_key)
+        if intent.symbol not in self._symbols:
+            raise UnknownSymbol(f"symbol {intent.symbol!r} is not tradable here")
+        fingerprint = intent.fingerprint()
+
+        held = await self._idempotency.claim(account, client_order_id, fingerprint)
+        if held is not None:
+            if held.fingerprint != fingerprint:
+                raise IdempotencyConflict(
+                    f"client_order_id {client_order_id!r} was used for a different order"
+                )
+            if held.answer is None:
+                raise IdempotencyInFlight(f"order {client_order_id!r} is still being placed")
+            return held.answer
+
+        try:
+            answer = await self._place(account, client_order_id, intent, fingerprint)
+        except GatewayError:
+            # Raised only before the order was written: nothing to remember, let a retry in.
+            await self._idempotency.release(account, client_order_id)
+            raise
+        except BaseException:
+            # Unexpected: keep the in-flight claim (it expires) rather than risk a duplicate.
+            log.exception("order %s/%s failed unexpectedly", account, client_order_id)
+            raise
+        try:
+            await self._idempotency.complete(account, client_order_id, fingerprint, answer)
+        except RedisError:
+            # The order log holds the answer too (ack columns); a retry is answered from it.
+            log.warning(
+                "could not remember the answer for %s/%s in Redis", account, client_order_id
+            )
+        return answer
+
+    async def _place(
+        self, account: str, client_order_id: str, intent: OrderIntent, fingerprint: str
+    ) -> Answer:
+        now = utcnow()
+        order = Order(
+            id=new_id(),
+            client_order_id=client_order_id,
+            account=account,
+            symbol=intent.symbol,
+            side=intent.side,
+            qty=intent.qty,
+            type=intent.type,
+            limit_price=intent.limit_price,
+            time_in_force=intent.time_in_force,
+            status=OrderStatus.PENDING_NEW,
+            created_at=now,
+            updated_at=now,
+            request_hash=fingerprint,
+        )
+        # Write-ahead: the order is durable before the broker can act on it.
+        if not await self._log.insert_new(order):
+            return await self._answer_from_database(account, client_order_id, fingerprint)
+
+        try:
+            async with asyncio.timeout(self._broker_timeout_s):
+                ack = await self._broker.place(order)
+        except (TimeoutError, BrokerTransportError) as exc:
+            # The broker may or may not hold the order: say so, and let reconciliation ask.
+            error: GatewayError = (
+                BrokerTimeout(f"no answer from the broker within {self._broker_timeout_s}s")
+                if isinstance(exc, TimeoutError)
+                else BrokerUnavailable(f"broker transport error: {exc}")
+            )
+            unknown = order.transition(OrderStatus.UNKNOWN, utcnow(), reject_reason=None)
+            answer = _problem(error, unknown)
+            await self._record(unknown, OrderStatus.PENDING_NEW, answer, reason=error.code)
+            return answer
+
+        if ack.accepted:
+            placed = order.transition(OrderStatus.NEW, utcnow())
+            answer = Answer(201, render_order(placed))
+            await self._record(placed, OrderStatus.PENDING_NEW, answer)
+            return answer
+        reason = ack.reason or "broker.rejected"
+        rejected = order.transition(OrderStatus.REJECTED, utcnow(), reject_reason=reason)
+        answer = _problem(
+            BrokerRejected(f"the broker rejected the order: {reason}", reason=reason), rejected
+        )
+        await self._record(rejected, OrderStatus.PENDING_NEW, answer, reason=reason)
+        return answer
+
+    async def _record(
+        self, order: Order, previous: OrderStatus, answer: Answer, reason: str | None = None
+    ) -> None:
+        ack = (answer.status, answer.body)
+        if not await self._log.record_transition(order, previous, reason=reason, ack=ack):
+            # The broker's own report got there first (e.g. a fill); it holds the truth for
+            # the status, we only keep the answer for replays.
+            await self._log.store_ack(order.id, ack)
+
+    async def _answer_from_database(
+        self, account: str, client_order_id: str, fingerprint: str
+    ) -> Answer:
+        """The idempotency backstop: Redis forgot the key, the order log did not."""
+        stored = await self._orders.get_ack(account, client_order_id)
+        if stored is None:
+            raise IdempotencyInFlight(f"order {client_order_id!r} is still being placed")
+        if stored.order.request_hash != fingerprint:
+            raise IdempotencyConflict(
+                f"client_order_id {client_order_id!r} was used for a different order"
+            )
+        if stored.ack_status is not None and stored.ack_body is not None:
+            media = PROBLEM_JSON if stored.ack_status >= 400 else "application/json"
+            return Answer(stored.ack_status, stored.ack_body, media)
+        if stored.order.status is OrderStatus.PENDING_NEW:
+            raise IdempotencyInFlight(f"order {client_order_id!r} is still being placed")
+        # The first attempt died before answering; the order has since been resolved.
+        return Answer(200, render_order(stored.order))
+
+    # -- reading -------------------------------------------------------------------------
+    async def get(self, account: str, order_id: str) -> Order:
+        order = await self._orders.get(account, order_id)
+        if order is None:
+            raise OrderNotFound(f"no order {order_id!r}")
+        return order
+
+    async def list_orders(
+        self,
+        account: str,
+        *,
+        statuses: list[OrderStatus] | None,
+        symbol: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[Order], str | None]:
+        page = await self._orders.list_orders(
+            account, statuses=statuses, symbol=symbol, before_id=cursor, limit=limit + 1
+        )
+        next_cursor = page[limit - 1].id if len(page) > limit else None
+        return page[:limit], next_cursor
+
+    async def positions(self, account: str) -> list[Position]:
+        return await self._orders.positions(account)
+
+    async def account_summary(self, account: str) -> AccountSummary:
+        positions = await self._orders.positions(account)
+        return AccountSummary(
+            account=account,
+            open_orders=await self._orders.count_open(account),
+            positions=sum(1 for p in positions if p.qty != 0),
+            gross_position_cost=sum((abs(p.qty) * p.avg_price for p in positions), Decimal(0)),
+        )
+
+    # -- canceling -----------------------------------------------------------------------
+    async def cancel(self, account: str, order_id: str) -> Order:
+        """Cancel one open order; answers the order as it stands afterwards."""
+        order = await self.get(account, order_id)
+        for _ in range(3):  # a concurrent fill may move the order under us; re-read
+            if order.status.is_final:
+                raise OrderNotCancelable(
+                    f"order is already {order.status.value}", status=order.status.value
+                )
+            if order.status is OrderStatus.PENDING_CANCEL:
+                return order
+            if order.status in (OrderStatus.PENDING_NEW, OrderStatus.UNKNOWN):
+                raise OrderNotCancelable(
+                    "the placement's outcome is not known yet; retry shortly",
+                    status=order.status.value,
+                )
+            pending = order.transition(OrderStatus.PENDING_CANCEL, utcnow())
+            if await self._log.record_transition(pending, order.status, reason="client"):
+                return await self._cancel_at_broker(order, pending)
+            order = await self.get(account, order_id)
+        raise OrderNotCancelable("order kept changing; retry", status=order.status.value)
+
+    async def _cancel_at_broker(self, before: Order, pending: Order) -> Order:
+        try:
+            async with asyncio.timeout(self._broker_timeout_s):
+                ack = await self._broker.cancel(pending)
+        except (TimeoutError, BrokerTransportError) as exc:
+            # Stays pending_cancel: the broker's report (or reconciliation) settles it.
+            raise BrokerTimeout(
+                f"cancel not confirmed by the broker: {exc or 'timeout'}", order_id=pending.id
+            ) from exc
+        if ack.canceled:
+            canceled = pending.transition(OrderStatus.CANCELED, utcnow())
+            await self._log.record_transition(canceled, OrderStatus.PENDING_CANCEL, reason="client")
+            return await self.get(pending.account, pending.id)
+        # Too late: the broker already finished it. Undo our pending_cancel; its reports
+        # bring the fills.
+        restored = pending.transition(before.status, utcnow())
+        await self._log.record_transition(
+            restored, OrderStatus.PENDING_CANCEL, reason="cancel_rejected"
+        )
+        broker_status = ack.broker_status.value if ack.broker_status else "unknown"
+        raise OrderNotCancelable(
+            f"the broker reports the order {broker_status}", status=broker_status
+        )
+
+    async def cancel_all(self, account: str) -> list[Order]:
+        """Cancel every open order of the account; answers those now canceled or canceling."""
+        candidates = [
+            o
+            for o in await self._orders.open_orders(account)
+            if o.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+        ]
+        results = await asyncio.gather(
+            *(self.cancel(account, o.id) for o in candidates), return_exceptions=True
+        )
+        done: list[Order] = []
+        for order, result in zip(candidates, results, strict=True):
+            if isinstance(result, Order):
+                done.append(result)
+            elif isinstance(result, GatewayError):
+                log.info("cancel-all skipped %s: %s", order.id, result.detail)
+            elif isinstance(result, BaseException):
+                raise result
+        return done
+
+
+def _client_order_id(intent: OrderIntent, idempotency_key: str | None) -> str:
+    if idempotency_key is not None:
+        if intent.client_order_id is not None and intent.client_order_id != idempotency_key:
+            raise InvalidOrder(
+                "Idempotency-Key and client_order_id differ: send one, or both equal"
+            )
+        return idempotency_key
+    return intent.client_order_id or new_id()
+
+
+def _problem(error: GatewayError, order: Order) -> Answer:
+    body = render_problem(error, order_id=order.id, order_status=order.status.value)
+    return Answer(error.status, body, PROBLEM_JSON)

@@ -1,0 +1,58 @@
+"""Engines: SQLite (WAL) by default, PostgreSQL through asyncpg when DATABASE_URL says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> AsyncEngine:
+    """An engine for readers, or (``writer=True``) the single connection the order log uses.
+
+    On SQLite the writer takes the write lock at BEGIN (``BEGIN IMMEDIATE``), so transactions
+    from several processes serialise instead of failing to upgrade a read snapshot.
+    """
+    if not is_sqlite(url):
+        return create_async_engine(
+            url,
+            pool_size=1 if writer else pool_size,
+            max_overflow=0 if writer else 10,
+            pool_pre_ping=True,
+        )
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(
+        url,
+        pool_size=1 if writer else pool_size,
+        max_overflow=0 if writer else 10,
+        connect_args={"timeout": 30},
+    )
+    _configure_sqlite(engine, immediate=writer)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so BEGIN is ours to issue.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a killed process; FULL adds an fsync per
+        # commit for power loss. Production durability is PostgreSQL's.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

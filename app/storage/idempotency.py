@@ -1,0 +1,64 @@
+"""Idempotency records in Redis: an in-flight claim, then the answer given.
+
+Redis answers the common case in one round trip; the database's unique
+(account, client_order_id) constraint is the backstop when Redis has forgotten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from app.storage import keys
+from app.storage.scripts import load_script
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer exactly as sent: status code, media type and body bytes."""
+
+    status: int
+    body: str
+    media_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who holds a key: ``answer`` is set once the first request finished."""
+
+    fingerprint: str
+    answer: Answer | None
+
+
+class IdempotencyStore:
+    def __init__(self, redis: Redis, ttl_s: int, inflight_ttl_s: int) -> None:
+        self._redis = redis
+        self._ttl_ms = ttl_s * 1000
+        self._inflight_ttl_ms = inflight_ttl_s * 1000
+        self._claim = load_script(redis, "app.storage", "idempotency_claim")
+
+    async def claim(self, account: str, key: str, fingerprint: str) -> Claim | None:
+        """None if the key is now ours; else the current holder's claim."""
+        value = await self._claim(
+            keys=[keys.idempotency(account, key)], args=[fingerprint, self._inflight_ttl_ms]
+        )
+        if value is None:
+            return None
+        kind, held_fingerprint, *rest = value.decode().split("|", 3)
+        if kind == "P":
+            return Claim(held_fingerprint, None)
+        status, body = rest
+        media = "application/problem+json" if int(status) >= 400 else "application/json"
+        return Claim(held_fingerprint, Answer(int(status), body, media))
+
+    async def complete(self, account: str, key: str, fingerprint: str, answer: Answer) -> None:
+        await self._redis.set(
+            keys.idempotency(account, key),
+            f"D|{fingerprint}|{answer.status}|{answer.body}",
+            px=self._ttl_ms,
+        )
+
+    async def release(self, account: str, key: str) -> None:
+        """Forget an in-flight claim whose request left no trace (so a retry may proceed)."""
+        await self._redis.delete(keys.idempotency(account, key))

@@ -1,0 +1,162 @@
+"""SQL schema (SQLAlchemy Core). Alembic migrations in migrations/ create exactly this."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeEngine
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """NUMERIC on PostgreSQL; text on SQLite, whose NUMERIC affinity would store binary floats."""
+
+    impl = Numeric(38, 12)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(64))
+        return dialect.type_descriptor(Numeric(38, 12, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return format(value, "f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        # PostgreSQL pads to the column scale (1.000000000000); strip it back to the value.
+        return _trim(Decimal(value))
+
+
+def _trim(value: Decimal) -> Decimal:
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way out, whatever the backend stored."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+metadata = MetaData()
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("account", String(64), nullable=False, index=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("client_order_id", String(64), nullable=False),
+    Column("symbol", String(16), nullable=False),
+    Column("side", String(4), nullable=False),
+    Column("qty", ExactDecimal, nullable=False),
+    Column("type", String(8), nullable=False),
+    Column("limit_price", ExactDecimal, nullable=True),
+    Column("time_in_force", String(4), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("filled_qty", ExactDecimal, nullable=False),
+    Column("avg_fill_price", ExactDecimal, nullable=True),
+    Column("reject_reason", String(64), nullable=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("exec_seq", Integer, nullable=False, default=0),
+    # The first answer given for this order, replayed byte for byte on an idempotent retry
+    # when Redis no longer holds it.
+    Column("ack_status", Integer, nullable=True),
+    Column("ack_body", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("account", "client_order_id", name="uq_orders_account_client_order_id"),
+    Index("ix_orders_account_id", "account", "id"),
+    Index("ix_orders_status", "status"),
+)
+
+order_events = Table(
+    "order_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("order_id", String(26), ForeignKey("orders.id"), nullable=False, index=True),
+    Column("account", String(64), nullable=False),
+    Column("from_status", String(16), nullable=True),
+    Column("to_status", String(16), nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("exec_id", String(64), nullable=True),
+    Column("at", UtcDateTime, nullable=False),
+)
+
+fills = Table(
+    "fills",
+    metadata,
+    Column("exec_id", String(64), primary_key=True),
+    Column("order_id", String(26), ForeignKey("orders.id"), nullable=False, index=True),
+    Column("account", String(64), nullable=False),
+    Column("symbol", String(16), nullable=False),
+    Column("side", String(4), nullable=False),
+    Column("qty", ExactDecimal, nullable=False),
+    Column("price", ExactDecimal, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
+
+positions = Table(
+    "positions",
+    metadata,
+    Column("account", String(64), primary_key=True),
+    Column("symbol", String(16), primary_key=True),
+    Column("qty", ExactDecimal, nullable=False),
+    Column("avg_price", ExactDecimal, nullable=False),
+    Column("realized_pnl", ExactDecimal, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Where the execution applier stands in the broker's report stream; advanced in the same
+# transaction as the reports it covers, so a crash neither loses nor re-applies one.
+stream_cursors = Table(
+    "stream_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", String(64), nullable=False),
+)
