@@ -1,0 +1,46 @@
+# Two commands on a fresh machine (Python 3.11+ and make): `make run`, `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint format bench bench-orders clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+## run: migrate the database, print the demo key, serve on 127.0.0.1:8000 (simulated broker)
+run: $(VENV)/.runtime
+	$(BIN)/ordergate migrate
+	@echo "demo API key (account 'demo', role trader): $$($(BIN)/ordergate keys demo)"
+	$(BIN)/ordergate serve
+
+## test: lint, type-check, then the whole suite (real Redis, real database, real server)
+test: lint
+	$(BIN)/pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check app tests migrations
+	$(BIN)/ruff format --check app tests migrations
+	$(BIN)/mypy app
+
+format: $(VENV)/.dev
+	$(BIN)/ruff check --fix app tests migrations
+	$(BIN)/ruff format app tests migrations
+
+## bench-orders: order path vs its floor at a constant arrival rate (see README)
+bench-orders: $(VENV)/.dev
+	$(BIN)/ordergate bench orders
+
+bench: bench-orders
+
+clean:
+	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache

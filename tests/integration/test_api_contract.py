@@ -1,0 +1,278 @@
+"""Authentication, account isolation, idempotency and input validation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Gateway
+from tests.integration.test_orders import coid, limit, market
+
+
+async def order_count(client: httpx.AsyncClient) -> int:
+    return len((await client.get("/v1/orders", params={"limit": 500})).json()["items"])
+
+
+# -- authentication and isolation -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer og_not-a-key"},
+        {"Authorization": "Basic abc"},
+    ],
+)
+async def test_unknown_or_missing_key_is_401_problem(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    async with gateway.client() as client:
+        for method, path in (
+            ("GET", "/v1/orders"),
+            ("POST", "/v1/orders"),
+            ("GET", "/v1/positions"),
+            ("GET", "/v1/account"),
+        ):
+            response = await client.request(method, path, headers=headers, json=market())
+            assert response.status_code == 401, (method, path)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["code"] == "auth.unauthenticated"
+
+
+async def test_health_and_metrics_need_no_key(gateway: Gateway) -> None:
+    async with gateway.client() as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = (await client.get("/readyz")).json()
+        assert ready["ready"] is True
+        assert set(ready["checks"]) == {"redis", "database", "broker"}
+        assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_revoked_key_is_refused(gateway: Gateway) -> None:
+    key = gateway.new_key("revoke-acct")
+    async with gateway.client(key) as client:
+        assert (await client.get("/v1/orders")).status_code == 200
+    # `keys create` prints only the key; find its id the way an operator would, in the table.
+    from sqlalchemy import select
+
+    from app.storage.database import create_engine
+    from app.storage.tables import api_keys
+
+    engine = create_engine(gateway.database_url)
+    async with engine.connect() as conn:
+        key_id = (
+            await conn.execute(select(api_keys.c.id).where(api_keys.c.account == "revoke-acct"))
+        ).scalar_one()
+    await engine.dispose()
+    gateway.cli("keys", "revoke", "--id", key_id)
+    await asyncio.sleep(0.5)  # the per-worker key cache lives 0.2 s in the tests
+    async with gateway.client(key) as client:
+        for _ in range(4):  # both workers
+            assert (await client.get("/v1/orders")).status_code == 401
+
+
+async def test_viewer_can_read_but_not_trade(gateway: Gateway) -> None:
+    async with gateway.client(gateway.keys["viewer"]) as viewer:
+        assert (await viewer.get("/v1/orders")).status_code == 200
+        response = await viewer.post("/v1/orders", json=market())
+        assert response.status_code == 403
+        assert response.json()["code"] == "auth.forbidden"
+        assert (await viewer.delete("/v1/orders")).status_code == 403
+
+
+async def test_trader_cannot_drive_the_paper_exchange(alice: httpx.AsyncClient) -> None:
+    response = await alice.post("/v1/sim/prices", json={"symbol": "AAPL", "price": "1"})
+    assert response.status_code == 403
+
+
+async def test_another_accounts_order_is_404_and_never_listed(gateway: Gateway) -> None:
+    async with (
+        gateway.client(gateway.keys["alice"]) as alice,
+        gateway.client(gateway.keys["bob"]) as bob,
+    ):
+        order = (await alice.post("/v1/orders", json=limit("1", symbol="GOOGL"))).json()
+        for response in (
+            await bob.get(f"/v1/orders/{order['id']}"),
+            await bob.delete(f"/v1/orders/{order['id']}"),
+        ):
+            assert response.status_code == 404
+            assert "GOOGL" not in response.text
+            assert response.json()["code"] == "order.not_found"
+        listed = (await bob.get("/v1/orders", params={"limit": 500})).json()["items"]
+        assert order["id"] not in {o["id"] for o in listed}
+        assert (await order_status_code(alice, order["id"])) == 200
+
+
+async def order_status_code(client: httpx.AsyncClient, order_id: str) -> int:
+    return (await client.get(f"/v1/orders/{order_id}")).status_code
+
+
+# -- idempotency --------------------------------------------------------------------------
+
+
+async def test_retry_with_same_client_order_id_replays_the_answer_byte_for_byte(
+    alice: httpx.AsyncClient,
+) -> None:
+    body = limit("1.5", symbol="QQQ")
+    first = await alice.post("/v1/orders", json=body)
+    before = await order_count(alice)
+    second = await alice.post(
+        "/v1/orders",
+        content=json.dumps(body, indent=2),
+        headers={"content-type": "application/json"},
+    )
+    assert first.status_code == second.status_code == 201
+    assert first.content == second.content
+    assert await order_count(alice) == before
+
+
+async def test_same_key_with_a_different_body_is_422_and_changes_nothing(
+    alice: httpx.AsyncClient,
+) -> None:
+    body = limit("1.5", symbol="QQQ")
+    first = (await alice.post("/v1/orders", json=body)).json()
+    changed = {**body, "qty": "2"}
+    response = await alice.post("/v1/orders", json=changed)
+    assert response.status_code == 422
+    assert response.json()["code"] == "idempotency.conflict"
+    assert (await alice.get(f"/v1/orders/{first['id']}")).json()["qty"] == "1"
+
+
+async def test_idempotency_key_header_works_like_client_order_id(alice: httpx.AsyncClient) -> None:
+    key = coid()
+    body = {"symbol": "QQQ", "side": "buy", "qty": "1", "type": "limit", "limit_price": "2"}
+    first = await alice.post("/v1/orders", json=body, headers={"Idempotency-Key": key})
+    second = await alice.post("/v1/orders", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == 201
+    assert first.json()["client_order_id"] == key
+    assert first.content == second.content
+    mismatch = await alice.post(
+        "/v1/orders", json={**body, "client_order_id": coid()}, headers={"Idempotency-Key": key}
+    )
+    assert mismatch.status_code == 422
+
+
+async def test_fifty_concurrent_identical_submissions_place_one_order(gateway: Gateway) -> None:
+    async with gateway.client(
+        gateway.new_key("burst-acct"), limits=httpx.Limits(max_connections=50)
+    ) as client:
+        body = limit("3", symbol="AAPL")
+        responses = await asyncio.gather(*(client.post("/v1/orders", json=body) for _ in range(50)))
+        statuses = sorted({r.status_code for r in responses})
+        assert set(statuses) <= {201, 409}, statuses
+        created = [r for r in responses if r.status_code == 201]
+        assert created, "no submission succeeded"
+        assert len({r.content for r in created}) == 1  # every 201 is the same answer
+        for r in responses:
+            if r.status_code == 409:
+                assert r.json()["code"] == "idempotency.in_flight"
+        assert await order_count(client) == 1
+
+
+async def test_idempotency_survives_redis_forgetting_the_key(gateway: Gateway) -> None:
+    """The database's unique (account, client_order_id) is the backstop."""
+    import redis.asyncio as aioredis
+
+    from app.storage import keys
+
+    async with gateway.client(gateway.new_key("forgetful")) as client:
+        body = limit("4", symbol="AAPL")
+        first = await client.post("/v1/orders", json=body)
+        store = aioredis.Redis.from_url(gateway.redis_url)
+        assert await store.delete(keys.idempotency("forgetful", body["client_order_id"])) == 1
+        await store.aclose()
+        second = await client.post("/v1/orders", json=body)
+        assert second.status_code == 201
+        assert second.content == first.content
+        conflict = await client.post("/v1/orders", json={**body, "qty": "9"})
+        assert conflict.status_code == 422
+        assert await order_count(client) == 1
+
+
+# -- validation: clear 4xx, no trace ---------------------------------------------------
+
+BAD_BODIES: list[tuple[str, Any]] = [
+    ("unknown field", {**market(), "leverage": 10}),
+    ("zero qty", market(qty="0")),
+    ("negative qty", market(qty="-1")),
+    ("NaN qty", market(qty="NaN")),
+    ("Infinity qty", market(qty="Infinity")),
+    ("absurd qty", market(qty="1e30")),
+    ("too many decimals", market(qty="1.0000001")),
+    ("limit without price", {**market(), "type": "limit"}),
+    ("market with price", market(limit_price="10")),
+    ("bad side", market(side="short")),
+    ("bad tif", market(time_in_force="gtd")),
+    ("lowercase symbol", market(symbol="aapl")),
+    ("number as symbol", market(symbol=123)),
+    ("missing qty", {"symbol": "AAPL", "side": "buy"}),
+    ("array body", [market()]),
+    ("null body", None),
+    ("negative price", limit("-5")),
+    ("bad client_order_id", market(client_order_id="has space")),
+]
+
+
+@pytest.mark.parametrize(("case", "body"), BAD_BODIES, ids=[c for c, _ in BAD_BODIES])
+async def test_bad_order_bodies_are_422_problems_and_leave_no_trace(
+    gateway: Gateway, case: str, body: Any
+) -> None:
+    async with gateway.client(gateway.new_key(f"bad-{abs(hash(case)) % 10**8}")) as client:
+        response = await client.post("/v1/orders", json=body)
+        assert response.status_code == 422, (case, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        problem = response.json()
+        assert problem["status"] == 422
+        assert problem["code"] in {"request.invalid", "order.invalid"}
+        assert "Traceback" not in response.text
+        assert await order_count(client) == 0
+
+
+async def test_unknown_symbol_is_rejected_before_anything_happens(alice: httpx.AsyncClient) -> None:
+    before = await order_count(alice)
+    response = await alice.post("/v1/orders", json=market(symbol="ZZZZ"))
+    assert response.status_code == 422
+    assert response.json()["code"] == "order.unknown_symbol"
+    assert await order_count(alice) == before
+
+
+@pytest.mark.parametrize("payload", [b"{not json", b'{"symbol": "AAPL",', b"\xff\xfe", b""])
+async def test_malformed_json_is_a_422_problem(alice: httpx.AsyncClient, payload: bytes) -> None:
+    before = await order_count(alice)
+    response = await alice.post(
+        "/v1/orders", content=payload, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert await order_count(alice) == before
+
+
+async def test_body_over_64_kib_is_413(alice: httpx.AsyncClient) -> None:
+    before = await order_count(alice)
+    big = json.dumps({**market(), "pad": "x" * 70_000})
+    response = await alice.post(
+        "/v1/orders", content=big, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "request.too_large"
+
+    async def chunks() -> Any:  # no Content-Length: the limit holds while streaming
+        for _ in range(20):
+            yield b"x" * 8192
+
+    streamed = await alice.post(
+        "/v1/orders", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert await order_count(alice) == before
+
+
+async def test_unknown_route_is_a_problem_too(alice: httpx.AsyncClient) -> None:
+    response = await alice.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"

@@ -1,0 +1,162 @@
+"""Crash safety (kill -9 after 201s) and broker faults (timeouts, transport errors, rejects).
+
+Each test runs a gateway of its own because it kills it or injects faults into its broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from app.storage.embedded_redis import EmbeddedRedis
+from app.storage.keys import SimKeys
+from tests.conftest import DatabaseFactory, Gateway, _backends, launch_gateway, wait_for
+from tests.integration.test_orders import eventually_status, market
+
+
+@pytest.fixture
+def fresh(
+    redis_server: EmbeddedRedis, database_factory: DatabaseFactory, tmp_path: Path
+) -> Iterator[object]:
+    """Launch gateways with a clean Redis db and database each; stop them at the end."""
+    launched: list[Gateway] = []
+
+    def launch(backend: str = "sqlite", workers: int = 1, **env: str) -> Gateway:
+        redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{4 + len(launched)}"
+        gateway = launch_gateway(
+            tmp_path / f"gw{len(launched)}",
+            database_factory.create(backend),
+            redis_url,
+            workers=workers,
+            extra_env=env,
+        )
+        launched.append(gateway)
+        return gateway
+
+    yield launch
+    for gateway in launched:
+        gateway.stop()
+    for index in range(len(launched)):
+        flush = aioredis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + f"/{4 + index}")
+        asyncio.run(_flush(flush))
+
+
+async def _flush(client: aioredis.Redis) -> None:
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.mark.parametrize("backend", _backends())
+async def test_kill_9_after_201_loses_no_acknowledged_order(fresh: object, backend: str) -> None:
+    gateway: Gateway = fresh(backend, workers=2)  # type: ignore[operator]
+    key = gateway.new_key("durable")
+    acknowledged: list[str] = []
+    stop = asyncio.Event()
+
+    async def submit_forever(client: httpx.AsyncClient) -> None:
+        while not stop.is_set():
+            try:
+                response = await client.post(
+                    "/v1/orders", json=market("AAPL", side=secrets.choice(["buy", "sell"]))
+                )
+            except httpx.HTTPError:
+                return  # the server died under us: this one was never acknowledged
+            if response.status_code == 201:
+                acknowledged.append(response.json()["id"])
+
+    async with gateway.client(key) as client:
+        senders = [asyncio.create_task(submit_forever(client)) for _ in range(16)]
+        await wait_for(lambda: _at_least(acknowledged, 150), within=30)
+        gateway.stop(signal.SIGKILL)  # the whole process group, mid-stream
+        stop.set()
+        await asyncio.gather(*senders)
+
+    gateway.start()
+    async with gateway.client(key) as client:
+        for order_id in acknowledged:
+            response = await client.get(f"/v1/orders/{order_id}")
+            assert response.status_code == 200, order_id
+
+        async def nothing_unresolved() -> bool:
+            listing = (
+                await client.get(
+                    "/v1/orders", params={"status": ["pending_new", "unknown"], "limit": 500}
+                )
+            ).json()
+            return listing["items"] == []
+
+        # Orders caught mid-placement are resolved by asking the broker, never placed again.
+        await wait_for(nothing_unresolved, within=15)
+
+
+async def _at_least(items: list[str], count: int) -> bool:
+    return len(items) >= count
+
+
+async def test_broker_timeout_answers_504_and_reconciliation_resolves_it(fresh: object) -> None:
+    gateway: Gateway = fresh(
+        ORDERGATE_SIM__TIMEOUT_RATE="1.0",  # type: ignore[operator]
+        ORDERGATE_BROKER_TIMEOUT_MS="200",
+    )
+    async with gateway.client(gateway.new_key("slow-broker")) as client:
+        answers = [await client.post("/v1/orders", json=market("MSFT")) for _ in range(8)]
+        for answer in answers:
+            assert answer.status_code == 504
+            problem = answer.json()
+            assert problem["code"] == "broker.timeout"
+            assert problem["order_status"] == "unknown"
+        # A retry is the stored answer, not a second placement.
+        retry = await client.post("/v1/orders", json=_same_body(answers[0]))
+        assert retry.content == answers[0].content
+
+        venue = aioredis.Redis.from_url(gateway.redis_url)
+        for answer in answers:
+            order_id = answer.json()["order_id"]
+            order = (await client.get(f"/v1/orders/{order_id}")).json()
+            placed = await venue.exists(SimKeys.order("slow-broker", order["client_order_id"]))
+            # The timeout hides whether the venue got it; reconciliation finds out.
+            expected = "filled" if placed else "rejected"
+            resolved = await eventually_status(client, order_id, expected)
+            if not placed:
+                assert resolved["reject_reason"] == "broker.not_received"
+        await venue.aclose()
+        listing = (await client.get("/v1/orders", params={"limit": 500})).json()["items"]
+        assert len(listing) == 8
+
+
+def _same_body(answer: httpx.Response) -> dict[str, str]:
+    import json
+
+    sent = json.loads(answer.request.content)
+    return dict(sent)
+
+
+async def test_transport_error_is_503_and_the_order_is_never_placed(fresh: object) -> None:
+    gateway: Gateway = fresh(ORDERGATE_SIM__ERROR_RATE="1.0")  # type: ignore[operator]
+    async with gateway.client(gateway.new_key("down-broker")) as client:
+        answer = await client.post("/v1/orders", json=market("SPY"))
+        assert answer.status_code == 503
+        assert answer.json()["code"] == "broker.unavailable"
+        resolved = await eventually_status(client, answer.json()["order_id"], "rejected")
+        assert resolved["reject_reason"] == "broker.not_received"
+
+
+async def test_broker_business_reject_is_stored_with_its_reason(fresh: object) -> None:
+    gateway: Gateway = fresh(ORDERGATE_SIM__REJECT_RATE="1.0")  # type: ignore[operator]
+    async with gateway.client(gateway.new_key("rejected")) as client:
+        answer = await client.post("/v1/orders", json=market("QQQ"))
+        assert answer.status_code == 422
+        assert answer.headers["content-type"] == "application/problem+json"
+        problem = answer.json()
+        assert problem["code"] == "broker.rejected"
+        order = (await client.get(f"/v1/orders/{problem['order_id']}")).json()
+        assert order["status"] == "rejected"
+        assert order["reject_reason"] == "broker.injected_reject"
+        assert (await client.get("/v1/positions")).json() == []
