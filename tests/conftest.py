@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,23 +46,28 @@ class ThrowawayDatabases:
         self._admin = make_url(admin_url)
         self._created: list[str] = []
 
-    async def _execute(self, sql: str) -> None:
-        dsn = self._admin.set(drivername="postgresql").render_as_string(hide_password=False)
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
+    def _execute(self, sql: str) -> None:
+        async def run() -> None:
+            dsn = self._admin.set(drivername="postgresql").render_as_string(hide_password=False)
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute(sql)
+            finally:
+                await conn.close()
+
+        # In a thread: fixtures may be set up while the test's event loop is running.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, run()).result()
 
     def create(self) -> str:
         name = f"ordergate_test_{secrets.token_hex(4)}"
-        asyncio.run(self._execute(f'CREATE DATABASE "{name}"'))
+        self._execute(f'CREATE DATABASE "{name}"')
         self._created.append(name)
         return self._admin.set(database=name).render_as_string(hide_password=False)
 
     def drop_all(self) -> None:
         for name in self._created:
-            asyncio.run(self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _backends() -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from app.storage.embedded_redis import EmbeddedRedis
@@ -44,13 +45,9 @@ def fresh(
     for gateway in launched:
         gateway.stop()
     for index in range(len(launched)):
-        flush = aioredis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + f"/{4 + index}")
-        asyncio.run(_flush(flush))
-
-
-async def _flush(client: aioredis.Redis) -> None:
-    await client.flushdb()
-    await client.aclose()
+        flush = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + f"/{4 + index}")
+        flush.flushdb()
+        flush.close()
 
 
 @pytest.mark.parametrize("backend", _backends())
