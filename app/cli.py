@@ -42,8 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from app import bench
 
-    if hasattr(bench, "register"):  # TEMP until the bench package lands
-        bench.register(commands)
+    bench.register(commands)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,256 @@
+"""``ordergate bench orders``: the order path against its floor, in one run on one machine.
+
+Sequence: a private redis-server; the gateway migrated, given a trader key and served by one
+uvicorn worker; the floor app (``app.bench.floor``) on the same Redis. Then, from a separate
+load-generator process: warm-up of both, an open-loop phase at ``--rate`` against each (latency
+from the intended send), and a closed-loop phase at ``--connections`` against each (maximum
+throughput). Both targets are measured under the same conditions minutes apart, so the
+gateway/floor ratio holds up on a noisy machine better than any absolute number does.
+
+Every process started here is stopped on the way out, on success, error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.bench.openloop import LoadProcess, LoadSpec
+from app.bench.procs import ServerProcess, free_port, run_command, wait_until_idle
+from app.bench.report import BenchReport, Row, format_table
+from app.bench.wire import json_post_template
+from app.storage.embedded_redis import EmbeddedRedis
+
+REPO = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+ORDERS_PATH = "/v1/orders"
+# Buy and sell alternate so the account's position stays flat and no risk limit is reached.
+ORDER_BODIES = tuple(
+    {"symbol": "AAPL", "side": side, "qty": "1", "type": "market", "time_in_force": "day"}
+    for side in ("buy", "sell")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    rate: float = 500.0
+    duration_s: float = 20.0
+    max_duration_s: float = 10.0
+    connections: int = 32
+    warmup_s: float = 3.0
+    gateway_env: dict[str, str] = field(default_factory=dict)
+    logs_dir: Path | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["logs_dir"] = None if self.logs_dir is None else str(self.logs_dir)
+        return data
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BenchOptions:
+        env: dict[str, str] = {}
+        for item in args.gateway_env:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--gateway-env wants KEY=VALUE, got {item!r}")
+            env[key] = value
+        return cls(
+            rate=args.rate,
+            duration_s=args.duration,
+            max_duration_s=args.max_duration,
+            connections=args.connections,
+            warmup_s=args.warmup,
+            gateway_env=env,
+            logs_dir=args.logs,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    name: str
+    port: int
+    headers: dict[str, str]
+    server: ServerProcess
+
+
+@dataclass(frozen=True, slots=True)
+class _Phase:
+    target: _Target
+    kind: str  # "warm-up" (not reported), "open loop" or "closed loop"
+    duration_s: float
+    rate: float | None  # None: closed loop
+
+    def spec(self, options: BenchOptions, id_prefix: str) -> LoadSpec:
+        template = json_post_template(
+            HOST,
+            self.target.port,
+            ORDERS_PATH,
+            ORDER_BODIES,
+            "client_order_id",
+            id_prefix,
+            self.target.headers,
+        )
+        return LoadSpec(
+            HOST,
+            self.target.port,
+            template,
+            duration_s=self.duration_s,
+            rate=self.rate,
+            # Open loop: a few warm connections; more open on demand if replies lag.
+            connections=8 if self.rate is not None else options.connections,
+        )
+
+
+def _progress(message: str) -> None:
+    # Progress goes to stderr so stdout carries only the table.
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_orders_bench(
+    options: BenchOptions, progress: Callable[[str], None] = _progress
+) -> BenchReport:
+    """Start everything, run every phase, stop everything; return what was measured."""
+    report = BenchReport(settings=options.as_json())
+    run_tag = secrets.token_hex(3)  # client_order_ids stay unique across runs on one Redis
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="og-bench-")))
+        if options.logs_dir is not None:
+            # Registered early, so it runs late: after the servers stop, before tmp goes.
+            stack.callback(_keep_logs, tmp, options.logs_dir)
+        progress("starting redis-server")
+        redis = EmbeddedRedis(port=free_port()).start()
+        stack.callback(redis.stop)
+        env = _environment(tmp, redis.url, options.gateway_env)
+        gateway = stack.enter_context(_start_gateway(env, tmp, progress))
+        floor = stack.enter_context(_start_floor(env, tmp, redis.url, progress))
+        load = stack.enter_context(LoadProcess())
+        targets = (floor, gateway)
+        servers = [target.server for target in targets]
+
+        phases = [_Phase(t, "warm-up", options.warmup_s, options.rate) for t in targets]
+        phases += [_Phase(t, "open loop", options.duration_s, options.rate) for t in targets]
+        phases += [_Phase(t, "closed loop", options.max_duration_s, None) for t in targets]
+        for number, phase in enumerate(phases):
+            if phase.duration_s <= 0:
+                continue
+            if not wait_until_idle(servers):
+                progress("a server is still busy from the last phase; measuring anyway")
+            progress(f"{phase.target.name}: {phase.kind}, {phase.duration_s:g} s")
+            result = load.run(phase.spec(options, f"bench-{run_tag}-{number:02d}-"))
+            if result.ok == 0:
+                raise RuntimeError(
+                    f"{phase.target.name} answered no request with 2xx: {result.errors}"
+                )
+            if phase.kind != "warm-up":
+                report.rows.append(Row(phase.target.name, result))
+    return report
+
+
+def _keep_logs(tmp: Path, destination: Path) -> None:
+    destination.mkdir(parents=True, exist_ok=True)
+    for log in tmp.glob("*.log"):
+        shutil.copy2(log, destination / log.name)
+
+
+def _environment(tmp: Path, redis_url: str, extra: dict[str, str]) -> dict[str, str]:
+    """The servers' environment: this run's files and Redis, the issue's broker settings."""
+    # Not whatever ORDERGATE_* the shell has (a production ORDERGATE_CONFIG, say): the run's
+    # conditions are fixed here, and --gateway-env changes them explicitly.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("ORDERGATE_")}
+    return {
+        **inherited,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
+        "REDIS_URL": redis_url,
+        "ORDERGATE_DATA_DIR": str(tmp),
+        "ORDERGATE_SIM__LATENCY_MS": "0",  # the issue's condition: a zero-latency broker
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def _start_gateway(
+    env: dict[str, str], tmp: Path, progress: Callable[[str], None]
+) -> Iterator[_Target]:
+    cli = [sys.executable, "-m", "app.cli"]
+    progress("gateway: migrate, create key, serve")
+    run_command([*cli, "migrate"], env)
+    out = run_command([*cli, "keys", "create", "--account", "bench", "--role", "trader"], env)
+    lines = out.strip().splitlines()
+    if not lines:
+        raise RuntimeError("`keys create` printed no key")
+    key = lines[-1].strip()
+    port = free_port()
+    server = ServerProcess(
+        "gateway",
+        [*cli, "serve", "--host", HOST, "--port", str(port), "--workers", "1"],
+        env,
+        tmp / "gateway.log",
+    )
+    with server:
+        server.start(port, "/readyz")
+        yield _Target("gateway", port, {"Authorization": f"Bearer {key}"}, server)
+
+
+@contextlib.contextmanager
+def _start_floor(
+    env: dict[str, str], tmp: Path, redis_url: str, progress: Callable[[str], None]
+) -> Iterator[_Target]:
+    progress("floor: serve")
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "app.bench.floor",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--redis-url",
+        redis_url,
+    ]
+    with ServerProcess("floor", argv, env, tmp / "floor.log") as server:
+        server.start(port, "/healthz")
+        # The same header as the gateway gets, so both parse requests of the same size.
+        yield _Target("floor", port, {"Authorization": "Bearer floor-ignores-this"}, server)
+
+
+def command(args: argparse.Namespace) -> int:
+    """Entry point of ``ordergate bench orders``: run, print the table, maybe write JSON."""
+    try:
+        options = BenchOptions.from_args(args)
+        report = run_orders_bench(options)
+    except KeyboardInterrupt:
+        _progress("interrupted; everything started has been stopped")
+        return 130
+    except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
+        _progress(f"bench orders failed: {exc}")
+        return 1
+    print(format_table(report), flush=True)
+    if args.json is not None:
+        report.write_json(args.json)
+        _progress(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from app.bench import add_orders_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m app.bench.orders", description=__doc__)
+    add_orders_arguments(parser)
+    return command(parser.parse_args(argv))
+
+
+# Only a __main__ guard: LoadProcess spawns a child that re-imports this module.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The order benchmark's machinery at tiny sizes, against real servers and a real Redis.
+
+These keep ``ordergate bench orders`` working; they check counts and the shape of the numbers
+(every scheduled request sent, percentiles ordered), never how fast anything was: CI machines
+are too noisy for that, and the benchmark's job is to print numbers, not to gate on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from app.bench.openloop import LoadProcess, LoadSpec, PhaseResult
+from app.bench.procs import ServerProcess, free_port
+from app.bench.report import BenchReport, Row, format_table
+from app.bench.wire import ClientConnection, RequestTemplate, json_post_template
+from app.storage.embedded_redis import EmbeddedRedis
+
+REPO = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+BODIES = [
+    {"symbol": "AAPL", "side": side, "qty": "1", "type": "market", "time_in_force": "day"}
+    for side in ("buy", "sell")
+]
+
+
+def _template(port: int, prefix: str, bodies: list[dict[str, str]] = BODIES) -> RequestTemplate:
+    return json_post_template(
+        HOST,
+        port,
+        "/v1/orders",
+        bodies,
+        "client_order_id",
+        prefix,
+        {"Authorization": "Bearer test"},
+    )
+
+
+def _assert_well_formed(result: PhaseResult) -> None:
+    assert result.ok > 0
+    assert result.sent >= result.ok
+    assert result.achieved_per_s > 0
+    assert result.p50_ms is not None
+    assert result.p95_ms is not None
+    assert result.p99_ms is not None
+    assert result.max_ms is not None
+    assert 0 <= result.p50_ms <= result.p95_ms <= result.p99_ms <= result.max_ms
+
+
+@pytest.fixture(scope="module")
+def floor_port(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[int]:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "app.bench.floor",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--redis-url",
+        redis_server.url,
+    ]
+    log = tmp_path_factory.mktemp("floor") / "floor.log"
+    with ServerProcess("floor", argv, os.environ, log) as server:
+        server.start(port, "/healthz")
+        yield port
+
+
+@pytest.fixture(scope="module")
+def load() -> Iterator[LoadProcess]:
+    with LoadProcess() as process:
+        yield process
+
+
+def test_open_loop_sends_every_scheduled_request(floor_port: int, load: LoadProcess) -> None:
+    spec = LoadSpec(
+        HOST,
+        floor_port,
+        _template(floor_port, "smoke-open-"),
+        duration_s=1.0,
+        rate=50,
+        connections=2,
+    )
+    result = load.run(spec)
+    assert result.mode == "open@50"
+    assert result.sent == 50
+    assert result.ok == 50
+    assert result.errors == {}
+    _assert_well_formed(result)
+
+
+def test_closed_loop_keeps_every_connection_busy(floor_port: int, load: LoadProcess) -> None:
+    spec = LoadSpec(
+        HOST, floor_port, _template(floor_port, "smoke-closed-"), duration_s=0.5, connections=4
+    )
+    result = load.run(spec)
+    assert result.mode == "closed c=4"
+    assert result.offered_per_s is None
+    assert result.peak_connections == 4
+    assert result.errors == {}
+    _assert_well_formed(result)
+
+
+def test_non_2xx_replies_are_errors_bucketed_by_status(floor_port: int, load: LoadProcess) -> None:
+    # The floor validates like the gateway: a negative quantity is a 422, with a body saying so.
+    bad = [{**BODIES[0], "qty": "-1"}]
+    spec = LoadSpec(
+        HOST,
+        floor_port,
+        _template(floor_port, "smoke-bad-", bad),
+        duration_s=0.5,
+        rate=20,
+        connections=1,
+    )
+    result = load.run(spec)
+    assert result.ok == 0
+    assert result.errors == {"422": 10}
+    assert "qty" in result.error_samples["422"]
+    assert result.p50_ms is None  # latencies are of successful replies only
+
+
+def test_unreachable_server_ends_the_phase_with_connect_errors(load: LoadProcess) -> None:
+    port = free_port()  # nothing listens here
+    spec = LoadSpec(
+        HOST, port, _template(port, "smoke-dead-"), duration_s=0.5, rate=20, drain_s=5.0
+    )
+    result = load.run(spec)
+    assert result.ok == 0
+    assert result.errors == {"connect": 10}
+
+
+def test_each_request_carries_its_own_id_and_a_correct_content_length() -> None:
+    template = _template(8000, "bench-abc-01-")
+    seen = []
+    for n in range(4):
+        head, body = template.build(n).split(b"\r\n\r\n", 1)
+        assert f"content-length: {len(body)}".encode() in head.lower()
+        payload = json.loads(body)
+        assert payload["client_order_id"] == f"bench-abc-01-{n:09d}"
+        seen.append(payload["side"])
+    assert seen == ["buy", "sell", "buy", "sell"]
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_replies_split_at_any_byte_are_parsed_whole() -> None:
+    replies = (
+        b'HTTP/1.1 201 Created\r\ncontent-length: 11\r\n\r\n{"id":"1"}\n'
+        b"HTTP/1.1 429 Too Many Requests\r\ntransfer-encoding: chunked\r\n\r\n"
+        b'5\r\n{"a":\r\n2\r\n1}\r\n0\r\n\r\n'
+    )
+    got: list[tuple[int, float, bytes]] = []
+
+    def on_response(
+        _c: ClientConnection, status: int, intended: float, _d: float, body: bytes
+    ) -> None:
+        got.append((status, intended, body))
+        if len(got) == 1:
+            conn.send(b"second", 2.0)
+
+    conn = ClientConnection(on_response, lambda _c, _i: None)
+    conn.connection_made(cast(asyncio.Transport, _Transport()))
+    conn.send(b"first", 1.0)
+    for i in range(len(replies)):
+        conn.data_received(replies[i : i + 1])
+    assert got == [(201, 1.0, b""), (429, 2.0, b'{"a":1}')]
+    assert conn.idle
+
+
+def test_report_prints_ratio_and_verdicts() -> None:
+    def phase(mode: str, rate: float | None, achieved: float) -> PhaseResult:
+        return PhaseResult(
+            mode=mode, offered_per_s=rate, duration_s=1.0, sent=int(achieved),
+            ok=int(achieved), errors={}, error_samples={}, achieved_per_s=achieved,
+            p50_ms=1.0, p95_ms=2.0, p99_ms=3.0, max_ms=4.0, send_lag_p50_ms=0.1,
+            send_lag_p99_ms=0.2, peak_connections=2, client_cpu_share=0.1,
+        )  # fmt: skip
+
+    report = BenchReport(
+        settings={"rate": 500.0},
+        rows=[
+            Row("floor", phase("open@500", 500, 500)),
+            Row("gateway", phase("open@500", 500, 500)),
+            Row("floor", phase("closed c=32", None, 2000)),
+            Row("gateway", phase("closed c=32", None, 1300)),
+        ],
+    )
+    table = format_table(report)
+    assert "gateway/floor max throughput ratio: 0.65" in table
+    assert report.verdicts() == {"sustained": True, "p95": True, "p99": True, "ratio": True}
+
+
+def test_orders_bench_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERGATE_")}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "bench",
+            "orders",
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+            "--max-duration",
+            "0.5",
+            "--connections",
+            "4",
+            "--warmup",
+            "0.5",
+            "--json",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "gateway/floor max throughput ratio" in done.stdout
+    data: dict[str, Any] = json.loads(out.read_text())
+    phases = [(p["target"], p["mode"]) for p in data["phases"]]
+    assert phases == [
+        ("floor", "open@50"),
+        ("gateway", "open@50"),
+        ("floor", "closed c=4"),
+        ("gateway", "closed c=4"),
+    ]
+    for p in data["phases"]:
+        assert p["ok"] > 0, p
+        assert p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"] <= p["max_ms"]
+    assert data["max_throughput_ratio"] > 0
+    assert set(data["targets"]["met"]) == {"sustained", "p95", "p99", "ratio"}
