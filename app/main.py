@@ -11,9 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_fastapi_instrumentator import Instrumentator
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,7 +29,7 @@ from app.services.auth import ApiKeyService
 from app.services.executions import ExecutionApplier
 from app.services.leader import Lease
 from app.services.orders import OrderService
-from app.storage.database import create_engine
+from app.storage.database import create_engine, create_writer_engine
 from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.idempotency import IdempotencyStore
 from app.storage.order_log import OrderLog
@@ -75,16 +77,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.callback(embedded.stop)
             redis_url = embedded.url
             log.info("started a private redis-server at %s", redis_url)
-        redis = Redis.from_url(
-            redis_url, socket_timeout=2.0, socket_connect_timeout=0.5, max_connections=200
+        # A blocking pool: under a burst, callers wait briefly for a connection instead
+        # of failing with "Too many connections".
+        pool = BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=64,
+            timeout=2.0,
+            socket_timeout=2.0,
+            socket_connect_timeout=0.5,
         )
+        redis = Redis(connection_pool=pool)
         stack.push_async_callback(redis.aclose)
 
         url = settings.effective_database_url
         engine = create_engine(url)
         stack.push_async_callback(engine.dispose)
-        writer_engine = create_engine(url, writer=True)
-        stack.push_async_callback(writer_engine.dispose)
+        writer_engine = create_writer_engine(url)
+        stack.push_async_callback(_dispose, writer_engine)
 
         order_log = OrderLog(writer_engine)
         order_log.start()
@@ -124,6 +133,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             applier=applier,
         )
         yield
+
+
+async def _dispose(engine: AsyncEngine | Engine) -> None:
+    if isinstance(engine, AsyncEngine):
+        await engine.dispose()
+    else:
+        engine.dispose()
 
 
 class BodySizeLimit:

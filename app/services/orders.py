@@ -164,11 +164,11 @@ class OrderService:
     async def _record(
         self, order: Order, previous: OrderStatus, answer: Answer, reason: str | None = None
     ) -> None:
-        ack = (answer.status, answer.body)
-        if not await self._log.record_transition(order, previous, reason=reason, ack=ack):
-            # The broker's own report got there first (e.g. a fill); it holds the truth for
-            # the status, we only keep the answer for replays.
-            await self._log.store_ack(order.id, ack)
+        # If the broker's own report got there first (e.g. a fill), the transition is not
+        # applied: the report holds the truth. The answer is kept either way, for replays.
+        await self._log.record_transition(
+            order, previous, reason=reason, ack=(answer.status, answer.body)
+        )
 
     async def _answer_from_database(
         self, account: str, client_order_id: str, fingerprint: str

@@ -5,12 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, make_url
+from sqlalchemy import Engine, event, make_url
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_writer_engine(url: str) -> AsyncEngine | Engine:
+    """The order log's engine: on SQLite a synchronous one (stdlib driver, used from one
+    thread, so a batch is one thread hop, not several per statement); else async."""
+    if not is_sqlite(url):
+        return create_engine(url, writer=True)
+    sync_url = make_url(url).set(drivername="sqlite+pysqlite")
+    _ensure_directory(sync_url.database)
+    engine = sa_create_engine(
+        sync_url, poolclass=StaticPool, connect_args={"timeout": 30, "check_same_thread": False}
+    )
+    _configure_sqlite(engine, immediate=True)
+    return engine
 
 
 def create_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> AsyncEngine:
@@ -26,9 +42,7 @@ def create_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> Asyn
             max_overflow=0 if writer else 10,
             pool_pre_ping=True,
         )
-    database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    _ensure_directory(make_url(url).database)
     engine = create_async_engine(
         url,
         pool_size=1 if writer else pool_size,
@@ -39,8 +53,15 @@ def create_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> Asyn
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _ensure_directory(database: str | None) -> None:
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _configure_sqlite(engine: AsyncEngine | Engine, *, immediate: bool) -> None:
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the driver so BEGIN is ours to issue.
         dbapi_connection.isolation_level = None
@@ -53,6 +74,6 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -1,46 +1,40 @@
 """The durable order log: every order write goes through one group-committing writer.
 
-Writers enqueue an operation and await its result. A single task drains the queue and runs
-everything that arrived while the previous transaction was committing in ONE transaction,
-so concurrent orders share a commit (and its fsync) instead of queueing for one each.
-An operation that fails is retried alone, so one bad write never sinks its neighbours.
+Writers enqueue a write and await its result. One task drains the queue and commits all that
+arrived while the previous transaction ran, in ONE transaction and with a fixed number of
+statements per kind of write (set-based: one SELECT to check, one executemany to write), so a
+batch of 200 orders costs about what one does. If a batch fails, its writes are retried one
+by one, so a bad write never sinks its neighbours.
+
+Conditional writes stay race-free: on SQLite the writer holds the write lock from BEGIN
+(``BEGIN IMMEDIATE``); on PostgreSQL the rows it checks are locked (``SELECT ... FOR UPDATE``)
+and the unique (account, client_order_id) constraint catches concurrent inserts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Select, Table, bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.domain.orders import (
-    ExecutionReport,
-    Order,
-    Position,
-    apply_fill_to_position,
-)
+from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
 from app.domain.status import OrderStatus, can_transition
 from app.storage import tables as t
 from app.storage.rows import order_from_row, order_to_row
 
 log = logging.getLogger(__name__)
 
-Operation = Callable[[AsyncConnection], Awaitable[Any]]
-
-
-@dataclass(slots=True)
-class _Pending:
-    operation: Operation
-    future: asyncio.Future[Any] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+PRICE_QUANTUM = Decimal("1e-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +45,86 @@ class AppliedReport:
     order: Order | None
 
 
-class OrderLog:
-    """Group-committed writes of orders, their events, fills and positions."""
+@dataclass(frozen=True, slots=True)
+class _NewOrder:
+    order: Order
 
-    def __init__(self, engine: AsyncEngine, max_batch: int = 256) -> None:
+
+@dataclass(frozen=True, slots=True)
+class _Transition:
+    order: Order
+    previous: OrderStatus
+    reason: str | None
+    ack: tuple[int, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reports:
+    reports: list[ExecutionReport]
+    cursor: tuple[str, str] | None
+
+
+_Write = _NewOrder | _Transition | _Reports
+
+
+@dataclass(slots=True)
+class _Pending:
+    write: _Write
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class OrderLog:
+    """Group-committed writes of orders, their events, fills and positions.
+
+    The batch logic is written once against a synchronous SQLAlchemy ``Connection``. On
+    SQLite it runs in one dedicated thread with the stdlib driver, so a whole batch costs
+    one hop between threads instead of several per statement; on PostgreSQL it runs on the
+    asyncpg connection through ``run_sync``.
+    """
+
+    def __init__(self, engine: AsyncEngine | Engine, max_batch: int = 512) -> None:
         self._engine = engine
-        self._dialect = engine.dialect.name
+        self._postgres = engine.dialect.name == "postgresql"
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._max_batch = max_batch
         self._task: asyncio.Task[None] | None = None
+        self._async_conn: AsyncConnection | None = None
+        self._sync_conn: Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="order-log")
         self.batches = 0
-        self.operations = 0
+        self.writes = 0
 
-    # -- lifecycle ---------------------------------------------------------------------
+    # -- public writes -------------------------------------------------------------------
+    async def insert_new(self, order: Order) -> bool:
+        """Write a new order and its first event. False if the account already has an
+        order with this client_order_id (the idempotency backstop)."""
+        inserted: bool = await self._submit(_NewOrder(order))
+        return inserted
+
+    async def record_transition(
+        self,
+        order: Order,
+        previous: OrderStatus,
+        *,
+        reason: str | None = None,
+        ack: tuple[int, str] | None = None,
+    ) -> bool:
+        """Persist ``order`` (already transitioned in memory) if the stored row is still in
+        ``previous``; False when something else moved it first (e.g. a fill beat the ack).
+        ``ack``, the answer given for the order, is kept either way, for replays."""
+        applied: bool = await self._submit(_Transition(order, previous, reason, ack))
+        return applied
+
+    async def apply_reports(
+        self, reports: list[ExecutionReport], cursor: tuple[str, str] | None = None
+    ) -> list[AppliedReport]:
+        """Apply broker execution reports in order, in one transaction with the stream cursor."""
+        applied: list[AppliedReport] = await self._submit(_Reports(reports, cursor))
+        return applied
+
+    # -- the writer ----------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="order-log-writer")
 
@@ -72,11 +133,13 @@ class OrderLog:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        await self._drop_connection()
+        self._thread.shutdown(wait=True)
 
-    async def submit(self, operation: Operation) -> Any:
+    async def _submit(self, write: _Write) -> Any:
         if self._task is None or self._task.done():
             raise RuntimeError("order log writer is not running")
-        pending = _Pending(operation)
+        pending = _Pending(write)
         self._queue.put_nowait(pending)
         return await pending.future
 
@@ -88,231 +151,384 @@ class OrderLog:
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        writes = [p.write for p in batch]
         try:
-            async with self._engine.begin() as conn:
-                results = [await p.operation(conn) for p in batch]
+            if isinstance(self._engine, AsyncEngine):
+                if self._async_conn is None:
+                    # One connection kept for the writer: no pool checkout/reset per batch.
+                    self._async_conn = await self._engine.connect()
+                async with self._async_conn.begin():
+                    results = await self._async_conn.run_sync(self._execute, writes)
+            else:
+                loop = asyncio.get_running_loop()
+                results = await loop.run_in_executor(self._thread, self._execute_in_thread, writes)
         except Exception as exc:
+            await self._drop_connection()
             if len(batch) == 1:
                 if not batch[0].future.done():
                     batch[0].future.set_exception(exc)
                 return
-            log.warning("group commit of %d failed (%s); retrying one by one", len(batch), exc)
+            log.warning("group commit of %d failed (%r); retrying one by one", len(batch), exc)
             for pending in batch:
                 await self._commit([pending])
             return
         self.batches += 1
-        self.operations += len(batch)
+        self.writes += len(batch)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
 
-    # -- operations --------------------------------------------------------------------
+    def _execute_in_thread(self, writes: list[_Write]) -> list[Any]:
+        assert isinstance(self._engine, Engine)
+        if self._sync_conn is None:
+            self._sync_conn = self._engine.connect()
+        with self._sync_conn.begin():
+            return self._execute(self._sync_conn, writes)
+
+    async def _drop_connection(self) -> None:
+        if self._async_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._async_conn.close()
+            self._async_conn = None
+        if self._sync_conn is not None:
+            conn, self._sync_conn = self._sync_conn, None
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
+
+    def _execute(self, conn: Connection, writes: list[_Write]) -> list[Any]:
+        results: list[Any] = [None] * len(writes)
+        new = [(i, w) for i, w in enumerate(writes) if isinstance(w, _NewOrder)]
+        if new:
+            inserted = self._insert_orders(conn, [w.order for _, w in new])
+            for (i, _), ok in zip(new, inserted, strict=True):
+                results[i] = ok
+        moves = [(i, w) for i, w in enumerate(writes) if isinstance(w, _Transition)]
+        if moves:
+            applied = self._transition_orders(conn, [w for _, w in moves])
+            for (i, _), ok in zip(moves, applied, strict=True):
+                results[i] = ok
+        for i, w in enumerate(writes):
+            if isinstance(w, _Reports):
+                results[i] = self._apply_reports(conn, w.reports, w.cursor)
+        return results
+
+    # -- set-based statements ------------------------------------------------------------
     def _insert(self, table: Table) -> Any:
-        dialect_module = sqlite if self._dialect == "sqlite" else postgresql
-        return dialect_module.insert(table)
+        return (postgresql if self._postgres else sqlite).insert(table)
 
-    async def insert_new(self, order: Order) -> bool:
-        """Write a new order (pending_new) and its first event. False if the account
-        already has an order with this client_order_id (the idempotency backstop)."""
+    def _locked(self, query: Select[Any]) -> Select[Any]:
+        return query.with_for_update() if self._postgres else query
 
-        async def operation(conn: AsyncConnection) -> bool:
-            stmt = self._insert(t.orders).values(**order_to_row(order)).on_conflict_do_nothing()
-            result = await conn.execute(stmt)
-            if result.rowcount != 1:
-                return False
-            await conn.execute(
-                t.order_events.insert().values(
-                    order_id=order.id,
-                    account=order.account,
-                    from_status=None,
-                    to_status=order.status.value,
-                    reason=None,
-                    at=order.created_at,
+    def _insert_orders(self, conn: Connection, orders: list[Order]) -> list[bool]:
+        keys = [(o.account, o.client_order_id) for o in orders]
+        taken = set(
+            (
+                conn.execute(
+                    select(t.orders.c.account, t.orders.c.client_order_id).where(
+                        tuple_(t.orders.c.account, t.orders.c.client_order_id).in_(keys)
+                    )
                 )
             )
-            return True
-
-        result: bool = await self.submit(operation)
-        return result
-
-    async def record_transition(
-        self,
-        order: Order,
-        previous: OrderStatus,
-        *,
-        reason: str | None = None,
-        ack: tuple[int, str] | None = None,
-    ) -> bool:
-        """Persist ``order`` (already transitioned in memory) if the stored row is still in
-        ``previous``; False when someone else moved it first (e.g. a fill beat the ack)."""
-
-        async def operation(conn: AsyncConnection) -> bool:
-            values: dict[str, Any] = {
-                "status": order.status.value,
-                "updated_at": order.updated_at,
-                "reject_reason": order.reject_reason,
-            }
-            if ack is not None:
-                values["ack_status"], values["ack_body"] = ack
-            result = await conn.execute(
-                update(t.orders)
-                .where(t.orders.c.id == order.id, t.orders.c.status == previous.value)
-                .values(**values)
-            )
-            if result.rowcount != 1:
-                return False
-            await conn.execute(
-                t.order_events.insert().values(
-                    order_id=order.id,
-                    account=order.account,
-                    from_status=previous.value,
-                    to_status=order.status.value,
-                    reason=reason,
-                    at=order.updated_at,
-                )
-            )
-            return True
-
-        result: bool = await self.submit(operation)
-        return result
-
-    async def store_ack(self, order_id: str, ack: tuple[int, str]) -> None:
-        """Keep the answer given for an order whose status did not change with it."""
-
-        async def operation(conn: AsyncConnection) -> None:
-            await conn.execute(
-                update(t.orders)
-                .where(t.orders.c.id == order_id)
-                .values(ack_status=ack[0], ack_body=ack[1])
-            )
-
-        await self.submit(operation)
-
-    async def apply_reports(
-        self, reports: list[ExecutionReport], cursor: tuple[str, str] | None = None
-    ) -> list[AppliedReport]:
-        """Apply broker execution reports in order, in one transaction with the stream cursor."""
-
-        async def operation(conn: AsyncConnection) -> list[AppliedReport]:
-            applied = [await self._apply_report(conn, report) for report in reports]
-            if cursor is not None:
-                name, position = cursor
-                stmt = self._insert(t.stream_cursors).values(name=name, position=position)
-                await conn.execute(
-                    stmt.on_conflict_do_update(index_elements=["name"], set_={"position": position})
-                )
-            return applied
-
-        result: list[AppliedReport] = await self.submit(operation)
-        return result
-
-    async def _apply_report(self, conn: AsyncConnection, report: ExecutionReport) -> AppliedReport:
-        query = select(t.orders).where(
-            t.orders.c.client_order_id == report.client_order_id,
-            t.orders.c.account == report.account,
+            .tuples()
+            .all()
         )
-        if self._dialect != "sqlite":
-            query = query.with_for_update()
-        row = (await conn.execute(query)).mappings().first()
-        if row is None:
-            log.error(
-                "execution report for unknown order %s/%s", report.account, report.client_order_id
+        fresh: list[Order] = []
+        outcome: list[bool] = []
+        for order, key in zip(orders, keys, strict=True):
+            ok = key not in taken
+            taken.add(key)
+            outcome.append(ok)
+            if ok:
+                fresh.append(order)
+        if fresh:
+            conn.execute(t.orders.insert(), [order_to_row(o) for o in fresh])
+            conn.execute(
+                t.order_events.insert(),
+                [
+                    {
+                        "order_id": o.id,
+                        "account": o.account,
+                        "from_status": None,
+                        "to_status": o.status.value,
+                        "reason": None,
+                        "exec_id": None,
+                        "at": o.created_at,
+                    }
+                    for o in fresh
+                ],
             )
-            return AppliedReport(report, None)
-        order = order_from_row(row)
-        if report.seq <= order.exec_seq:
-            return AppliedReport(report, None)  # already applied: replays are harmless
-        now = report.transact_time or datetime.now(UTC)
-        changes: dict[str, Any] = {"exec_seq": report.seq}
-        if report.is_fill:
-            if report.last_px is None:
-                raise ValueError(f"fill {report.exec_id} without a price")
-            inserted = await conn.execute(
-                self._insert(t.fills)
+        return outcome
+
+    def _transition_orders(self, conn: Connection, moves: list[_Transition]) -> list[bool]:
+        ids = list({m.order.id for m in moves})
+        current: dict[str, str] = dict(
+            (
+                conn.execute(
+                    self._locked(
+                        select(t.orders.c.id, t.orders.c.status).where(t.orders.c.id.in_(ids))
+                    )
+                )
+            )
+            .tuples()
+            .all()
+        )
+        status_rows: list[dict[str, Any]] = []
+        ack_rows: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        outcome: list[bool] = []
+        for move in moves:
+            order = move.order
+            if move.ack is not None:
+                ack_rows.append(
+                    {"b_id": order.id, "b_ack_status": move.ack[0], "b_ack_body": move.ack[1]}
+                )
+            ok = current.get(order.id) == move.previous.value
+            outcome.append(ok)
+            if not ok:
+                continue
+            current[order.id] = order.status.value
+            status_rows.append(
+                {
+                    "b_id": order.id,
+                    "b_status": order.status.value,
+                    "b_updated_at": order.updated_at,
+                    "b_reject_reason": order.reject_reason,
+                }
+            )
+            events.append(
+                {
+                    "order_id": order.id,
+                    "account": order.account,
+                    "from_status": move.previous.value,
+                    "to_status": order.status.value,
+                    "reason": move.reason,
+                    "exec_id": None,
+                    "at": order.updated_at,
+                }
+            )
+        by_id = t.orders.c.id == bindparam("b_id")
+        if status_rows:
+            conn.execute(
+                update(t.orders)
+                .where(by_id)
                 .values(
-                    exec_id=report.exec_id,
-                    order_id=order.id,
-                    account=order.account,
-                    symbol=order.symbol,
-                    side=order.side.value,
-                    qty=report.last_qty,
-                    price=report.last_px,
-                    at=now,
-                )
-                .on_conflict_do_nothing()
+                    status=bindparam("b_status"),
+                    updated_at=bindparam("b_updated_at"),
+                    reject_reason=bindparam("b_reject_reason"),
+                ),
+                status_rows,
             )
-            if inserted.rowcount == 1:
-                cost = (order.avg_fill_price or Decimal(0)) * order.filled_qty
-                changes["filled_qty"] = order.filled_qty + report.last_qty
-                changes["avg_fill_price"] = (
-                    (cost + report.last_px * report.last_qty) / changes["filled_qty"]
-                ).quantize(Decimal("1e-8"))
-                await self._add_to_position(conn, order, report.last_qty, report.last_px, now)
-        status = report.status
-        if status == order.status or not can_transition(order.status, status):
-            # Same status (another partial fill) or a stale report: keep the status.
-            if status != order.status:
-                log.warning(
-                    "ignoring %s -> %s for %s (seq %d)", order.status, status, order.id, report.seq
-                )
-            updated = _replace(order, now, changes)
-        else:
-            if status is OrderStatus.REJECTED:
-                changes["reject_reason"] = report.reason or "broker.rejected"
-            updated = order.transition(status, now, **changes)
-        await conn.execute(
-            update(t.orders)
-            .where(t.orders.c.id == order.id)
-            .values(
-                status=updated.status.value,
-                filled_qty=updated.filled_qty,
-                avg_fill_price=updated.avg_fill_price,
-                exec_seq=updated.exec_seq,
-                reject_reason=updated.reject_reason,
-                updated_at=updated.updated_at,
+        if ack_rows:
+            conn.execute(
+                update(t.orders)
+                .where(by_id)
+                .values(ack_status=bindparam("b_ack_status"), ack_body=bindparam("b_ack_body")),
+                ack_rows,
             )
-        )
-        await conn.execute(
-            t.order_events.insert().values(
-                order_id=order.id,
-                account=order.account,
-                from_status=order.status.value,
-                to_status=updated.status.value,
-                reason=report.reason,
-                exec_id=report.exec_id,
-                at=now,
-            )
-        )
-        return AppliedReport(report, updated)
+        if events:
+            conn.execute(t.order_events.insert(), events)
+        return outcome
 
-    async def _add_to_position(
-        self, conn: AsyncConnection, order: Order, qty: Decimal, price: Decimal, at: datetime
-    ) -> None:
-        query = select(t.positions).where(
-            t.positions.c.account == order.account, t.positions.c.symbol == order.symbol
-        )
-        if self._dialect != "sqlite":
-            query = query.with_for_update()
-        row = (await conn.execute(query)).mappings().first()
-        current = Position(order.account, order.symbol, Decimal(0), Decimal(0), Decimal(0))
-        if row is not None:
-            current = Position(
-                order.account, order.symbol, row["qty"], row["avg_price"], row["realized_pnl"]
+    def _apply_reports(
+        self, conn: Connection, reports: list[ExecutionReport], cursor: tuple[str, str] | None
+    ) -> list[AppliedReport]:
+        keys = list({(r.account, r.client_order_id) for r in reports})
+        orders = {
+            (o.account, o.client_order_id): o
+            for o in map(
+                order_from_row,
+                (
+                    conn.execute(
+                        self._locked(
+                            select(t.orders).where(
+                                tuple_(t.orders.c.account, t.orders.c.client_order_id).in_(keys)
+                            )
+                        )
+                    )
+                )
+                .mappings()
+                .all(),
             )
-        new = apply_fill_to_position(current, order.side, qty, price)
-        values = {
-            "qty": new.qty,
-            "avg_price": new.avg_price,
-            "realized_pnl": new.realized_pnl,
-            "updated_at": at,
         }
-        stmt = self._insert(t.positions).values(
-            account=order.account, symbol=order.symbol, **values
+        fill_ids = [r.exec_id for r in reports if r.is_fill]
+        seen_fills = (
+            set(
+                (conn.execute(select(t.fills.c.exec_id).where(t.fills.c.exec_id.in_(fill_ids))))
+                .scalars()
+                .all()
+            )
+            if fill_ids
+            else set()
         )
-        await conn.execute(
-            stmt.on_conflict_do_update(index_elements=["account", "symbol"], set_=values)
+        positions = self._load_positions(conn, {(o.account, o.symbol) for o in orders.values()})
+
+        applied: list[AppliedReport] = []
+        changed: dict[str, Order] = {}
+        fill_rows: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        touched: set[tuple[str, str]] = set()
+        for report in reports:
+            order = orders.get((report.account, report.client_order_id))
+            if order is None:
+                log.error(
+                    "execution report for unknown order %s/%s",
+                    report.account,
+                    report.client_order_id,
+                )
+                applied.append(AppliedReport(report, None))
+                continue
+            if report.seq <= order.exec_seq:
+                applied.append(AppliedReport(report, None))  # a replay: already applied
+                continue
+            at = report.transact_time or datetime.now(UTC)
+            changes: dict[str, Any] = {"exec_seq": report.seq}
+            filled_now = report.is_fill and report.exec_id not in seen_fills
+            if filled_now:
+                if report.last_px is None:
+                    raise ValueError(f"fill {report.exec_id} without a price")
+                seen_fills.add(report.exec_id)
+                cost = (order.avg_fill_price or Decimal(0)) * order.filled_qty
+                filled = order.filled_qty + report.last_qty
+                changes["filled_qty"] = filled
+                changes["avg_fill_price"] = (
+                    (cost + report.last_px * report.last_qty) / filled
+                ).quantize(PRICE_QUANTUM)
+                fill_rows.append(
+                    {
+                        "exec_id": report.exec_id,
+                        "order_id": order.id,
+                        "account": order.account,
+                        "symbol": order.symbol,
+                        "side": order.side.value,
+                        "qty": report.last_qty,
+                        "price": report.last_px,
+                        "at": at,
+                    }
+                )
+                key = (order.account, order.symbol)
+                positions[key] = apply_fill_to_position(
+                    positions[key], order.side, report.last_qty, report.last_px
+                )
+                touched.add(key)
+            updated = _next_state(order, report, at, changes)
+            orders[(order.account, order.client_order_id)] = updated
+            changed[updated.id] = updated
+            if updated.status != order.status or filled_now:
+                events.append(
+                    {
+                        "order_id": order.id,
+                        "account": order.account,
+                        "from_status": order.status.value,
+                        "to_status": updated.status.value,
+                        "reason": report.reason,
+                        "exec_id": report.exec_id,
+                        "at": at,
+                    }
+                )
+            applied.append(AppliedReport(report, updated))
+
+        if changed:
+            conn.execute(
+                update(t.orders)
+                .where(t.orders.c.id == bindparam("b_id"))
+                .values(
+                    status=bindparam("b_status"),
+                    filled_qty=bindparam("b_filled_qty"),
+                    avg_fill_price=bindparam("b_avg_fill_price"),
+                    exec_seq=bindparam("b_exec_seq"),
+                    reject_reason=bindparam("b_reject_reason"),
+                    updated_at=bindparam("b_updated_at"),
+                ),
+                [
+                    {
+                        "b_id": o.id,
+                        "b_status": o.status.value,
+                        "b_filled_qty": o.filled_qty,
+                        "b_avg_fill_price": o.avg_fill_price,
+                        "b_exec_seq": o.exec_seq,
+                        "b_reject_reason": o.reject_reason,
+                        "b_updated_at": o.updated_at,
+                    }
+                    for o in changed.values()
+                ],
+            )
+        if fill_rows:
+            conn.execute(t.fills.insert(), fill_rows)
+        if touched:
+            self._save_positions(conn, [positions[k] for k in touched])
+        if events:
+            conn.execute(t.order_events.insert(), events)
+        if cursor is not None:
+            stmt = self._insert(t.stream_cursors).values(name=cursor[0], position=cursor[1])
+            conn.execute(
+                stmt.on_conflict_do_update(index_elements=["name"], set_={"position": cursor[1]})
+            )
+        return applied
+
+    def _load_positions(
+        self, conn: Connection, keys: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], Position]:
+        positions = {k: Position(k[0], k[1], Decimal(0), Decimal(0), Decimal(0)) for k in keys}
+        if keys:
+            rows = (
+                (
+                    conn.execute(
+                        self._locked(
+                            select(t.positions).where(
+                                tuple_(t.positions.c.account, t.positions.c.symbol).in_(list(keys))
+                            )
+                        )
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            for r in rows:
+                positions[(r["account"], r["symbol"])] = Position(
+                    r["account"], r["symbol"], r["qty"], r["avg_price"], r["realized_pnl"]
+                )
+        return positions
+
+    def _save_positions(self, conn: Connection, positions: list[Position]) -> None:
+        now = datetime.now(UTC)
+        stmt = self._insert(t.positions)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account", "symbol"],
+            set_={
+                "qty": stmt.excluded.qty,
+                "avg_price": stmt.excluded.avg_price,
+                "realized_pnl": stmt.excluded.realized_pnl,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        conn.execute(
+            stmt,
+            [
+                {
+                    "account": p.account,
+                    "symbol": p.symbol,
+                    "qty": p.qty,
+                    "avg_price": p.avg_price,
+                    "realized_pnl": p.realized_pnl,
+                    "updated_at": now,
+                }
+                for p in positions
+            ],
         )
 
 
-def _replace(order: Order, at: datetime, changes: dict[str, Any]) -> Order:
-    return replace(order, updated_at=at, **changes)
+def _next_state(
+    order: Order, report: ExecutionReport, at: datetime, changes: dict[str, Any]
+) -> Order:
+    """The order after ``report``: its status if that is a legal move, else only its fills."""
+    status = report.status
+    if status == order.status or not can_transition(order.status, status):
+        if status != order.status:
+            # A stale report (e.g. 'new' after we recorded 'canceled'): keep the status.
+            log.info(
+                "keeping %s over %s for %s (seq %d)", order.status, status, order.id, report.seq
+            )
+        return replace(order, updated_at=at, **changes)
+    if status is OrderStatus.REJECTED:
+        changes["reject_reason"] = report.reason or "broker.rejected"
+    return order.transition(status, at, **changes)
