@@ -29,7 +29,7 @@ class Services:
     applier: ExecutionApplier
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -43,7 +43,8 @@ async def get_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NotAuthenticated("send Authorization: Bearer <api key>")
-    return await get_services(request).keys.authenticate(credentials.credentials)
+    services: Services = request.app.state.services
+    return await services.keys.authenticate(credentials.credentials)
 
 
 async def get_trader(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
