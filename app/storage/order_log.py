@@ -22,15 +22,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
 from app.domain.status import OrderStatus, can_transition
-from app.storage import tables as t
-from app.storage.rows import order_from_row, order_to_row
+from app.storage.rows import order_from_row
+from app.storage.statements import Statements
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +84,7 @@ class OrderLog:
 
     def __init__(self, engine: AsyncEngine | Engine, max_batch: int = 512) -> None:
         self._engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
+        self._sql = Statements(engine.dialect)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._max_batch = max_batch
         self._task: asyncio.Task[None] | None = None
@@ -148,7 +146,13 @@ class OrderLog:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            await self._commit(batch)
+            # Orders waiting for an answer commit first; execution reports (background
+            # work, and the larger transactions) go in a transaction of their own after.
+            on_order_path = [p for p in batch if not isinstance(p.write, _Reports)]
+            background = [p for p in batch if isinstance(p.write, _Reports)]
+            for part in (on_order_path, background):
+                if part:
+                    await self._commit(part)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         writes = [p.write for p in batch]
@@ -212,26 +216,10 @@ class OrderLog:
                 results[i] = self._apply_reports(conn, w.reports, w.cursor)
         return results
 
-    # -- set-based statements ------------------------------------------------------------
-    def _insert(self, table: Table) -> Any:
-        return (postgresql if self._postgres else sqlite).insert(table)
-
-    def _locked(self, query: Select[Any]) -> Select[Any]:
-        return query.with_for_update() if self._postgres else query
-
+    # -- set-based statements: a fixed number per kind of write, whatever the batch size ---
     def _insert_orders(self, conn: Connection, orders: list[Order]) -> list[bool]:
         keys = [(o.account, o.client_order_id) for o in orders]
-        taken = set(
-            (
-                conn.execute(
-                    select(t.orders.c.account, t.orders.c.client_order_id).where(
-                        tuple_(t.orders.c.account, t.orders.c.client_order_id).in_(keys)
-                    )
-                )
-            )
-            .tuples()
-            .all()
-        )
+        taken = set(conn.execute(self._sql.taken_client_ids, {"keys": keys}).tuples().all())
         fresh: list[Order] = []
         outcome: list[bool] = []
         for order, key in zip(orders, keys, strict=True):
@@ -240,123 +228,58 @@ class OrderLog:
             outcome.append(ok)
             if ok:
                 fresh.append(order)
-        if fresh:
-            conn.execute(t.orders.insert(), [order_to_row(o) for o in fresh])
-            conn.execute(
-                t.order_events.insert(),
-                [
-                    {
-                        "order_id": o.id,
-                        "account": o.account,
-                        "from_status": None,
-                        "to_status": o.status.value,
-                        "reason": None,
-                        "exec_id": None,
-                        "at": o.created_at,
-                    }
-                    for o in fresh
-                ],
-            )
+        self._sql.insert_orders.run(conn, [_order_tuple(o) for o in fresh])
+        self._sql.insert_events.run(
+            conn, [(o.id, o.account, None, o.status.value, None, None, o.created_at) for o in fresh]
+        )
         return outcome
 
     def _transition_orders(self, conn: Connection, moves: list[_Transition]) -> list[bool]:
         ids = list({m.order.id for m in moves})
         current: dict[str, str] = dict(
-            (
-                conn.execute(
-                    self._locked(
-                        select(t.orders.c.id, t.orders.c.status).where(t.orders.c.id.in_(ids))
-                    )
-                )
-            )
-            .tuples()
-            .all()
+            conn.execute(self._sql.statuses_by_id, {"ids": ids}).tuples().all()
         )
-        status_rows: list[dict[str, Any]] = []
-        ack_rows: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
+        status_rows: list[tuple[Any, ...]] = []
+        ack_rows: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
         outcome: list[bool] = []
         for move in moves:
             order = move.order
             if move.ack is not None:
-                ack_rows.append(
-                    {"b_id": order.id, "b_ack_status": move.ack[0], "b_ack_body": move.ack[1]}
-                )
+                ack_rows.append((move.ack[0], move.ack[1], order.id))
             ok = current.get(order.id) == move.previous.value
             outcome.append(ok)
             if not ok:
                 continue
             current[order.id] = order.status.value
             status_rows.append(
-                {
-                    "b_id": order.id,
-                    "b_status": order.status.value,
-                    "b_updated_at": order.updated_at,
-                    "b_reject_reason": order.reject_reason,
-                }
+                (order.status.value, order.updated_at, order.reject_reason, order.id)
             )
             events.append(
-                {
-                    "order_id": order.id,
-                    "account": order.account,
-                    "from_status": move.previous.value,
-                    "to_status": order.status.value,
-                    "reason": move.reason,
-                    "exec_id": None,
-                    "at": order.updated_at,
-                }
+                (
+                    order.id,
+                    order.account,
+                    move.previous.value,
+                    order.status.value,
+                    move.reason,
+                    None,
+                    order.updated_at,
+                )
             )
-        by_id = t.orders.c.id == bindparam("b_id")
-        if status_rows:
-            conn.execute(
-                update(t.orders)
-                .where(by_id)
-                .values(
-                    status=bindparam("b_status"),
-                    updated_at=bindparam("b_updated_at"),
-                    reject_reason=bindparam("b_reject_reason"),
-                ),
-                status_rows,
-            )
-        if ack_rows:
-            conn.execute(
-                update(t.orders)
-                .where(by_id)
-                .values(ack_status=bindparam("b_ack_status"), ack_body=bindparam("b_ack_body")),
-                ack_rows,
-            )
-        if events:
-            conn.execute(t.order_events.insert(), events)
+        self._sql.update_status.run(conn, status_rows)
+        self._sql.update_ack.run(conn, ack_rows)
+        self._sql.insert_events.run(conn, events)
         return outcome
 
     def _apply_reports(
         self, conn: Connection, reports: list[ExecutionReport], cursor: tuple[str, str] | None
     ) -> list[AppliedReport]:
         keys = list({(r.account, r.client_order_id) for r in reports})
-        orders = {
-            (o.account, o.client_order_id): o
-            for o in map(
-                order_from_row,
-                (
-                    conn.execute(
-                        self._locked(
-                            select(t.orders).where(
-                                tuple_(t.orders.c.account, t.orders.c.client_order_id).in_(keys)
-                            )
-                        )
-                    )
-                )
-                .mappings()
-                .all(),
-            )
-        }
+        rows = conn.execute(self._sql.orders_by_key, {"keys": keys}).mappings().all()
+        orders = {(o.account, o.client_order_id): o for o in map(order_from_row, rows)}
         fill_ids = [r.exec_id for r in reports if r.is_fill]
         seen_fills = (
-            set(
-                (conn.execute(select(t.fills.c.exec_id).where(t.fills.c.exec_id.in_(fill_ids))))
-                .scalars()
-                .all()
-            )
+            set(conn.execute(self._sql.known_fills, {"ids": fill_ids}).scalars().all())
             if fill_ids
             else set()
         )
@@ -364,8 +287,8 @@ class OrderLog:
 
         applied: list[AppliedReport] = []
         changed: dict[str, Order] = {}
-        fill_rows: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
+        fill_rows: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
         touched: set[tuple[str, str]] = set()
         for report in reports:
             order = orders.get((report.account, report.client_order_id))
@@ -394,16 +317,16 @@ class OrderLog:
                     (cost + report.last_px * report.last_qty) / filled
                 ).quantize(PRICE_QUANTUM)
                 fill_rows.append(
-                    {
-                        "exec_id": report.exec_id,
-                        "order_id": order.id,
-                        "account": order.account,
-                        "symbol": order.symbol,
-                        "side": order.side.value,
-                        "qty": report.last_qty,
-                        "price": report.last_px,
-                        "at": at,
-                    }
+                    (
+                        report.exec_id,
+                        order.id,
+                        order.account,
+                        order.symbol,
+                        order.side.value,
+                        report.last_qty,
+                        report.last_px,
+                        at,
+                    )
                 )
                 key = (order.account, order.symbol)
                 positions[key] = apply_fill_to_position(
@@ -415,54 +338,45 @@ class OrderLog:
             changed[updated.id] = updated
             if updated.status != order.status or filled_now:
                 events.append(
-                    {
-                        "order_id": order.id,
-                        "account": order.account,
-                        "from_status": order.status.value,
-                        "to_status": updated.status.value,
-                        "reason": report.reason,
-                        "exec_id": report.exec_id,
-                        "at": at,
-                    }
+                    (
+                        order.id,
+                        order.account,
+                        order.status.value,
+                        updated.status.value,
+                        report.reason,
+                        report.exec_id,
+                        at,
+                    )
                 )
             applied.append(AppliedReport(report, updated))
 
-        if changed:
-            conn.execute(
-                update(t.orders)
-                .where(t.orders.c.id == bindparam("b_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    filled_qty=bindparam("b_filled_qty"),
-                    avg_fill_price=bindparam("b_avg_fill_price"),
-                    exec_seq=bindparam("b_exec_seq"),
-                    reject_reason=bindparam("b_reject_reason"),
-                    updated_at=bindparam("b_updated_at"),
-                ),
-                [
-                    {
-                        "b_id": o.id,
-                        "b_status": o.status.value,
-                        "b_filled_qty": o.filled_qty,
-                        "b_avg_fill_price": o.avg_fill_price,
-                        "b_exec_seq": o.exec_seq,
-                        "b_reject_reason": o.reject_reason,
-                        "b_updated_at": o.updated_at,
-                    }
-                    for o in changed.values()
-                ],
-            )
-        if fill_rows:
-            conn.execute(t.fills.insert(), fill_rows)
-        if touched:
-            self._save_positions(conn, [positions[k] for k in touched])
-        if events:
-            conn.execute(t.order_events.insert(), events)
+        self._sql.update_fill_state.run(
+            conn,
+            [
+                (
+                    o.status.value,
+                    o.filled_qty,
+                    o.avg_fill_price,
+                    o.exec_seq,
+                    o.reject_reason,
+                    o.updated_at,
+                    o.id,
+                )
+                for o in changed.values()
+            ],
+        )
+        self._sql.insert_fills.run(conn, fill_rows)
+        now = datetime.now(UTC)
+        self._sql.upsert_positions.run(
+            conn,
+            [
+                (p.account, p.symbol, p.qty, p.avg_price, p.realized_pnl, now)
+                for p in (positions[k] for k in touched)
+            ],
+        )
+        self._sql.insert_events.run(conn, events)
         if cursor is not None:
-            stmt = self._insert(t.stream_cursors).values(name=cursor[0], position=cursor[1])
-            conn.execute(
-                stmt.on_conflict_do_update(index_elements=["name"], set_={"position": cursor[1]})
-            )
+            self._sql.upsert_cursor.run(conn, [cursor])
         return applied
 
     def _load_positions(
@@ -470,51 +384,34 @@ class OrderLog:
     ) -> dict[tuple[str, str], Position]:
         positions = {k: Position(k[0], k[1], Decimal(0), Decimal(0), Decimal(0)) for k in keys}
         if keys:
-            rows = (
-                (
-                    conn.execute(
-                        self._locked(
-                            select(t.positions).where(
-                                tuple_(t.positions.c.account, t.positions.c.symbol).in_(list(keys))
-                            )
-                        )
-                    )
-                )
-                .mappings()
-                .all()
-            )
+            rows = conn.execute(self._sql.positions_by_key, {"keys": list(keys)}).mappings()
             for r in rows:
                 positions[(r["account"], r["symbol"])] = Position(
                     r["account"], r["symbol"], r["qty"], r["avg_price"], r["realized_pnl"]
                 )
         return positions
 
-    def _save_positions(self, conn: Connection, positions: list[Position]) -> None:
-        now = datetime.now(UTC)
-        stmt = self._insert(t.positions)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["account", "symbol"],
-            set_={
-                "qty": stmt.excluded.qty,
-                "avg_price": stmt.excluded.avg_price,
-                "realized_pnl": stmt.excluded.realized_pnl,
-                "updated_at": stmt.excluded.updated_at,
-            },
-        )
-        conn.execute(
-            stmt,
-            [
-                {
-                    "account": p.account,
-                    "symbol": p.symbol,
-                    "qty": p.qty,
-                    "avg_price": p.avg_price,
-                    "realized_pnl": p.realized_pnl,
-                    "updated_at": now,
-                }
-                for p in positions
-            ],
-        )
+
+def _order_tuple(o: Order) -> tuple[Any, ...]:
+    return (
+        o.id,
+        o.account,
+        o.client_order_id,
+        o.symbol,
+        o.side.value,
+        o.qty,
+        o.type.value,
+        o.limit_price,
+        o.time_in_force.value,
+        o.status.value,
+        o.filled_qty,
+        o.avg_fill_price,
+        o.reject_reason,
+        o.request_hash,
+        o.exec_seq,
+        o.created_at,
+        o.updated_at,
+    )
 
 
 def _next_state(

@@ -1,0 +1,143 @@
+"""The order log's statements, prepared once per dialect.
+
+Writes are plain SQL run with the driver's ``executemany`` on tuples, values converted by
+the columns' own SQLAlchemy bind processors (so SQLite text decimals and timestamps stay
+exactly what the SQLAlchemy readers expect). Reads are SQLAlchemy statements built once
+with expanding parameters, so their compiled form is cached. Building and compiling
+statements per batch cost more CPU than the database work itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Column, Dialect, Select, Table, bindparam, select, tuple_
+from sqlalchemy.engine import Connection
+
+from app.storage import tables as t
+
+
+class RawWrite:
+    """One INSERT/UPDATE, run as executemany over tuples in column order."""
+
+    def __init__(self, dialect: Dialect, sql: str, columns: Sequence[Column[Any]]) -> None:
+        if dialect.paramstyle == "numeric_dollar":  # asyncpg: $1, $2, ...
+            parts = sql.split("?")
+            sql = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+        self.sql = sql
+        self._processors: list[Callable[[Any], Any] | None] = [
+            column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns
+        ]
+
+    def run(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        processors = self._processors
+        converted = [
+            tuple(
+                value if proc is None or value is None else proc(value)
+                for value, proc in zip(row, processors, strict=True)
+            )
+            for row in rows
+        ]
+        conn.exec_driver_sql(self.sql, converted)
+
+
+def _insert(dialect: Dialect, table: Table, names: Sequence[str], suffix: str = "") -> RawWrite:
+    columns = [table.c[name] for name in names]
+    marks = ", ".join("?" for _ in names)
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks}){suffix}"
+    return RawWrite(dialect, sql, columns)
+
+
+def _update(dialect: Dialect, table: Table, names: Sequence[str], key: str) -> RawWrite:
+    assignments = ", ".join(f"{name} = ?" for name in names)
+    sql = f"UPDATE {table.name} SET {assignments} WHERE {key} = ?"
+    return RawWrite(dialect, sql, [*(table.c[name] for name in names), table.c[key]])
+
+
+ORDER_COLUMNS = (
+    "id",
+    "account",
+    "client_order_id",
+    "symbol",
+    "side",
+    "qty",
+    "type",
+    "limit_price",
+    "time_in_force",
+    "status",
+    "filled_qty",
+    "avg_fill_price",
+    "reject_reason",
+    "request_hash",
+    "exec_seq",
+    "created_at",
+    "updated_at",
+)
+EVENT_COLUMNS = ("order_id", "account", "from_status", "to_status", "reason", "exec_id", "at")
+FILL_COLUMNS = ("exec_id", "order_id", "account", "symbol", "side", "qty", "price", "at")
+POSITION_COLUMNS = ("account", "symbol", "qty", "avg_price", "realized_pnl", "updated_at")
+ORDER_FILL_STATE = (
+    "status",
+    "filled_qty",
+    "avg_fill_price",
+    "exec_seq",
+    "reject_reason",
+    "updated_at",
+)
+
+
+class Statements:
+    def __init__(self, dialect: Dialect) -> None:
+        locking = dialect.name == "postgresql"
+
+        def locked(query: Select[Any]) -> Select[Any]:
+            return query.with_for_update() if locking else query
+
+        order_key = tuple_(t.orders.c.account, t.orders.c.client_order_id)
+        self.taken_client_ids = select(t.orders.c.account, t.orders.c.client_order_id).where(
+            order_key.in_(bindparam("keys", expanding=True))
+        )
+        self.statuses_by_id = locked(
+            select(t.orders.c.id, t.orders.c.status).where(
+                t.orders.c.id.in_(bindparam("ids", expanding=True))
+            )
+        )
+        self.orders_by_key = locked(
+            select(t.orders).where(order_key.in_(bindparam("keys", expanding=True)))
+        )
+        self.known_fills = select(t.fills.c.exec_id).where(
+            t.fills.c.exec_id.in_(bindparam("ids", expanding=True))
+        )
+        self.positions_by_key = locked(
+            select(t.positions).where(
+                tuple_(t.positions.c.account, t.positions.c.symbol).in_(
+                    bindparam("keys", expanding=True)
+                )
+            )
+        )
+
+        self.insert_orders = _insert(dialect, t.orders, ORDER_COLUMNS)
+        self.insert_events = _insert(dialect, t.order_events, EVENT_COLUMNS)
+        self.insert_fills = _insert(dialect, t.fills, FILL_COLUMNS)
+        self.update_status = _update(
+            dialect, t.orders, ("status", "updated_at", "reject_reason"), "id"
+        )
+        self.update_ack = _update(dialect, t.orders, ("ack_status", "ack_body"), "id")
+        self.update_fill_state = _update(dialect, t.orders, ORDER_FILL_STATE, "id")
+        self.upsert_positions = _insert(
+            dialect,
+            t.positions,
+            POSITION_COLUMNS,
+            " ON CONFLICT (account, symbol) DO UPDATE SET qty = excluded.qty,"
+            " avg_price = excluded.avg_price, realized_pnl = excluded.realized_pnl,"
+            " updated_at = excluded.updated_at",
+        )
+        self.upsert_cursor = _insert(
+            dialect,
+            t.stream_cursors,
+            ("name", "position"),
+            " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        )
