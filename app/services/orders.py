@@ -70,6 +70,7 @@ class OrderService:
         self._broker = broker
         self._symbols = symbols
         self._broker_timeout_s = broker_timeout_s
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- placing -------------------------------------------------------------------------
     async def submit(
@@ -87,9 +88,13 @@ class OrderService:
                 raise IdempotencyConflict(
                     f"client_order_id {client_order_id!r} was used for a different order"
                 )
-            if held.answer is None:
-                raise IdempotencyInFlight(f"order {client_order_id!r} is still being placed")
-            return held.answer
+            if held.answer is not None:
+                return held.answer
+            # In flight per Redis; but the first attempt may have answered a moment ago
+            # (its answer reaches Redis just after the client), so ask the order log.
+            return await self._answer_from_database(
+                account, client_order_id, fingerprint, answered_only=True
+            )
 
         try:
             answer = await self._place(account, client_order_id, intent, fingerprint)
@@ -101,14 +106,23 @@ class OrderService:
             # Unexpected: keep the in-flight claim (it expires) rather than risk a duplicate.
             log.exception("order %s/%s failed unexpectedly", account, client_order_id)
             raise
+        # The answer is already durable in the order log (ack columns); copying it to Redis
+        # need not delay the client.
+        task = asyncio.create_task(self._remember(account, client_order_id, fingerprint, answer))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return answer
+
+    async def _remember(
+        self, account: str, client_order_id: str, fingerprint: str, answer: Answer
+    ) -> None:
         try:
             await self._idempotency.complete(account, client_order_id, fingerprint, answer)
         except RedisError:
-            # The order log holds the answer too (ack columns); a retry is answered from it.
+            # A retry is then answered from the order log instead.
             log.warning(
                 "could not remember the answer for %s/%s in Redis", account, client_order_id
             )
-        return answer
 
     async def _place(
         self, account: str, client_order_id: str, intent: OrderIntent, fingerprint: str
@@ -171,9 +185,10 @@ class OrderService:
         )
 
     async def _answer_from_database(
-        self, account: str, client_order_id: str, fingerprint: str
+        self, account: str, client_order_id: str, fingerprint: str, *, answered_only: bool = False
     ) -> Answer:
-        """The idempotency backstop: Redis forgot the key, the order log did not."""
+        """The answer as the order log holds it: Redis forgot the key, or the answer has
+        not reached Redis yet. ``answered_only``: never answer from the current state."""
         stored = await self._orders.get_ack(account, client_order_id)
         if stored is None:
             raise IdempotencyInFlight(f"order {client_order_id!r} is still being placed")
@@ -184,7 +199,7 @@ class OrderService:
         if stored.ack_status is not None and stored.ack_body is not None:
             media = PROBLEM_JSON if stored.ack_status >= 400 else "application/json"
             return Answer(stored.ack_status, stored.ack_body, media)
-        if stored.order.status is OrderStatus.PENDING_NEW:
+        if answered_only or stored.order.status is OrderStatus.PENDING_NEW:
             raise IdempotencyInFlight(f"order {client_order_id!r} is still being placed")
         # The first attempt died before answering; the order has since been resolved.
         return Answer(200, render_order(stored.order))
