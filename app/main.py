@@ -4,7 +4,6 @@ every client (Redis, database engines, broker, background tasks)."""
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -232,9 +231,6 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    # The order log's writer thread and the event loop share the GIL; the default 5 ms
-    # switch interval would add up to 5 ms to every hand-over between them.
-    sys.setswitchinterval(0.0005)
     app = FastAPI(
         title="ordergate",
         version="0.1.0",

@@ -22,10 +22,8 @@ def create_writer_engine(url: str) -> AsyncEngine | Engine:
         return create_engine(url, writer=True)
     sync_url = make_url(url).set(drivername="sqlite+pysqlite")
     _ensure_directory(sync_url.database)
-    engine = sa_create_engine(
-        sync_url, poolclass=StaticPool, connect_args={"timeout": 30, "check_same_thread": False}
-    )
-    _configure_sqlite(engine, immediate=True)
+    engine = sa_create_engine(sync_url, poolclass=StaticPool, connect_args={"timeout": 0})
+    _configure_sqlite(engine, immediate=True, busy_timeout_ms=0, autocheckpoint=False)
     return engine
 
 
@@ -58,7 +56,13 @@ def _ensure_directory(database: str | None) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _configure_sqlite(engine: AsyncEngine | Engine, *, immediate: bool) -> None:
+def _configure_sqlite(
+    engine: AsyncEngine | Engine,
+    *,
+    immediate: bool,
+    busy_timeout_ms: int = 30000,
+    autocheckpoint: bool = True,
+) -> None:
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     @event.listens_for(sync_engine, "connect")
@@ -71,7 +75,9 @@ def _configure_sqlite(engine: AsyncEngine | Engine, *, immediate: bool) -> None:
         # commit for power loss. Production durability is PostgreSQL's.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        if not autocheckpoint:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")

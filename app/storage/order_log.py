@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
@@ -33,6 +36,13 @@ from app.storage.statements import Statements
 log = logging.getLogger(__name__)
 
 PRICE_QUANTUM = Decimal("1e-8")
+LOCK_WAIT_S = 30.0
+CHECKPOINT_INTERVAL_S = 1.0
+
+
+def _checkpoint(database: str) -> None:
+    with contextlib.closing(sqlite3.connect(database, timeout=5)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +87,8 @@ class OrderLog:
     """Group-committed writes of orders, their events, fills and positions.
 
     The batch logic is written once against a synchronous SQLAlchemy ``Connection``. On
-    SQLite it runs in one dedicated thread with the stdlib driver, so a whole batch costs
-    one hop between threads instead of several per statement; on PostgreSQL it runs on the
-    asyncpg connection through ``run_sync``.
+    SQLite it runs on the event loop with the stdlib driver (see ``_execute_sqlite``); on
+    PostgreSQL on the asyncpg connection through ``run_sync``.
     """
 
     def __init__(self, engine: AsyncEngine | Engine, max_batch: int = 512) -> None:
@@ -88,9 +97,10 @@ class OrderLog:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._max_batch = max_batch
         self._task: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
         self._async_conn: AsyncConnection | None = None
         self._sync_conn: Connection | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="order-log")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-checkpoint")
         self.batches = 0
         self.writes = 0
 
@@ -125,12 +135,17 @@ class OrderLog:
     # -- the writer ----------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="order-log-writer")
+        if isinstance(self._engine, Engine):
+            self._checkpointer = asyncio.create_task(
+                self._checkpoint_periodically(), name="order-log-checkpoint"
+            )
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._checkpointer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._checkpointer = None
         await self._drop_connection()
         self._thread.shutdown(wait=True)
 
@@ -164,8 +179,7 @@ class OrderLog:
                 async with self._async_conn.begin():
                     results = await self._async_conn.run_sync(self._execute, writes)
             else:
-                loop = asyncio.get_running_loop()
-                results = await loop.run_in_executor(self._thread, self._execute_in_thread, writes)
+                results = await self._execute_sqlite(writes)
         except Exception as exc:
             await self._drop_connection()
             if len(batch) == 1:
@@ -182,12 +196,38 @@ class OrderLog:
             if not pending.future.done():
                 pending.future.set_result(result)
 
-    def _execute_in_thread(self, writes: list[_Write]) -> list[Any]:
+    async def _execute_sqlite(self, writes: list[_Write]) -> list[Any]:
+        """Run the batch on the event loop itself. A batch is well under a millisecond of
+        SQLite work; in a thread, every GIL hand-over between it and the loop would cost up
+        to a switch interval, several times per statement. The write lock is taken without
+        waiting (busy_timeout 0): when another process holds it, yield to the loop, retry."""
         assert isinstance(self._engine, Engine)
-        if self._sync_conn is None:
-            self._sync_conn = self._engine.connect()
-        with self._sync_conn.begin():
-            return self._execute(self._sync_conn, writes)
+        delay, deadline = 0.0005, time.monotonic() + LOCK_WAIT_S
+        while True:
+            if self._sync_conn is None:
+                self._sync_conn = self._engine.connect()
+            try:
+                with self._sync_conn.begin():
+                    return self._execute(self._sync_conn, writes)
+            except OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await self._drop_connection()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    async def _checkpoint_periodically(self) -> None:
+        """Move the WAL into the database off the event loop (the writer's connection has
+        automatic checkpoints off, so no commit ever pays for one)."""
+        assert isinstance(self._engine, Engine)
+        database = self._engine.url.database or ""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+            try:
+                await loop.run_in_executor(self._thread, _checkpoint, database)
+            except sqlite3.Error as exc:
+                log.warning("WAL checkpoint failed: %r", exc)
 
     async def _drop_connection(self) -> None:
         if self._async_conn is not None:
@@ -197,7 +237,7 @@ class OrderLog:
         if self._sync_conn is not None:
             conn, self._sync_conn = self._sync_conn, None
             with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
+                conn.close()
 
     def _execute(self, conn: Connection, writes: list[_Write]) -> list[Any]:
         results: list[Any] = [None] * len(writes)
