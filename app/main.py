@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_fastapi_instrumentator import Instrumentator
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -77,16 +77,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.callback(embedded.stop)
             redis_url = embedded.url
             log.info("started a private redis-server at %s", redis_url)
-        # A blocking pool: under a burst, callers wait briefly for a connection instead
-        # of failing with "Too many connections".
-        pool = BlockingConnectionPool.from_url(
-            redis_url,
-            max_connections=64,
-            timeout=2.0,
-            socket_timeout=2.0,
-            socket_connect_timeout=0.5,
-        )
-        redis = Redis(connection_pool=pool)
+        redis = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=0.5)
         stack.push_async_callback(redis.aclose)
 
         url = settings.effective_database_url

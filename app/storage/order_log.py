@@ -375,7 +375,10 @@ class OrderLog:
                 touched.add(key)
             updated = _next_state(order, report, at, changes)
             orders[(order.account, order.client_order_id)] = updated
-            changed[updated.id] = updated
+            if updated.status != order.status or filled_now:
+                # A report that changes nothing (e.g. the broker's 'new' after our own ack)
+                # is not written: applying it again is as harmless as skipping it.
+                changed[updated.id] = updated
             if updated.status != order.status or filled_now:
                 events.append(
                     (
