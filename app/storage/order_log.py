@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
 from app.domain.status import OrderStatus, can_transition
 from app.storage.rows import order_from_row
-from app.storage.statements import Statements
+from app.storage.statements import Statements, key_params
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,13 @@ class OrderLog:
     # -- set-based statements: a fixed number per kind of write, whatever the batch size ---
     def _insert_orders(self, conn: Connection, orders: list[Order]) -> list[bool]:
         keys = [(o.account, o.client_order_id) for o in orders]
-        taken = set(conn.execute(self._sql.taken_client_ids, {"keys": keys}).tuples().all())
+        wanted = set(keys)
+        taken = {
+            tuple(row)
+            for row in conn.execute(
+                self._sql.taken_client_ids, key_params(keys, "accounts", "client_ids")
+            ).tuples()
+        } & wanted
         fresh: list[Order] = []
         outcome: list[bool] = []
         for order, key in zip(orders, keys, strict=True):
@@ -315,8 +321,17 @@ class OrderLog:
         self, conn: Connection, reports: list[ExecutionReport], cursor: tuple[str, str] | None
     ) -> list[AppliedReport]:
         keys = list({(r.account, r.client_order_id) for r in reports})
-        rows = conn.execute(self._sql.orders_by_key, {"keys": keys}).mappings().all()
-        orders = {(o.account, o.client_order_id): o for o in map(order_from_row, rows)}
+        rows = (
+            conn.execute(self._sql.orders_by_key, key_params(keys, "accounts", "client_ids"))
+            .mappings()
+            .all()
+        )
+        wanted = set(keys)
+        orders = {
+            (o.account, o.client_order_id): o
+            for o in map(order_from_row, rows)
+            if (o.account, o.client_order_id) in wanted
+        }
         fill_ids = [r.exec_id for r in reports if r.is_fill]
         seen_fills = (
             set(conn.execute(self._sql.known_fills, {"ids": fill_ids}).scalars().all())
@@ -427,8 +442,12 @@ class OrderLog:
     ) -> dict[tuple[str, str], Position]:
         positions = {k: Position(k[0], k[1], Decimal(0), Decimal(0), Decimal(0)) for k in keys}
         if keys:
-            rows = conn.execute(self._sql.positions_by_key, {"keys": list(keys)}).mappings()
+            rows = conn.execute(
+                self._sql.positions_by_key, key_params(list(keys), "accounts", "symbols")
+            ).mappings()
             for r in rows:
+                if (r["account"], r["symbol"]) not in keys:
+                    continue
                 positions[(r["account"], r["symbol"])] = Position(
                     r["account"], r["symbol"], r["qty"], r["avg_price"], r["realized_pnl"]
                 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Column, Dialect, Select, Table, bindparam, select, tuple_
+from sqlalchemy import Column, Dialect, Select, Table, bindparam, select
 from sqlalchemy.engine import Connection
 
 from app.storage import tables as t
@@ -96,26 +96,28 @@ class Statements:
         def locked(query: Select[Any]) -> Select[Any]:
             return query.with_for_update() if locking else query
 
-        order_key = tuple_(t.orders.c.account, t.orders.c.client_order_id)
+        # Keys are matched as "a IN (...) AND b IN (...)", not "(a, b) IN (VALUES ...)":
+        # SQLite answers the first from the (a, b) index and scans the table for the second.
+        # Callers keep only the exact pairs they asked for.
+        by_order_key = t.orders.c.account.in_(
+            bindparam("accounts", expanding=True)
+        ) & t.orders.c.client_order_id.in_(bindparam("client_ids", expanding=True))
         self.taken_client_ids = select(t.orders.c.account, t.orders.c.client_order_id).where(
-            order_key.in_(bindparam("keys", expanding=True))
+            by_order_key
         )
         self.statuses_by_id = locked(
             select(t.orders.c.id, t.orders.c.status).where(
                 t.orders.c.id.in_(bindparam("ids", expanding=True))
             )
         )
-        self.orders_by_key = locked(
-            select(t.orders).where(order_key.in_(bindparam("keys", expanding=True)))
-        )
+        self.orders_by_key = locked(select(t.orders).where(by_order_key))
         self.known_fills = select(t.fills.c.exec_id).where(
             t.fills.c.exec_id.in_(bindparam("ids", expanding=True))
         )
         self.positions_by_key = locked(
             select(t.positions).where(
-                tuple_(t.positions.c.account, t.positions.c.symbol).in_(
-                    bindparam("keys", expanding=True)
-                )
+                t.positions.c.account.in_(bindparam("accounts", expanding=True))
+                & t.positions.c.symbol.in_(bindparam("symbols", expanding=True))
             )
         )
 
@@ -141,3 +143,8 @@ class Statements:
             ("name", "position"),
             " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
         )
+
+
+def key_params(keys: Sequence[tuple[str, str]], first: str, second: str) -> dict[str, list[str]]:
+    """Parameters for an "a IN (...) AND b IN (...)" lookup of (a, b) pairs."""
+    return {first: sorted({k[0] for k in keys}), second: sorted({k[1] for k in keys})}
