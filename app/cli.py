@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import logging
 import os
+import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 
 from app.config import Settings, get_settings
+from app.process import die_with_parent
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,6 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_cmd.add_argument("--port", type=int, default=None)
     serve_cmd.add_argument("--workers", type=int, default=1)
     serve_cmd.set_defaults(func=serve)
+
+    applier_cmd = commands.add_parser(
+        "applier", help="apply the broker's execution reports (serve starts one)"
+    )
+    applier_cmd.set_defaults(func=run_applier)
 
     migrate_cmd = commands.add_parser("migrate", help="apply database migrations (Alembic)")
     migrate_cmd.add_argument("--revision", default="head")
@@ -64,6 +72,10 @@ def serve(args: argparse.Namespace) -> int:
             os.environ["REDIS_URL"] = embedded.url
             get_settings.cache_clear()  # the in-process worker must see it too
             print(f"ordergate: private redis-server at {embedded.url}", file=sys.stderr)
+        # Execution reports are applied by a process of its own, beside the workers.
+        os.environ["ORDERGATE_APPLIER"] = "external"
+        get_settings.cache_clear()
+        stack.enter_context(ApplierProcess())
         if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="og-metrics-"))
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -79,6 +91,67 @@ def serve(args: argparse.Namespace) -> int:
             log_level=settings.log_level,
             timeout_graceful_shutdown=5,
         )
+    return 0
+
+
+class ApplierProcess:
+    """Runs ``ordergate applier`` as a child, restarting it if it dies."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="applier-watch", daemon=True)
+
+    def __enter__(self) -> ApplierProcess:
+        self._spawn()
+        self._watcher.start()
+        return self
+
+    def _spawn(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "applier"], preexec_fn=die_with_parent
+        )
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(1.0):
+            code = None if self._process is None else self._process.poll()
+            # 0 or a signal: it was told to stop (its process group is being stopped).
+            if code is not None and code > 0:
+                print(f"ordergate: applier exited ({code}); restarting it", file=sys.stderr)
+                self._spawn()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+
+def run_applier(args: argparse.Namespace) -> int:
+    """Apply execution reports, reconcile lost placements, run the paper exchange's matching.
+    Several may run; a Redis lease lets one work at a time."""
+    import signal
+
+    import uvloop
+
+    from app.runtime import open_core, start_applier
+
+    settings = get_settings()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with AsyncExitStack() as stack:
+            core = await open_core(settings, stack)
+            await start_applier(core, settings, stack)
+            await stop.wait()
+
+    uvloop.run(run())
     return 0
 
 

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "info"
 
+    # Who applies the broker's execution reports: this process, or a separate
+    # `ordergate applier` process (what `ordergate serve` starts).
+    applier: Literal["in_process", "external"] = "in_process"
     broker: Literal["simulated"] = "simulated"
     broker_timeout_ms: float = Field(1000.0, gt=0)
     sim: SimulatedBrokerSettings = SimulatedBrokerSettings()

@@ -26,7 +26,7 @@ class Services:
     broker: SimulatedBroker
     orders: OrderService
     keys: ApiKeyService
-    applier: ExecutionApplier
+    applier: ExecutionApplier | None  # None when it runs as a process of its own
 
 
 async def get_services(request: Request) -> Services:

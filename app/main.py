@@ -11,29 +11,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_fastapi_instrumentator import Instrumentator
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.brokers.simulated import SimulatedBroker
 from app.config import Settings, get_settings
 from app.deps import Services
 from app.domain.errors import GatewayError
 from app.domain.views import PROBLEM_JSON, render_problem
 from app.routers import account, health, orders, sim
+from app.runtime import open_core, start_applier
 from app.services.auth import ApiKeyService
-from app.services.executions import ExecutionApplier
-from app.services.leader import Lease
 from app.services.orders import OrderService
-from app.storage.database import create_engine, create_writer_engine
-from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.idempotency import IdempotencyStore
-from app.storage.order_log import OrderLog
-from app.storage.repositories import ApiKeyRepository, OrderRepository
+from app.storage.repositories import ApiKeyRepository
 
 log = logging.getLogger("ordergate")
 
@@ -70,41 +62,19 @@ def problem_response(error: GatewayError, status: int | None = None) -> Response
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with AsyncExitStack() as stack:
-        redis_url = settings.redis_url
-        if redis_url is None:
-            # No REDIS_URL: a private, real redis-server for this process.
-            embedded = EmbeddedRedis().start()
-            stack.callback(embedded.stop)
-            redis_url = embedded.url
-            log.info("started a private redis-server at %s", redis_url)
-        redis = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=0.5)
-        stack.push_async_callback(redis.aclose)
-
-        url = settings.effective_database_url
-        engine = create_engine(url)
-        stack.push_async_callback(engine.dispose)
-        writer_engine = create_writer_engine(url)
-        stack.push_async_callback(_dispose, writer_engine)
-
-        order_log = OrderLog(writer_engine)
-        order_log.start()
-        stack.push_async_callback(order_log.close)
-
-        broker = SimulatedBroker(redis, settings.sim, dict(settings.universe))
-        await broker.start()
-        stack.push_async_callback(broker.close)
-
-        repository = OrderRepository(engine)
-        applier = ExecutionApplier(
-            broker=broker,
-            order_log=order_log,
-            orders=repository,
-            lease=Lease(redis, "execution-applier"),
-            reconcile_after_s=settings.reconcile_after_s,
+        core = await open_core(settings, stack)
+        # Under `ordergate serve` the applier is a process of its own (it would otherwise
+        # take a quarter of this event loop); an app created directly runs it in process.
+        applier = None
+        if settings.applier == "in_process":
+            applier = await start_applier(core, settings, stack)
+        redis, engine, broker, order_log, repository = (
+            core.redis,
+            core.engine,
+            core.broker,
+            core.order_log,
+            core.orders,
         )
-        applier.start()
-        stack.push_async_callback(applier.close)
-
         app.state.services = Services(
             settings=settings,
             redis=redis,
@@ -124,13 +94,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             applier=applier,
         )
         yield
-
-
-async def _dispose(engine: AsyncEngine | Engine) -> None:
-    if isinstance(engine, AsyncEngine):
-        await engine.dispose()
-    else:
-        engine.dispose()
 
 
 class BodySizeLimit:

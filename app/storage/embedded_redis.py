@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from app.process import die_with_parent
+
 
 def find_redis_server() -> str:
     """Path of a Redis-compatible server binary, preferring the system's."""
@@ -70,8 +72,14 @@ class EmbeddedRedis:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
+        # Own session (a terminal's Ctrl-C reaches the app first, which then stops it),
+        # but it dies with its owner even when the owner is killed outright.
         self._process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

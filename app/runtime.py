@@ -1,0 +1,79 @@
+"""The clients a gateway or applier process opens: Redis, database engines, the order log
+and the broker. Opened into an ``AsyncExitStack`` so they close in reverse order."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.brokers.simulated import SimulatedBroker
+from app.config import Settings
+from app.services.executions import ExecutionApplier
+from app.services.leader import Lease
+from app.storage.database import create_engine, create_writer_engine
+from app.storage.embedded_redis import EmbeddedRedis
+from app.storage.order_log import OrderLog
+from app.storage.repositories import OrderRepository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Core:
+    redis: Redis
+    engine: AsyncEngine
+    order_log: OrderLog
+    orders: OrderRepository
+    broker: SimulatedBroker
+
+
+async def open_core(settings: Settings, stack: AsyncExitStack) -> Core:
+    redis_url = settings.redis_url
+    if redis_url is None:
+        # No REDIS_URL: a private, real redis-server for this process.
+        embedded = EmbeddedRedis().start()
+        stack.callback(embedded.stop)
+        redis_url = embedded.url
+        log.info("started a private redis-server at %s", redis_url)
+    redis = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=0.5)
+    stack.push_async_callback(redis.aclose)
+
+    url = settings.effective_database_url
+    engine = create_engine(url)
+    stack.push_async_callback(engine.dispose)
+    writer_engine = create_writer_engine(url)
+    stack.push_async_callback(_dispose, writer_engine)
+
+    order_log = OrderLog(writer_engine)
+    order_log.start()
+    stack.push_async_callback(order_log.close)
+
+    broker = SimulatedBroker(redis, settings.sim, dict(settings.universe))
+    await broker.start()
+    stack.push_async_callback(broker.close)
+    return Core(redis, engine, order_log, OrderRepository(engine), broker)
+
+
+async def start_applier(core: Core, settings: Settings, stack: AsyncExitStack) -> ExecutionApplier:
+    applier = ExecutionApplier(
+        broker=core.broker,
+        order_log=core.order_log,
+        orders=core.orders,
+        lease=Lease(core.redis, "execution-applier"),
+        reconcile_after_s=settings.reconcile_after_s,
+    )
+    applier.start()
+    stack.push_async_callback(applier.close)
+    return applier
+
+
+async def _dispose(engine: AsyncEngine | Engine) -> None:
+    if isinstance(engine, AsyncEngine):
+        await engine.dispose()
+    else:
+        engine.dispose()
