@@ -41,6 +41,9 @@ def add_orders_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--warmup", type=float, default=3.0, help="seconds of warm-up per target at --rate (3)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="gateway uvicorn workers (targets are for 1)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     parser.add_argument(
         "--logs", type=Path, default=None, help="keep the servers' logs in this directory"

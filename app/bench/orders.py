@@ -48,6 +48,7 @@ class BenchOptions:
     max_duration_s: float = 10.0
     connections: int = 32
     warmup_s: float = 3.0
+    workers: int = 1
     gateway_env: dict[str, str] = field(default_factory=dict)
     logs_dir: Path | None = None
 
@@ -70,6 +71,7 @@ class BenchOptions:
             max_duration_s=args.max_duration,
             connections=args.connections,
             warmup_s=args.warmup,
+            workers=args.workers,
             gateway_env=env,
             logs_dir=args.logs,
         )
@@ -131,7 +133,7 @@ def run_orders_bench(
         redis = EmbeddedRedis(port=free_port()).start()
         stack.callback(redis.stop)
         env = _environment(tmp, redis.url, options.gateway_env)
-        gateway = stack.enter_context(_start_gateway(env, tmp, progress))
+        gateway = stack.enter_context(_start_gateway(env, tmp, progress, options.workers))
         floor = stack.enter_context(_start_floor(env, tmp, redis.url, progress))
         load = stack.enter_context(LoadProcess())
         targets = (floor, gateway)
@@ -180,7 +182,7 @@ def _environment(tmp: Path, redis_url: str, extra: dict[str, str]) -> dict[str, 
 
 @contextlib.contextmanager
 def _start_gateway(
-    env: dict[str, str], tmp: Path, progress: Callable[[str], None]
+    env: dict[str, str], tmp: Path, progress: Callable[[str], None], workers: int = 1
 ) -> Iterator[_Target]:
     cli = [sys.executable, "-m", "app.cli"]
     progress("gateway: migrate, create key, serve")
@@ -193,7 +195,7 @@ def _start_gateway(
     port = free_port()
     server = ServerProcess(
         "gateway",
-        [*cli, "serve", "--host", HOST, "--port", str(port), "--workers", "1"],
+        [*cli, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers)],
         env,
         tmp / "gateway.log",
     )
