@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -115,8 +116,8 @@ class ApplierProcess:
     def _watch(self) -> None:
         while not self._stopping.wait(1.0):
             code = None if self._process is None else self._process.poll()
-            # 0 or a signal: it was told to stop (its process group is being stopped).
-            if code is not None and code > 0:
+            # 0, SIGTERM or SIGINT: it was told to stop (its process group is stopping).
+            if code is not None and code not in (0, -signal.SIGTERM, -signal.SIGINT):
                 print(f"ordergate: applier exited ({code}); restarting it", file=sys.stderr)
                 self._spawn()
 
@@ -133,8 +134,6 @@ class ApplierProcess:
 def run_applier(args: argparse.Namespace) -> int:
     """Apply execution reports, reconcile lost placements, run the paper exchange's matching.
     Several may run; a Redis lease lets one work at a time."""
-    import signal
-
     import uvloop
 
     from app.runtime import open_core, start_applier

@@ -68,29 +68,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         applier = None
         if settings.applier == "in_process":
             applier = await start_applier(core, settings, stack)
-        redis, engine, broker, order_log, repository = (
-            core.redis,
-            core.engine,
-            core.broker,
-            core.order_log,
-            core.orders,
-        )
         app.state.services = Services(
             settings=settings,
-            redis=redis,
-            engine=engine,
-            broker=broker,
+            redis=core.redis,
+            engine=core.engine,
+            broker=core.broker,
             orders=OrderService(
-                order_log=order_log,
-                orders=repository,
+                order_log=core.order_log,
+                orders=core.orders,
                 idempotency=IdempotencyStore(
-                    redis, settings.idempotency_ttl_s, settings.idempotency_inflight_ttl_s
+                    core.redis, settings.idempotency_ttl_s, settings.idempotency_inflight_ttl_s
                 ),
-                broker=broker,
+                broker=core.broker,
                 symbols=frozenset(settings.universe),
                 broker_timeout_s=settings.broker_timeout_ms / 1000,
             ),
-            keys=ApiKeyService(ApiKeyRepository(engine), settings.auth_cache_ttl_s),
+            keys=ApiKeyService(ApiKeyRepository(core.engine), settings.auth_cache_ttl_s),
             applier=applier,
         )
         yield

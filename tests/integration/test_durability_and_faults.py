@@ -6,8 +6,11 @@ Each test runs a gateway of its own because it kills it or injects faults into i
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +160,57 @@ async def test_broker_business_reject_is_stored_with_its_reason(fresh: object) -
         assert order["status"] == "rejected"
         assert order["reject_reason"] == "broker.injected_reject"
         assert (await client.get("/v1/positions")).json() == []
+
+
+async def test_a_killed_applier_is_restarted_and_fills_keep_flowing(fresh: object) -> None:
+    gateway: Gateway = fresh()  # type: ignore[operator]
+    assert gateway.process is not None
+    children = subprocess.run(
+        ["pgrep", "-f", "-P", str(gateway.process.pid), "app.cli applier"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    assert len(children) == 1, children
+    os.kill(int(children[0]), signal.SIGKILL)
+    async with gateway.client(gateway.new_key("after-crash")) as client:
+        ack = (await client.post("/v1/orders", json=market("AAPL"))).json()
+        # The lease of the dead applier expires (3 s); the restarted one takes over.
+        await eventually_status(client, ack["id"], "filled", within=15)
+
+
+async def test_app_created_directly_applies_reports_in_process(
+    redis_server: EmbeddedRedis, database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    """Without `ordergate serve` (plain uvicorn), the applier runs inside the app."""
+    gateway = launch_gateway(
+        tmp_path,
+        database_factory.create("sqlite"),
+        redis_server.url.rsplit("/", 1)[0] + "/15",
+        workers=1,
+    )
+    gateway.stop()
+    port = gateway.base_url.rsplit(":", 1)[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", port],
+        env=gateway.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_for(lambda: _ready(gateway.base_url), within=20)
+        async with gateway.client(gateway.new_key("direct")) as client:
+            ack = (await client.post("/v1/orders", json=market("MSFT"))).json()
+            await eventually_status(client, ack["id"], "filled")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/15").flushdb()
+
+
+async def _ready(base_url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            return (await client.get("/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -49,12 +49,12 @@ async def order_status(client: httpx.AsyncClient, order_id: str) -> dict[str, An
 
 
 async def eventually_status(
-    client: httpx.AsyncClient, order_id: str, status: str
+    client: httpx.AsyncClient, order_id: str, status: str, within: float = 5.0
 ) -> dict[str, Any]:
     async def reached() -> bool:
         return (await order_status(client, order_id))["status"] == status
 
-    await wait_for(reached)
+    await wait_for(reached, within=within)
     return await order_status(client, order_id)
 
 
