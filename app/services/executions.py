@@ -92,7 +92,8 @@ class ExecutionApplier:
                 await asyncio.sleep(0.5)
 
     async def apply_once(self, cursor: str | None, *, block_ms: int) -> str | None:
-        batch = await self._broker.read_reports(cursor, block_ms=block_ms, count=200)
+        # Small transactions: on SQLite the gateway's own commits wait while one holds the lock.
+        batch = await self._broker.read_reports(cursor, block_ms=block_ms, count=50)
         if not batch.reports:
             return batch.cursor
         applied = await self._log.apply_reports(batch.reports, (CURSOR_NAME, batch.cursor))
