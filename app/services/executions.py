@@ -35,6 +35,7 @@ class ExecutionApplier:
         lease: Lease,
         reconcile_after_s: float,
         housekeeping_interval_s: float = 0.25,
+        commit_interval_s: float = 0.02,
     ) -> None:
         self._broker = broker
         self._log = order_log
@@ -42,6 +43,7 @@ class ExecutionApplier:
         self._lease = lease
         self._reconcile_after = timedelta(seconds=reconcile_after_s)
         self._housekeeping_interval_s = housekeeping_interval_s
+        self._commit_interval_s = commit_interval_s
         self._listeners: list[ReportListener] = []
         self._task: asyncio.Task[None] | None = None
         self.is_leader = False
@@ -75,7 +77,12 @@ class ExecutionApplier:
                 if not self.is_leader:
                     await asyncio.sleep(0.5)
                     continue
+                before = cursor
                 cursor = await self.apply_once(cursor, block_ms=50)
+                if cursor != before:
+                    # Let reports accumulate: fewer, larger transactions hold the database's
+                    # write lock (SQLite: shared with the gateway's own commits) less often.
+                    await asyncio.sleep(self._commit_interval_s)
                 if now >= next_housekeeping:
                     await self._broker.housekeeping()
                     next_housekeeping = now + self._housekeeping_interval_s
@@ -92,8 +99,7 @@ class ExecutionApplier:
                 await asyncio.sleep(0.5)
 
     async def apply_once(self, cursor: str | None, *, block_ms: int) -> str | None:
-        # Small transactions: on SQLite the gateway's own commits wait while one holds the lock.
-        batch = await self._broker.read_reports(cursor, block_ms=block_ms, count=50)
+        batch = await self._broker.read_reports(cursor, block_ms=block_ms, count=500)
         if not batch.reports:
             return batch.cursor
         applied = await self._log.apply_reports(batch.reports, (CURSOR_NAME, batch.cursor))
