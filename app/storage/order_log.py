@@ -202,7 +202,7 @@ class OrderLog:
         to a switch interval, several times per statement. The write lock is taken without
         waiting (busy_timeout 0): when another process holds it, yield to the loop, retry."""
         assert isinstance(self._engine, Engine)
-        delay, deadline = 0.0005, time.monotonic() + LOCK_WAIT_S
+        delay, deadline = 0.0002, time.monotonic() + LOCK_WAIT_S
         while True:
             if self._sync_conn is None:
                 self._sync_conn = self._engine.connect()
@@ -212,9 +212,12 @@ class OrderLog:
             except OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
-                await self._drop_connection()
+                try:
+                    self._sync_conn.rollback()  # nothing was written; keep the connection
+                except Exception:
+                    await self._drop_connection()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.02)
+            delay = min(delay * 2, 0.005)
 
     async def _checkpoint_periodically(self) -> None:
         """Move the WAL into the database off the event loop (the writer's connection has
