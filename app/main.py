@@ -69,6 +69,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         applier = None
         if settings.applier == "in_process":
             applier = await start_applier(core, settings, stack)
+        idempotency = IdempotencyStore(
+            core.redis, settings.idempotency_ttl_s, settings.idempotency_inflight_ttl_s
+        )
+        stack.push_async_callback(idempotency.close)
         app.state.services = Services(
             settings=settings,
             redis=core.redis,
@@ -77,9 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             orders=OrderService(
                 order_log=core.order_log,
                 orders=core.orders,
-                idempotency=IdempotencyStore(
-                    core.redis, settings.idempotency_ttl_s, settings.idempotency_inflight_ttl_s
-                ),
+                idempotency=idempotency,
                 broker=core.broker,
                 symbols=frozenset(settings.universe),
                 broker_timeout_s=settings.broker_timeout_ms / 1000,

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from redis.exceptions import RedisError
-
 from app.brokers.base import Broker, BrokerTransportError
 from app.domain.errors import (
     BrokerRejected,
@@ -70,7 +68,6 @@ class OrderService:
         self._broker = broker
         self._symbols = symbols
         self._broker_timeout_s = broker_timeout_s
-        self._background: set[asyncio.Task[None]] = set()
 
     # -- placing -------------------------------------------------------------------------
     async def submit(
@@ -106,23 +103,8 @@ class OrderService:
             # Unexpected: keep the in-flight claim (it expires) rather than risk a duplicate.
             log.exception("order %s/%s failed unexpectedly", account, client_order_id)
             raise
-        # The answer is already durable in the order log (ack columns); copying it to Redis
-        # need not delay the client.
-        task = asyncio.create_task(self._remember(account, client_order_id, fingerprint, answer))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._idempotency.remember(account, client_order_id, fingerprint, answer)
         return answer
-
-    async def _remember(
-        self, account: str, client_order_id: str, fingerprint: str, answer: Answer
-    ) -> None:
-        try:
-            await self._idempotency.complete(account, client_order_id, fingerprint, answer)
-        except RedisError:
-            # A retry is then answered from the order log instead.
-            log.warning(
-                "could not remember the answer for %s/%s in Redis", account, client_order_id
-            )
 
     async def _place(
         self, account: str, client_order_id: str, intent: OrderIntent, fingerprint: str

@@ -6,12 +6,17 @@ Redis answers the common case in one round trip; the database's unique
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.storage import keys
 from app.storage.scripts import load_script
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,8 @@ class IdempotencyStore:
         self._ttl_ms = ttl_s * 1000
         self._inflight_ttl_ms = inflight_ttl_s * 1000
         self._claim = load_script(redis, "app.storage", "idempotency_claim")
+        self._unsaved: list[tuple[str, str]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def claim(self, account: str, key: str, fingerprint: str) -> Claim | None:
         """None if the key is now ours; else the current holder's claim."""
@@ -52,12 +59,31 @@ class IdempotencyStore:
         media = "application/problem+json" if int(status) >= 400 else "application/json"
         return Claim(held_fingerprint, Answer(int(status), body, media))
 
-    async def complete(self, account: str, key: str, fingerprint: str, answer: Answer) -> None:
-        await self._redis.set(
-            keys.idempotency(account, key),
-            f"D|{fingerprint}|{answer.status}|{answer.body}",
-            px=self._ttl_ms,
+    def remember(self, account: str, key: str, fingerprint: str, answer: Answer) -> None:
+        """Keep the answer given, in the background: the order log already holds it, so the
+        client need not wait. Answers of concurrent orders go to Redis in one round trip."""
+        self._unsaved.append(
+            (keys.idempotency(account, key), f"D|{fingerprint}|{answer.status}|{answer.body}")
         )
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the orders finishing in this loop pass join in
+        while self._unsaved:
+            batch, self._unsaved = self._unsaved, []
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key, value in batch:
+                        pipe.set(key, value, px=self._ttl_ms)
+                    await pipe.execute()
+            except RedisError as exc:
+                # A retry is then answered from the order log instead.
+                log.warning("could not keep %d answers in Redis: %r", len(batch), exc)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
 
     async def release(self, account: str, key: str) -> None:
         """Forget an in-flight claim whose request left no trace (so a retry may proceed)."""
