@@ -267,7 +267,7 @@ class OrderLog:
             tuple(row)
             for row in conn.execute(
                 self._sql.taken_client_ids, key_params(keys, "accounts", "client_ids")
-            ).tuples()
+            )
         } & wanted
         fresh: list[Order] = []
         outcome: list[bool] = []
@@ -285,9 +285,7 @@ class OrderLog:
 
     def _transition_orders(self, conn: Connection, moves: list[_Transition]) -> list[bool]:
         ids = list({m.order.id for m in moves})
-        current: dict[str, str] = dict(
-            conn.execute(self._sql.statuses_by_id, {"ids": ids}).tuples().all()
-        )
+        current: dict[str, str] = dict(conn.execute(self._sql.statuses_by_id, {"ids": ids}).all())
         status_rows: list[tuple[Any, ...]] = []
         ack_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
