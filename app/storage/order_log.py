@@ -263,12 +263,14 @@ class OrderLog:
     def _insert_orders(self, conn: Connection, orders: list[Order]) -> list[bool]:
         keys = [(o.account, o.client_order_id) for o in orders]
         wanted = set(keys)
-        taken = {
-            tuple(row)
-            for row in conn.execute(
-                self._sql.taken_client_ids, key_params(keys, "accounts", "client_ids")
+        taken = (
+            set(
+                self._sql.taken_client_ids.run(
+                    conn, sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
+                )
             )
-        } & wanted
+            & wanted
+        )
         fresh: list[Order] = []
         outcome: list[bool] = []
         for order, key in zip(orders, keys, strict=True):
@@ -285,7 +287,7 @@ class OrderLog:
 
     def _transition_orders(self, conn: Connection, moves: list[_Transition]) -> list[bool]:
         ids = list({m.order.id for m in moves})
-        current: dict[str, str] = dict(conn.execute(self._sql.statuses_by_id, {"ids": ids}).all())
+        current: dict[str, str] = dict(self._sql.statuses_by_id.run(conn, ids))
         status_rows: list[tuple[Any, ...]] = []
         ack_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []

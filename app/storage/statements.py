@@ -44,6 +44,30 @@ class RawWrite:
         conn.exec_driver_sql(self.sql, converted)
 
 
+class RawLookup:
+    """A SELECT whose WHERE is one IN list per column, rendered per call (the order path's
+    two lookups: SQLAlchemy's expanding parameters cost more than the query itself)."""
+
+    def __init__(
+        self, dialect: Dialect, select_sql: str, columns: Sequence[str], lock: bool = False
+    ) -> None:
+        self._dollar = dialect.paramstyle == "numeric_dollar"
+        self._select = select_sql
+        self._columns = columns
+        self._suffix = " FOR UPDATE" if lock and dialect.name == "postgresql" else ""
+
+    def run(self, conn: Connection, *values: Sequence[Any]) -> list[tuple[Any, ...]]:
+        clauses, params = [], []
+        for column, column_values in zip(self._columns, values, strict=True):
+            marks = []
+            for value in column_values:
+                params.append(value)
+                marks.append(f"${len(params)}" if self._dollar else "?")
+            clauses.append(f"{column} IN ({', '.join(marks)})")
+        sql = f"{self._select} WHERE {' AND '.join(clauses)}{self._suffix}"
+        return [tuple(row) for row in conn.exec_driver_sql(sql, tuple(params))]
+
+
 def _insert(dialect: Dialect, table: Table, names: Sequence[str], suffix: str = "") -> RawWrite:
     columns = [table.c[name] for name in names]
     marks = ", ".join("?" for _ in names)
@@ -102,13 +126,11 @@ class Statements:
         by_order_key = t.orders.c.account.in_(
             bindparam("accounts", expanding=True)
         ) & t.orders.c.client_order_id.in_(bindparam("client_ids", expanding=True))
-        self.taken_client_ids = select(t.orders.c.account, t.orders.c.client_order_id).where(
-            by_order_key
+        self.taken_client_ids = RawLookup(
+            dialect, "SELECT account, client_order_id FROM orders", ("account", "client_order_id")
         )
-        self.statuses_by_id = locked(
-            select(t.orders.c.id, t.orders.c.status).where(
-                t.orders.c.id.in_(bindparam("ids", expanding=True))
-            )
+        self.statuses_by_id = RawLookup(
+            dialect, "SELECT id, status FROM orders", ("id",), lock=True
         )
         self.orders_by_key = locked(select(t.orders).where(by_order_key))
         self.known_fills = select(t.fills.c.exec_id).where(
