@@ -146,7 +146,7 @@ def run_applier(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with AsyncExitStack() as stack:
-            core = await open_core(settings, stack)
+            core = await open_core(settings, stack, checkpoints=True)
             await start_applier(core, settings, stack)
             await stop.wait()
 

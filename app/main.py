@@ -63,7 +63,7 @@ def problem_response(error: GatewayError, status: int | None = None) -> Response
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with AsyncExitStack() as stack:
-        core = await open_core(settings, stack)
+        core = await open_core(settings, stack, checkpoints=settings.applier == "in_process")
         # Under `ordergate serve` the applier is a process of its own (it would otherwise
         # take a quarter of this event loop); an app created directly runs it in process.
         applier = None

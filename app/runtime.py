@@ -32,7 +32,9 @@ class Core:
     broker: SimulatedBroker
 
 
-async def open_core(settings: Settings, stack: AsyncExitStack) -> Core:
+async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: bool) -> Core:
+    """``checkpoints``: this process moves SQLite's WAL into the database (one process
+    should: the applier when there is one, so the gateways' event loops never do)."""
     redis_url = settings.redis_url
     if redis_url is None:
         # No REDIS_URL: a private, real redis-server for this process.
@@ -49,7 +51,7 @@ async def open_core(settings: Settings, stack: AsyncExitStack) -> Core:
     writer_engine = create_writer_engine(url)
     stack.push_async_callback(_dispose, writer_engine)
 
-    order_log = OrderLog(writer_engine)
+    order_log = OrderLog(writer_engine, checkpoints=checkpoints)
     order_log.start()
     stack.push_async_callback(order_log.close)
 

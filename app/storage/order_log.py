@@ -91,9 +91,12 @@ class OrderLog:
     PostgreSQL on the asyncpg connection through ``run_sync``.
     """
 
-    def __init__(self, engine: AsyncEngine | Engine, max_batch: int = 512) -> None:
+    def __init__(
+        self, engine: AsyncEngine | Engine, max_batch: int = 512, checkpoints: bool = True
+    ) -> None:
         self._engine = engine
         self._sql = Statements(engine.dialect)
+        self._checkpoints = checkpoints and isinstance(engine, Engine)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._max_batch = max_batch
         self._task: asyncio.Task[None] | None = None
@@ -135,7 +138,7 @@ class OrderLog:
     # -- the writer ----------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="order-log-writer")
-        if isinstance(self._engine, Engine):
+        if self._checkpoints:
             self._checkpointer = asyncio.create_task(
                 self._checkpoint_periodically(), name="order-log-checkpoint"
             )
