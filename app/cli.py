@@ -145,10 +145,27 @@ def run_applier(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with AsyncExitStack() as stack:
-            core = await open_core(settings, stack, checkpoints=True)
-            await start_applier(core, settings, stack)
-            await stop.wait()
+        parent = os.getppid()
+
+        async def watch_parent() -> None:
+            # Belt and braces beside the parent-death signal: orphaned, stop.
+            while True:
+                await asyncio.sleep(1.0)
+                if os.getppid() != parent:
+                    stop.set()
+                    return
+
+        watcher = asyncio.create_task(watch_parent())
+        try:
+            async with AsyncExitStack() as stack:
+                core = await open_core(settings, stack, checkpoints=True)
+                await start_applier(core, settings, stack)
+                await stop.wait()
+                # A shutdown that hangs (a dead Redis, a lost database) must not leave a
+                # headless applier behind.
+                loop.call_later(10.0, os._exit, 1)
+        finally:
+            watcher.cancel()
 
     uvloop.run(run())
     return 0
