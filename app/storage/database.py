@@ -16,8 +16,9 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_writer_engine(url: str) -> AsyncEngine | Engine:
-    """The order log's engine: on SQLite a synchronous one (stdlib driver, used from one
-    thread, so a batch is one thread hop, not several per statement); else async."""
+    """The order log's engine: on SQLite a synchronous one (stdlib driver, run on the event
+    loop: no thread hop per statement; the lock is never waited for, see OrderLog); else
+    async."""
     if not is_sqlite(url):
         return create_engine(url, writer=True)
     sync_url = make_url(url).set(drivername="sqlite+pysqlite")

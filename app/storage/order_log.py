@@ -2,8 +2,8 @@
 
 Writers enqueue a write and await its result. One task drains the queue and commits all that
 arrived while the previous transaction ran, in ONE transaction and with a fixed number of
-statements per kind of write (set-based: one SELECT to check, one executemany to write), so a
-batch of 200 orders costs about what one does. If a batch fails, its writes are retried one
+statements per kind of write (set-based: one SELECT to check, one executemany to write): a
+batch costs far less than its writes would one by one. If a batch fails, its writes are retried one
 by one, so a bad write never sinks its neighbours.
 
 Conditional writes stay race-free: on SQLite the writer holds the write lock from BEGIN
@@ -103,7 +103,9 @@ class OrderLog:
         self._checkpointer: asyncio.Task[None] | None = None
         self._async_conn: AsyncConnection | None = None
         self._sync_conn: Connection | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-checkpoint")
+        self._checkpoint_thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="wal-checkpoint"
+        )
         self.batches = 0
         self.writes = 0
 
@@ -150,7 +152,7 @@ class OrderLog:
                 await asyncio.gather(task, return_exceptions=True)
         self._task = self._checkpointer = None
         await self._drop_connection()
-        self._thread.shutdown(wait=True)
+        self._checkpoint_thread.shutdown(wait=True)
 
     async def _submit(self, write: _Write) -> Any:
         if self._task is None or self._task.done():
@@ -231,7 +233,7 @@ class OrderLog:
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL_S)
             try:
-                await loop.run_in_executor(self._thread, _checkpoint, database)
+                await loop.run_in_executor(self._checkpoint_thread, _checkpoint, database)
             except sqlite3.Error as exc:
                 log.warning("WAL checkpoint failed: %r", exc)
 
