@@ -10,7 +10,7 @@ import os
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import (
@@ -111,8 +111,3 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
-
-
-def settings_with(**overrides: Any) -> Settings:
-    """A Settings with explicit overrides (tests and the CLI), still reading env and YAML."""
-    return Settings(**overrides)

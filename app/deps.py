@@ -14,7 +14,6 @@ from app.brokers.simulated import SimulatedBroker
 from app.config import Settings
 from app.domain.errors import NotAuthenticated
 from app.services.auth import ApiKeyService, Principal, Role
-from app.services.executions import ExecutionApplier
 from app.services.orders import OrderService
 
 
@@ -26,7 +25,6 @@ class Services:
     broker: SimulatedBroker
     orders: OrderService
     keys: ApiKeyService
-    applier: ExecutionApplier | None  # None when it runs as a process of its own
 
 
 async def get_services(request: Request) -> Services:

@@ -66,9 +66,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         core = await open_core(settings, stack, checkpoints=settings.applier == "in_process")
         # Under `ordergate serve` the applier is a process of its own (it would otherwise
         # take a quarter of this event loop); an app created directly runs it in process.
-        applier = None
         if settings.applier == "in_process":
-            applier = await start_applier(core, settings, stack)
+            await start_applier(core, settings, stack)
         idempotency = IdempotencyStore(
             core.redis, settings.idempotency_ttl_s, settings.idempotency_inflight_ttl_s
         )
@@ -87,7 +86,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 broker_timeout_s=settings.broker_timeout_ms / 1000,
             ),
             keys=ApiKeyService(ApiKeyRepository(core.engine), settings.auth_cache_ttl_s),
-            applier=applier,
         )
         # Everything allocated so far lives as long as the process: take it out of the
         # collector's view, so full collections (latency spikes) only walk request garbage.

@@ -166,10 +166,6 @@ class SimulatedBroker:
         expired: int = await self._script(self._expire, [], [])
         return expired
 
-    async def reference_price(self, symbol: str) -> Decimal | None:
-        value = await self._redis.hget(SimKeys.prices, symbol)
-        return None if value is None else Decimal(_text(value))
-
     async def _script(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
         try:
             return await script(keys=keys, args=args)

@@ -119,10 +119,6 @@ class Order:
         check_transition(self.status, status)
         return replace(self, status=status, updated_at=at, **changes)  # type: ignore[arg-type]
 
-    @property
-    def leaves_qty(self) -> Decimal:
-        return self.qty - self.filled_qty
-
 
 @dataclass(frozen=True, slots=True)
 class ExecutionReport:

@@ -31,10 +31,6 @@ class OrderStatus(StrEnum):
     def is_final(self) -> bool:
         return self in FINAL_STATUSES
 
-    @property
-    def is_open(self) -> bool:
-        return self in OPEN_STATUSES
-
 
 S = OrderStatus
 

@@ -10,19 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from app.brokers.base import Broker
 from app.domain.status import OrderStatus
 from app.services.leader import Lease
-from app.storage.order_log import AppliedReport, OrderLog
+from app.storage.order_log import OrderLog
 from app.storage.repositories import OrderRepository
 
 log = logging.getLogger(__name__)
 
 CURSOR_NAME = "broker-reports"
-ReportListener = Callable[[list[AppliedReport]], Awaitable[None]]
 
 
 class ExecutionApplier:
@@ -44,12 +42,8 @@ class ExecutionApplier:
         self._reconcile_after = timedelta(seconds=reconcile_after_s)
         self._housekeeping_interval_s = housekeeping_interval_s
         self._commit_interval_s = commit_interval_s
-        self._listeners: list[ReportListener] = []
         self._task: asyncio.Task[None] | None = None
         self.is_leader = False
-
-    def add_listener(self, listener: ReportListener) -> None:
-        self._listeners.append(listener)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="execution-applier")
@@ -102,9 +96,7 @@ class ExecutionApplier:
         batch = await self._broker.read_reports(cursor, block_ms=block_ms, count=500)
         if not batch.reports:
             return batch.cursor
-        applied = await self._log.apply_reports(batch.reports, (CURSOR_NAME, batch.cursor))
-        for listener in self._listeners:
-            await listener(applied)
+        await self._log.apply_reports(batch.reports, (CURSOR_NAME, batch.cursor))
         return batch.cursor
 
     async def reconcile(self) -> int:

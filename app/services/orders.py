@@ -139,7 +139,7 @@ class OrderService:
                 if isinstance(exc, TimeoutError)
                 else BrokerUnavailable(f"broker transport error: {exc}")
             )
-            unknown = order.transition(OrderStatus.UNKNOWN, utcnow(), reject_reason=None)
+            unknown = order.transition(OrderStatus.UNKNOWN, utcnow())
             answer = _problem(error, unknown)
             await self._record(unknown, OrderStatus.PENDING_NEW, answer, reason=error.code)
             return answer

@@ -20,18 +20,9 @@ class SimKeys:
     """Keys of the simulated paper exchange."""
 
     prices = "{sim}:px"
-    sequence = "{sim}:seq"
     epoch = "{sim}:epoch"
     reports = "{sim}:exec"
 
     @staticmethod
     def order(account: str, client_order_id: str) -> str:
         return f"{{sim}}:o:{account}:{client_order_id}"
-
-    @staticmethod
-    def book(symbol: str, side: str) -> str:
-        return f"{{sim}}:book:{symbol}:{side}"
-
-    @staticmethod
-    def day_orders() -> str:
-        return "{sim}:day"

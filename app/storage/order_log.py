@@ -106,8 +106,6 @@ class OrderLog:
         self._checkpoint_thread = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="wal-checkpoint"
         )
-        self.batches = 0
-        self.writes = 0
 
     # -- public writes -------------------------------------------------------------------
     async def insert_new(self, order: Order) -> bool:
@@ -195,8 +193,6 @@ class OrderLog:
             for pending in batch:
                 await self._commit([pending])
             return
-        self.batches += 1
-        self.writes += len(batch)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)

@@ -65,10 +65,11 @@ class OrderRepository:
             rows = (await conn.execute(query)).mappings().all()
         return [order_from_row(row) for row in rows]
 
-    async def open_orders(self, account: str | None = None) -> list[Order]:
-        query = select(t.orders).where(t.orders.c.status.in_([s.value for s in OPEN_STATUSES]))
-        if account is not None:
-            query = query.where(t.orders.c.account == account)
+    async def open_orders(self, account: str) -> list[Order]:
+        query = select(t.orders).where(
+            t.orders.c.account == account,
+            t.orders.c.status.in_([s.value for s in OPEN_STATUSES]),
+        )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query.order_by(t.orders.c.id))).mappings().all()
         return [order_from_row(row) for row in rows]

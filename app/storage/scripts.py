@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -14,7 +13,3 @@ def load_script(redis: Redis, package: str, name: str) -> AsyncScript:
     # redis-py's Script object sends EVALSHA and falls back to EVAL after a NOSCRIPT
     # (a restarted or failed-over server), so the cache never goes stale.
     return redis.register_script(source)
-
-
-async def run(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-    return await script(keys=keys, args=args)
