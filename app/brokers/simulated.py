@@ -14,7 +14,6 @@ import random
 import secrets
 from datetime import UTC, datetime
 from decimal import Decimal
-from importlib import resources
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -26,6 +25,7 @@ from app.config import SimulatedBrokerSettings
 from app.domain.orders import QTY_DECIMALS, ExecutionReport, Order, Side
 from app.domain.status import OrderStatus
 from app.storage.keys import SimKeys
+from app.storage.scripts import load_script
 
 _SCALE = Decimal(10) ** QTY_DECIMALS
 
@@ -51,15 +51,10 @@ class SimulatedBroker:
         self._reference_prices = reference_prices
         self._rng = rng or random.Random()
         self._top = _scaled(settings.top_of_book_qty)
-        common = self._source("sim_common")
-        self._place = redis.register_script(common + self._source("sim_place"))
-        self._cancel = redis.register_script(common + self._source("sim_cancel"))
-        self._match = redis.register_script(common + self._source("sim_match"))
-        self._expire = redis.register_script(common + self._source("sim_expire"))
-
-    @staticmethod
-    def _source(name: str) -> str:
-        return resources.files("app.brokers").joinpath(f"lua/{name}.lua").read_text() + "\n"
+        self._place, self._cancel, self._match, self._expire = (
+            load_script(redis, "app.brokers", name, prelude="sim_common")
+            for name in ("sim_place", "sim_cancel", "sim_match", "sim_expire")
+        )
 
     async def start(self) -> None:
         await self._ensure_venue()

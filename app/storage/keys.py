@@ -17,7 +17,8 @@ def leader(role: str) -> str:
 
 
 class SimKeys:
-    """Keys of the simulated paper exchange."""
+    """Keys of the simulated paper exchange that Python touches; its book and day-order set
+    are named inside ``app/brokers/lua/sim_common.lua``, under the same ``{sim}`` tag."""
 
     prices = "{sim}:px"
     epoch = "{sim}:epoch"
