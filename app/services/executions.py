@@ -8,6 +8,7 @@ and a report applied twice changes nothing (per-order sequence numbers, unique e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from app.storage.repositories import OrderRepository
 log = logging.getLogger(__name__)
 
 CURSOR_NAME = "broker-reports"
+STOP_TIMEOUT_S = 2.0
 
 
 class ExecutionApplier:
@@ -43,23 +45,36 @@ class ExecutionApplier:
         self._housekeeping_interval_s = housekeeping_interval_s
         self._commit_interval_s = commit_interval_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.is_leader = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="execution-applier")
 
     async def close(self) -> None:
+        """Stop between iterations rather than by cancelling: a cancel that lands inside a
+        blocking Redis read was seen to be swallowed, leaving shutdown waiting forever."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            self._stopping.set()
+            done, _ = await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
+            if not done:
+                log.warning("execution applier did not stop in %.0f s; cancelling", STOP_TIMEOUT_S)
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
             self._task = None
         if self.is_leader:
-            await self._lease.release()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._lease.release(), STOP_TIMEOUT_S)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when asked to stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _run(self) -> None:
         cursor: str | None = None
         next_renewal = next_housekeeping = next_reconcile = 0.0
-        while True:
+        while not self._stopping.is_set():
             try:
                 now = time.monotonic()
                 if now >= next_renewal:
@@ -69,28 +84,26 @@ class ExecutionApplier:
                         cursor = await self._orders.stream_cursor(CURSOR_NAME)
                         log.info("execution applier leading (holder %s)", self._lease.holder)
                 if not self.is_leader:
-                    await asyncio.sleep(0.5)
+                    await self._pause(0.5)
                     continue
                 before = cursor
                 cursor = await self.apply_once(cursor, block_ms=50)
                 if cursor != before:
                     # Let reports accumulate: fewer, larger transactions hold the database's
                     # write lock (SQLite: shared with the gateway's own commits) less often.
-                    await asyncio.sleep(self._commit_interval_s)
+                    await self._pause(self._commit_interval_s)
                 if now >= next_housekeeping:
                     await self._broker.housekeeping()
                     next_housekeeping = now + self._housekeeping_interval_s
                 if now >= next_reconcile:
                     await self.reconcile()
                     next_reconcile = now + 1.0
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 # Redis or the database is away: keep trying, the cursor makes it safe.
                 log.exception("execution applier iteration failed; retrying")
                 self.is_leader = False
                 next_renewal = 0.0
-                await asyncio.sleep(0.5)
+                await self._pause(0.5)
 
     async def apply_once(self, cursor: str | None, *, block_ms: int) -> str | None:
         batch = await self._broker.read_reports(cursor, block_ms=block_ms, count=500)
