@@ -19,7 +19,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings, get_settings
 from app.deps import Services
-from app.domain.errors import GatewayError
+from app.domain.errors import (
+    DependencyUnavailable,
+    GatewayError,
+    HttpProblem,
+    InternalError,
+    PayloadTooLarge,
+    RequestInvalid,
+)
 from app.domain.views import PROBLEM_JSON, render_problem
 from app.routers import account, health, orders, sim
 from app.runtime import open_core, start_applier
@@ -31,32 +38,8 @@ from app.storage.repositories import ApiKeyRepository
 log = logging.getLogger("ordergate")
 
 
-class DependencyUnavailable(GatewayError):
-    status = 503
-    code = "dependency.unavailable"
-    title = "A backing service is unavailable"
-
-
-class PayloadTooLarge(GatewayError):
-    status = 413
-    code = "request.too_large"
-    title = "Request body too large"
-
-
-class RequestInvalid(GatewayError):
-    status = 422
-    code = "request.invalid"
-    title = "Invalid request"
-
-
-class HttpProblem(GatewayError):
-    code = "http.error"
-
-
-def problem_response(error: GatewayError, status: int | None = None) -> Response:
-    return Response(
-        render_problem(error), status_code=status or error.status, media_type=PROBLEM_JSON
-    )
+def problem_response(error: GatewayError) -> Response:
+    return Response(render_problem(error), status_code=error.status, media_type=PROBLEM_JSON)
 
 
 @asynccontextmanager
@@ -155,9 +138,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        error = HttpProblem(str(exc.detail))
-        error.code, error.title = f"http.{exc.status_code}", str(exc.detail)
-        return problem_response(error, exc.status_code)
+        return problem_response(HttpProblem(exc.status_code, str(exc.detail)))
 
     @app.exception_handler(RedisError)
     async def redis_error(_: Request, exc: RedisError) -> Response:
@@ -176,9 +157,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected_error(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
-        error = GatewayError("internal error; it has been logged")
-        error.status, error.code, error.title = 500, "internal", "Internal error"
-        return problem_response(error)
+        return problem_response(InternalError("internal error; it has been logged"))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

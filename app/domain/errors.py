@@ -22,6 +22,38 @@ class GatewayError(Exception):
         self.extra = extra
 
 
+class RequestInvalid(GatewayError):
+    status = 422
+    code = "request.invalid"
+    title = "Invalid request"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "request.too_large"
+    title = "Request body too large"
+
+
+class HttpProblem(GatewayError):
+    """A routing-level HTTP error (unknown path, wrong method), as a problem document."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.title = status, f"http.{status}", detail
+
+
+class DependencyUnavailable(GatewayError):
+    status = 503
+    code = "dependency.unavailable"
+    title = "A backing service is unavailable"
+
+
+class InternalError(GatewayError):
+    status = 500
+    code = "internal"
+    title = "Internal error"
+
+
 class InvalidOrder(GatewayError):
     status = 422
     code = "order.invalid"

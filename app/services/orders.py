@@ -31,7 +31,7 @@ from app.domain.errors import (
 from app.domain.ids import new_id
 from app.domain.orders import Order, OrderIntent, Position
 from app.domain.status import OrderStatus
-from app.domain.views import PROBLEM_JSON, render_order, render_problem
+from app.domain.views import render_order, render_problem
 from app.storage.idempotency import Answer, IdempotencyStore
 from app.storage.order_log import OrderLog
 from app.storage.repositories import OrderRepository
@@ -78,6 +78,9 @@ class OrderService:
         if intent.symbol not in self._symbols:
             raise UnknownSymbol(f"symbol {intent.symbol!r} is not tradable here")
         fingerprint = intent.fingerprint()
+        if client_order_id is None:
+            # No key from the client: nothing can retry this order, so no claim to make.
+            return await self._place(account, new_id(), intent, fingerprint)
 
         held = await self._idempotency.claim(account, client_order_id, fingerprint)
         if held is not None:
@@ -179,8 +182,7 @@ class OrderService:
                 f"client_order_id {client_order_id!r} was used for a different order"
             )
         if stored.ack_status is not None and stored.ack_body is not None:
-            media = PROBLEM_JSON if stored.ack_status >= 400 else "application/json"
-            return Answer(stored.ack_status, stored.ack_body, media)
+            return Answer(stored.ack_status, stored.ack_body)
         if answered_only or stored.order.status is OrderStatus.PENDING_NEW:
             raise IdempotencyInFlight(f"order {client_order_id!r} is still being placed")
         # The first attempt died before answering; the order has since been resolved.
@@ -287,16 +289,17 @@ class OrderService:
         return done
 
 
-def _client_order_id(intent: OrderIntent, idempotency_key: str | None) -> str:
+def _client_order_id(intent: OrderIntent, idempotency_key: str | None) -> str | None:
+    """The client's key for this order (header or body), or None if it sent none."""
     if idempotency_key is not None:
         if intent.client_order_id is not None and intent.client_order_id != idempotency_key:
             raise InvalidOrder(
                 "Idempotency-Key and client_order_id differ: send one, or both equal"
             )
         return idempotency_key
-    return intent.client_order_id or new_id()
+    return intent.client_order_id
 
 
 def _problem(error: GatewayError, order: Order) -> Answer:
     body = render_problem(error, order_id=order.id, order_status=order.status.value)
-    return Answer(error.status, body, PROBLEM_JSON)
+    return Answer(error.status, body)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.domain.views import PROBLEM_JSON
 from app.storage import keys
 from app.storage.scripts import load_script
 
@@ -21,11 +22,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """An answer exactly as sent: status code, media type and body bytes."""
+    """An answer exactly as sent: status code and body (its media type follows the status)."""
 
     status: int
     body: str
-    media_type: str = "application/json"
+
+    @property
+    def media_type(self) -> str:
+        # Every error the gateway gives is a problem document (RFC 9457).
+        return PROBLEM_JSON if self.status >= 400 else "application/json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +61,7 @@ class IdempotencyStore:
         if kind == "P":
             return Claim(held_fingerprint, None)
         status, body = rest
-        media = "application/problem+json" if int(status) >= 400 else "application/json"
-        return Claim(held_fingerprint, Answer(int(status), body, media))
+        return Claim(held_fingerprint, Answer(int(status), body))
 
     def remember(self, account: str, key: str, fingerprint: str, answer: Answer) -> None:
         """Keep the answer given, in the background: the order log already holds it, so the

@@ -157,6 +157,15 @@ async def test_idempotency_key_header_works_like_client_order_id(alice: httpx.As
     assert mismatch.status_code == 422
 
 
+async def test_orders_without_a_key_are_never_deduplicated(gateway: Gateway) -> None:
+    async with gateway.client(gateway.new_key("keyless")) as client:
+        body = {"symbol": "QQQ", "side": "buy", "qty": "1", "type": "limit", "limit_price": "2"}
+        first, second = [await client.post("/v1/orders", json=body) for _ in range(2)]
+        assert first.status_code == second.status_code == 201
+        assert first.json()["client_order_id"] != second.json()["client_order_id"]
+        assert await order_count(client) == 2
+
+
 async def test_fifty_concurrent_identical_submissions_place_one_order(gateway: Gateway) -> None:
     async with gateway.client(
         gateway.new_key("burst-acct"), limits=httpx.Limits(max_connections=50)
