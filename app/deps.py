@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -44,34 +45,22 @@ async def _authenticate(
     return await services.keys.authenticate(credentials.credentials)
 
 
-# One flat dependency per role (not role -> principal -> bearer): fewer layers for FastAPI
-# to resolve on every request.
-async def get_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> Principal:
-    return await _authenticate(request, credentials)
+def requiring(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """The caller's identity, which must hold at least ``role``. One flat dependency per
+    role (not role -> principal -> bearer): fewer layers for FastAPI on every request."""
 
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    ) -> Principal:
+        principal = await _authenticate(request, credentials)
+        principal.require(role)
+        return principal
 
-async def get_trader(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> Principal:
-    principal = await _authenticate(request, credentials)
-    principal.require(Role.TRADER)
-    return principal
-
-
-async def get_admin(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> Principal:
-    principal = await _authenticate(request, credentials)
-    principal.require(Role.ADMIN)
-    return principal
+    return dependency
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
-TraderDep = Annotated[Principal, Depends(get_trader)]
-AdminDep = Annotated[Principal, Depends(get_admin)]
+PrincipalDep = Annotated[Principal, Depends(requiring(Role.VIEWER))]
+TraderDep = Annotated[Principal, Depends(requiring(Role.TRADER))]
+AdminDep = Annotated[Principal, Depends(requiring(Role.ADMIN))]
