@@ -11,6 +11,7 @@ Run: ``python -m app.bench.floor --host 127.0.0.1 --port 8099 --redis-url redis:
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,21 @@ from fastapi.responses import JSONResponse
 from app.domain.orders import OrderIntent
 
 SEQUENCE_KEY = "bench:floor:seq"
+
+
+def floor_command(host: str, port: int, redis_url: str) -> list[str]:
+    """The command line that serves the floor app (for ServerProcess)."""
+    return [
+        sys.executable,
+        "-m",
+        "app.bench.floor",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--redis-url",
+        redis_url,
+    ]
 
 
 def create_floor_app(redis_url: str) -> FastAPI:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.bench.floor import floor_command
 from app.bench.openloop import LoadProcess, LoadSpec
 from app.bench.procs import ServerProcess, free_port, run_command, wait_until_idle
 from app.bench.report import BenchReport, Row, format_table
@@ -210,17 +211,7 @@ def _start_floor(
 ) -> Iterator[_Target]:
     progress("floor: serve")
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "app.bench.floor",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--redis-url",
-        redis_url,
-    ]
+    argv = floor_command(HOST, port, redis_url)
     with ServerProcess("floor", argv, env, tmp / "floor.log") as server:
         server.start(port, "/healthz")
         # The same header as the gateway gets, so both parse requests of the same size.

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import pytest
 
+from app.bench.floor import floor_command
 from app.bench.openloop import LoadProcess, LoadSpec, PhaseResult
 from app.bench.procs import ServerProcess, free_port
 from app.bench.report import BenchReport, Row, format_table
@@ -60,17 +61,7 @@ def floor_port(
     redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[int]:
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "app.bench.floor",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--redis-url",
-        redis_server.url,
-    ]
+    argv = floor_command(HOST, port, redis_server.url)
     log = tmp_path_factory.mktemp("floor") / "floor.log"
     with ServerProcess("floor", argv, os.environ, log) as server:
         server.start(port, "/healthz")
