@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -84,6 +84,14 @@ class Settings(BaseSettings):
     # Orders still pending_new / unknown after this long are reconciled with the broker.
     reconcile_after_s: float = 5.0
     auth_cache_ttl_s: float = 1.0
+
+    @model_validator(mode="after")
+    def _reconcile_after_the_broker_timeout(self) -> Settings:
+        # Reconciliation rejects pending_new orders the broker does not know; an order
+        # whose placement is still in flight must not look like one.
+        if self.reconcile_after_s * 1000 <= self.broker_timeout_ms:
+            raise ValueError("reconcile_after_s must exceed the broker timeout")
+        return self
 
     @property
     def effective_database_url(self) -> str:

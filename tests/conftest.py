@@ -192,7 +192,7 @@ def launch_gateway(
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "ORDERGATE_DATA_DIR": str(tmp),
-            "ORDERGATE_RECONCILE_AFTER_S": "1.0",
+            "ORDERGATE_RECONCILE_AFTER_S": "1.5",
             "ORDERGATE_AUTH_CACHE_TTL_S": "0.2",
             # Small top of book so partial fills are easy to provoke.
             "ORDERGATE_SIM__TOP_OF_BOOK_QTY": "100",
