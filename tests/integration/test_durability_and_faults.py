@@ -6,12 +6,13 @@ Each test runs a gateway of its own because it kills it or injects faults into i
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -24,11 +25,13 @@ from app.storage.keys import SimKeys
 from tests.conftest import DatabaseFactory, Gateway, _backends, launch_gateway, wait_for
 from tests.integration.test_orders import eventually_status, market
 
+Launch = Callable[..., Gateway]
+
 
 @pytest.fixture
 def fresh(
     redis_server: EmbeddedRedis, database_factory: DatabaseFactory, tmp_path: Path
-) -> Iterator[object]:
+) -> Iterator[Launch]:
     """Launch gateways with a clean Redis db and database each; stop them at the end."""
     launched: list[Gateway] = []
 
@@ -54,8 +57,8 @@ def fresh(
 
 
 @pytest.mark.parametrize("backend", _backends())
-async def test_kill_9_after_201_loses_no_acknowledged_order(fresh: object, backend: str) -> None:
-    gateway: Gateway = fresh(backend, workers=2)  # type: ignore[operator]
+async def test_kill_9_after_201_loses_no_acknowledged_order(fresh: Launch, backend: str) -> None:
+    gateway: Gateway = fresh(backend, workers=2)
     key = gateway.new_key("durable")
     acknowledged: list[str] = []
     stop = asyncio.Event()
@@ -100,9 +103,9 @@ async def _at_least(items: list[str], count: int) -> bool:
     return len(items) >= count
 
 
-async def test_broker_timeout_answers_504_and_reconciliation_resolves_it(fresh: object) -> None:
+async def test_broker_timeout_answers_504_and_reconciliation_resolves_it(fresh: Launch) -> None:
     gateway: Gateway = fresh(
-        ORDERGATE_SIM__TIMEOUT_RATE="1.0",  # type: ignore[operator]
+        ORDERGATE_SIM__TIMEOUT_RATE="1.0",
         ORDERGATE_BROKER_TIMEOUT_MS="200",
     )
     async with gateway.client(gateway.new_key("slow-broker")) as client:
@@ -132,14 +135,12 @@ async def test_broker_timeout_answers_504_and_reconciliation_resolves_it(fresh: 
 
 
 def _same_body(answer: httpx.Response) -> dict[str, str]:
-    import json
-
-    sent = json.loads(answer.request.content)
-    return dict(sent)
+    body: dict[str, str] = json.loads(answer.request.content)
+    return body
 
 
-async def test_transport_error_is_503_and_the_order_is_never_placed(fresh: object) -> None:
-    gateway: Gateway = fresh(ORDERGATE_SIM__ERROR_RATE="1.0")  # type: ignore[operator]
+async def test_transport_error_is_503_and_the_order_is_never_placed(fresh: Launch) -> None:
+    gateway: Gateway = fresh(ORDERGATE_SIM__ERROR_RATE="1.0")
     async with gateway.client(gateway.new_key("down-broker")) as client:
         answer = await client.post("/v1/orders", json=market("SPY"))
         assert answer.status_code == 503
@@ -148,8 +149,8 @@ async def test_transport_error_is_503_and_the_order_is_never_placed(fresh: objec
         assert resolved["reject_reason"] == "broker.not_received"
 
 
-async def test_broker_business_reject_is_stored_with_its_reason(fresh: object) -> None:
-    gateway: Gateway = fresh(ORDERGATE_SIM__REJECT_RATE="1.0")  # type: ignore[operator]
+async def test_broker_business_reject_is_stored_with_its_reason(fresh: Launch) -> None:
+    gateway: Gateway = fresh(ORDERGATE_SIM__REJECT_RATE="1.0")
     async with gateway.client(gateway.new_key("rejected")) as client:
         answer = await client.post("/v1/orders", json=market("QQQ"))
         assert answer.status_code == 422
@@ -162,8 +163,8 @@ async def test_broker_business_reject_is_stored_with_its_reason(fresh: object) -
         assert (await client.get("/v1/positions")).json() == []
 
 
-async def test_a_killed_applier_is_restarted_and_fills_keep_flowing(fresh: object) -> None:
-    gateway: Gateway = fresh()  # type: ignore[operator]
+async def test_a_killed_applier_is_restarted_and_fills_keep_flowing(fresh: Launch) -> None:
+    gateway: Gateway = fresh()
     assert gateway.process is not None
     children = subprocess.run(
         ["pgrep", "-f", "-P", str(gateway.process.pid), "app.cli applier"],
