@@ -20,6 +20,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from app.domain.risk import RiskLimits
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # A liquid US universe with plausible reference prices; market data replaces them once it flows.
@@ -51,6 +53,19 @@ class SimulatedBrokerSettings(BaseModel):
     top_of_book_qty: Decimal = Field(Decimal(10_000), gt=0)
 
 
+class RiskSettings(BaseModel):
+    """Pre-trade risk: the limits of accounts that have none of their own, and how long a
+    risk decision may wait for Redis before it fails closed (503 risk.unavailable)."""
+
+    default_limits: RiskLimits = RiskLimits(duplicate_window_ms=500)
+    redis_timeout_ms: float = Field(50.0, gt=0, le=1000)
+    # A worker that missed a limits-changed notice re-reads the limits within this long.
+    limits_cache_ttl_s: float = Field(1.0, gt=0, le=1.0)
+    # Reservations with no open order behind them (a crash between reserving and writing
+    # the order) are released after this long.
+    orphan_reservation_after_s: float = Field(10.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ORDERGATE_", env_nested_delimiter="__", extra="ignore"
@@ -75,6 +90,7 @@ class Settings(BaseSettings):
     broker: Literal["simulated"] = "simulated"
     broker_timeout_ms: float = Field(1000.0, gt=0)
     sim: SimulatedBrokerSettings = SimulatedBrokerSettings()
+    risk: RiskSettings = RiskSettings()
     universe: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_UNIVERSE))
 
     max_body_bytes: int = 64 * 1024

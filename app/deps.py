@@ -16,6 +16,8 @@ from app.config import Settings
 from app.domain.errors import NotAuthenticated
 from app.services.auth import ApiKeyService, Principal, Role
 from app.services.orders import OrderService
+from app.services.risk import RiskService
+from app.services.risk_controls import RiskControlService
 
 
 @dataclass(slots=True)
@@ -25,6 +27,8 @@ class Services:
     engine: AsyncEngine
     broker: SimulatedBroker
     orders: OrderService
+    risk: RiskService
+    risk_controls: RiskControlService
     keys: ApiKeyService
 
 

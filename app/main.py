@@ -28,12 +28,16 @@ from app.domain.errors import (
     RequestInvalid,
 )
 from app.domain.views import PROBLEM_JSON, render_problem
-from app.routers import account, health, orders, sim
+from app.routers import account, health, orders, risk, sim
 from app.runtime import open_core, start_applier
 from app.services.auth import ApiKeyService
 from app.services.orders import OrderService
+from app.services.prices import ReferencePrices
+from app.services.risk import RiskService
+from app.services.risk_controls import RiskControlService
 from app.storage.idempotency import IdempotencyStore
 from app.storage.repositories import ApiKeyRepository
+from app.storage.risk_repository import RiskRepository
 
 log = logging.getLogger("ordergate")
 
@@ -55,18 +59,41 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             core.redis, settings.idempotency_ttl_s, settings.idempotency_inflight_ttl_s
         )
         stack.push_async_callback(idempotency.close)
+        risk_repo = RiskRepository(core.engine)
+        risk = RiskService(
+            redis=core.redis,
+            store=core.risk_store,
+            risk_repo=risk_repo,
+            orders=core.orders,
+            prices=ReferencePrices(core.redis, dict(settings.universe)),
+            default_limits=settings.risk.default_limits,
+            redis_timeout_s=settings.risk.redis_timeout_ms / 1000,
+            limits_ttl_s=settings.risk.limits_cache_ttl_s,
+        )
+        risk.start()
+        stack.push_async_callback(risk.close)
+        orders = OrderService(
+            order_log=core.order_log,
+            orders=core.orders,
+            idempotency=idempotency,
+            broker=core.broker,
+            risk=risk,
+            symbols=frozenset(settings.universe),
+            broker_timeout_s=settings.broker_timeout_ms / 1000,
+        )
         app.state.services = Services(
             settings=settings,
             redis=core.redis,
             engine=core.engine,
             broker=core.broker,
-            orders=OrderService(
-                order_log=core.order_log,
-                orders=core.orders,
-                idempotency=idempotency,
-                broker=core.broker,
-                symbols=frozenset(settings.universe),
-                broker_timeout_s=settings.broker_timeout_ms / 1000,
+            orders=orders,
+            risk=risk,
+            risk_controls=RiskControlService(
+                risk=risk,
+                store=core.risk_store,
+                repo=risk_repo,
+                orders=orders,
+                default_limits=settings.risk.default_limits,
             ),
             keys=ApiKeyService(ApiKeyRepository(core.engine), settings.auth_cache_ttl_s),
         )
@@ -169,7 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    for router in (health.router, orders.router, account.router, sim.router):
+    for router in (health.router, orders.router, account.router, risk.router, sim.router):
         app.include_router(router)
     _install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

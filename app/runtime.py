@@ -8,6 +8,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,6 +21,7 @@ from app.storage.database import create_engine, create_writer_engine
 from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.order_log import OrderLog
 from app.storage.repositories import OrderRepository
+from app.storage.risk_state import RiskStore
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ class Core:
     order_log: OrderLog
     orders: OrderRepository
     broker: SimulatedBroker
+    risk_store: RiskStore
 
 
 async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: bool) -> Core:
@@ -42,7 +46,14 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
         stack.callback(embedded.stop)
         redis_url = embedded.url
         log.info("started a private redis-server at %s", redis_url)
-    redis = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=0.5)
+    # One immediate retry (a pooled connection that died with a restarted server), no
+    # backoff: callers bound their own waits, and the order path fails closed.
+    redis = Redis.from_url(
+        redis_url,
+        socket_timeout=2.0,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 1),
+    )
     stack.push_async_callback(redis.aclose)
 
     url = settings.effective_database_url
@@ -58,7 +69,7 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
     broker = SimulatedBroker(redis, settings.sim, dict(settings.universe))
     await broker.start()
     stack.push_async_callback(broker.close)
-    return Core(redis, engine, order_log, OrderRepository(engine), broker)
+    return Core(redis, engine, order_log, OrderRepository(engine), broker, RiskStore(redis))
 
 
 async def start_applier(core: Core, settings: Settings, stack: AsyncExitStack) -> ExecutionApplier:
@@ -67,7 +78,9 @@ async def start_applier(core: Core, settings: Settings, stack: AsyncExitStack) -
         order_log=core.order_log,
         orders=core.orders,
         lease=Lease(core.redis, "execution-applier"),
+        risk=core.risk_store,
         reconcile_after_s=settings.reconcile_after_s,
+        orphan_reservation_after_s=settings.risk.orphan_reservation_after_s,
     )
     applier.start()
     stack.push_async_callback(applier.close)

@@ -37,7 +37,15 @@ HOST = "127.0.0.1"
 ORDERS_PATH = "/v1/orders"
 # Buy and sell alternate so the account's position stays flat and no risk limit is reached.
 ORDER_BODIES = tuple(
-    {"symbol": "AAPL", "side": side, "qty": "1", "type": "market", "time_in_force": "day"}
+    {
+        "symbol": "AAPL",
+        "side": side,
+        "qty": "1",
+        "type": "market",
+        "time_in_force": "day",
+        # A strategy repeating the same order at a high rate says it means it.
+        "allow_duplicate": True,
+    }
     for side in ("buy", "sell")
 )
 

@@ -146,6 +146,7 @@ class SimulatedBroker:
         return ReportBatch(reports, f"{epoch_text}/{position}")
 
     async def housekeeping(self) -> None:
+        await self.ping()  # a Redis that came back empty gets its venue (prices) again
         async with self._redis.pipeline(transaction=False) as pipe:
             for symbol in self._reference_prices:
                 await self._match(keys=[], args=[symbol, self._top], client=pipe)

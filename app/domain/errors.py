@@ -123,5 +123,25 @@ class BrokerUnavailable(GatewayError):
     title = "Broker unavailable"
 
 
+class RiskRejected(GatewayError):
+    """A pre-trade check refused the order. ``code`` names the check; the order is stored
+    as rejected with that code as its reason."""
+
+    status = 422
+    title = "Rejected by pre-trade risk checks"
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+class RiskUnavailable(GatewayError):
+    """Risk state cannot be read: fail closed, nothing was reserved or placed."""
+
+    status = 503
+    code = "risk.unavailable"
+    title = "Pre-trade risk checks unavailable; order not accepted"
+
+
 class InvalidTransition(Exception):
     """An order status change the state machine forbids. A bug, never a client error."""

@@ -61,6 +61,9 @@ class OrderIntent(BaseModel):
     limit_price: Price | None = None
     time_in_force: TimeInForce = TimeInForce.DAY
     client_order_id: ClientOrderId | None = None
+    # The same symbol, side, qty and price again within the duplicate window is refused
+    # as an accident unless the sender says it means it.
+    allow_duplicate: bool = False
 
     @model_validator(mode="after")
     def _price_matches_type(self) -> Self:
@@ -82,6 +85,7 @@ class OrderIntent(BaseModel):
                 price,
                 self.time_in_force.value,
                 self.client_order_id or "",
+                *(("allow_duplicate",) if self.allow_duplicate else ()),
             )
         )
         return hashlib.sha256(text.encode()).hexdigest()

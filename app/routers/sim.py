@@ -38,6 +38,8 @@ async def set_reference_price(
     """Move a symbol's reference price; resting orders it crosses fill."""
     if update.symbol not in services.settings.universe:
         raise UnknownSymbol(f"symbol {update.symbol!r} is not tradable here")
+    # The paper exchange's price moves are this deployment's market data: the last trade.
+    await services.risk.prices.record_last_trade(update.symbol, update.price)
     matched = await services.broker.set_reference_price(update.symbol, update.price)
     return MatchResult(symbol=update.symbol, price=update.price, matched_orders=matched)
 

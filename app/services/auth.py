@@ -27,6 +27,12 @@ _RANK = {Role.VIEWER: 0, Role.TRADER: 1, Role.ADMIN: 2}
 class Principal:
     account: str
     role: Role
+    key_id: str = ""
+
+    @property
+    def actor(self) -> str:
+        """Who did something, for audit trails: account, role and key id."""
+        return f"{self.account}/{self.role.value}/{self.key_id}"
 
     def require(self, role: Role) -> None:
         if _RANK[self.role] < _RANK[role]:
@@ -63,7 +69,7 @@ class ApiKeyService:
             record = await self._keys.find(digest)
             principal = None
             if record is not None and not record.revoked:
-                principal = Principal(record.account, Role(record.role))
+                principal = Principal(record.account, Role(record.role), record.id)
             if len(self._cache) > 10_000:
                 self._cache.clear()
             cached = (now + self._cache_ttl_s, principal)

@@ -14,10 +14,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from app.brokers.base import Broker
+from app.domain.orders import ExecutionReport
 from app.domain.status import OrderStatus
 from app.services.leader import Lease
 from app.storage.order_log import OrderLog
 from app.storage.repositories import OrderRepository
+from app.storage.risk_state import RiskStore, Settlement
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,15 @@ class ExecutionApplier:
         order_log: OrderLog,
         orders: OrderRepository,
         lease: Lease,
+        risk: RiskStore,
         reconcile_after_s: float,
+        orphan_reservation_after_s: float = 10.0,
         housekeeping_interval_s: float = 0.25,
         commit_interval_s: float = 0.02,
     ) -> None:
         self._broker = broker
+        self._risk = risk
+        self._orphan_after_ms = int(orphan_reservation_after_s * 1000)
         self._log = order_log
         self._orders = orders
         self._lease = lease
@@ -73,7 +79,7 @@ class ExecutionApplier:
 
     async def _run(self) -> None:
         cursor: str | None = None
-        next_renewal = next_housekeeping = next_reconcile = 0.0
+        next_renewal = next_housekeeping = next_reconcile = next_audit = 0.0
         while not self._stopping.is_set():
             try:
                 now = time.monotonic()
@@ -98,6 +104,9 @@ class ExecutionApplier:
                 if now >= next_reconcile:
                     await self.reconcile()
                     next_reconcile = now + 1.0
+                if now >= next_audit:
+                    await self.release_orphan_reservations()
+                    next_audit = now + 5.0
             except Exception:
                 # Redis or the database is away: keep trying, the cursor makes it safe.
                 log.exception("execution applier iteration failed; retrying")
@@ -109,6 +118,9 @@ class ExecutionApplier:
         batch = await self._broker.read_reports(cursor, block_ms=block_ms, count=500)
         if not batch.reports:
             return batch.cursor
+        # Risk first: settling is idempotent (cumulative quantities), so a crash before the
+        # commit below re-applies it harmlessly, while the reverse order could lose it.
+        await self._risk.settle(_settlements(batch.reports))
         await self._log.apply_reports(batch.reports, (CURSOR_NAME, batch.cursor))
         return batch.cursor
 
@@ -134,6 +146,37 @@ class ExecutionApplier:
             if await self._log.record_transition(
                 rejected, order.status, reason="broker.not_received"
             ):
+                await self._risk.release(order.account, order.client_order_id)
                 resolved += 1
                 log.warning("order %s never reached the broker: rejected", order.id)
         return resolved
+
+    async def release_orphan_reservations(self) -> int:
+        """Release reservations that no open order stands behind: the process died between
+        reserving and writing the order, or missed a release. The database decides."""
+        released = 0
+        now_ms = int(time.time() * 1000)
+        for account in await self._risk.accounts():
+            snapshot = await self._risk.snapshot(account)
+            old = [
+                r.client_order_id
+                for r in snapshot.reservations
+                if now_ms - r.reserved_at_ms > self._orphan_after_ms
+            ]
+            if not old:
+                continue
+            statuses = await self._orders.statuses(account, old)
+            for client_order_id in old:
+                status = statuses.get(client_order_id)
+                if status is None or status.is_final:
+                    await self._risk.release(account, client_order_id)
+                    log.warning("released orphan reservation %s/%s", account, client_order_id)
+                    released += 1
+        return released
+
+
+def _settlements(reports: list[ExecutionReport]) -> list[Settlement]:
+    return [
+        Settlement(r.account, r.client_order_id, r.cum_qty, r.status.is_final, r.last_px)
+        for r in reports
+    ]

@@ -1,7 +1,8 @@
 """The order path, top to bottom, in ``OrderService.submit``.
 
-identify -> static checks -> idempotency claim -> write-ahead (pending_new, durable)
--> broker.place under a timeout -> record the outcome (durable) -> remember the answer.
+identify -> idempotency claim -> pre-trade risk (static checks in process, then one atomic
+reservation in Redis; fails closed) -> write-ahead (pending_new, durable) -> broker.place
+under a timeout -> record the outcome (durable) -> remember the answer.
 
 The order is durable *before* the broker sees it, so a crash at any point leaves a row that
 reconciliation resolves by asking the broker, never by placing again.
@@ -10,10 +11,13 @@ reconciliation resolves by asking the broker, never by placing again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+
+from redis.exceptions import RedisError
 
 from app.brokers.base import Broker, BrokerTransportError
 from app.domain.errors import (
@@ -26,12 +30,15 @@ from app.domain.errors import (
     InvalidOrder,
     OrderNotCancelable,
     OrderNotFound,
+    RiskRejected,
+    RiskUnavailable,
     UnknownSymbol,
 )
 from app.domain.ids import new_id
 from app.domain.orders import Order, OrderIntent, Position
 from app.domain.status import OrderStatus
 from app.domain.views import render_order, render_problem
+from app.services.risk import RiskService
 from app.storage.idempotency import Answer, IdempotencyStore
 from app.storage.order_log import OrderLog
 from app.storage.repositories import OrderRepository
@@ -59,9 +66,11 @@ class OrderService:
         orders: OrderRepository,
         idempotency: IdempotencyStore,
         broker: Broker,
+        risk: RiskService,
         symbols: frozenset[str],
         broker_timeout_s: float,
     ) -> None:
+        self._risk = risk
         self._log = order_log
         self._orders = orders
         self._idempotency = idempotency
@@ -82,7 +91,11 @@ class OrderService:
             # No key from the client: nothing can retry this order, so no claim to make.
             return await self._place(account, new_id(), intent, fingerprint)
 
-        held = await self._idempotency.claim(account, client_order_id, fingerprint)
+        try:
+            held = await self._idempotency.claim(account, client_order_id, fingerprint)
+        except (RedisError, OSError) as exc:
+            # Redis holds the risk state too: without it no order can be decided.
+            raise RiskUnavailable(f"Redis unreachable: {exc!r}") from exc
         if held is not None:
             if held.fingerprint != fingerprint:
                 raise IdempotencyConflict(
@@ -100,7 +113,8 @@ class OrderService:
             answer = await self._place(account, client_order_id, intent, fingerprint)
         except GatewayError:
             # Raised only before the order was written: nothing to remember, let a retry in.
-            await self._idempotency.release(account, client_order_id)
+            with contextlib.suppress(RedisError, OSError):  # else the claim expires
+                await self._idempotency.release(account, client_order_id)
             raise
         except BaseException:
             # Unexpected: keep the in-flight claim (it expires) rather than risk a duplicate.
@@ -128,8 +142,16 @@ class OrderService:
             updated_at=now,
             request_hash=fingerprint,
         )
+        # Pre-trade risk: decided fresh against live exposure; reserves it when accepted.
+        try:
+            reserved = await self._risk.reserve(account, client_order_id, intent)
+        except RiskRejected as rejection:
+            return await self._reject(order, rejection)
+
         # Write-ahead: the order is durable before the broker can act on it.
         if not await self._log.insert_new(order):
+            if reserved:  # the id is taken in the order log: undo what was just reserved
+                await self._release(order)
             return await self._answer_from_database(account, client_order_id, fingerprint)
 
         try:
@@ -142,6 +164,7 @@ class OrderService:
                 if isinstance(exc, TimeoutError)
                 else BrokerUnavailable(f"broker transport error: {exc}")
             )
+            # The reservation stays until the broker's answer is known.
             unknown = order.transition(OrderStatus.UNKNOWN, utcnow())
             answer = _problem(error, unknown)
             await self._record(unknown, OrderStatus.PENDING_NEW, answer, reason=error.code)
@@ -158,7 +181,27 @@ class OrderService:
             BrokerRejected(f"the broker rejected the order: {reason}", reason=reason), rejected
         )
         await self._record(rejected, OrderStatus.PENDING_NEW, answer, reason=reason)
+        await self._release(rejected)
         return answer
+
+    async def _reject(self, order: Order, rejection: RiskRejected) -> Answer:
+        """Store an order the risk checks refused, with the check's code as its reason."""
+        rejected = order.transition(OrderStatus.REJECTED, utcnow(), reject_reason=rejection.code)
+        answer = _problem(rejection, rejected)
+        if not await self._log.insert_new(order):
+            return await self._answer_from_database(
+                order.account, order.client_order_id, order.request_hash
+            )
+        await self._record(rejected, OrderStatus.PENDING_NEW, answer, reason=rejection.code)
+        return answer
+
+    async def _release(self, order: Order) -> None:
+        """Free an ended order's reservation now. Best effort: the broker's final report
+        does the same (idempotently) through the execution applier."""
+        try:
+            await self._risk.release(order.account, order.client_order_id)
+        except (RedisError, OSError) as exc:
+            log.warning("reservation of %s not released now: %r", order.id, exc)
 
     async def _record(
         self, order: Order, previous: OrderStatus, answer: Answer, reason: str | None = None
@@ -256,6 +299,7 @@ class OrderService:
         if ack.canceled:
             canceled = pending.transition(OrderStatus.CANCELED, utcnow())
             await self._log.record_transition(canceled, OrderStatus.PENDING_CANCEL, reason="client")
+            await self._release(canceled)
             return await self.get(pending.account, pending.id)
         # Too late: the broker already finished it. Undo our pending_cancel; its reports
         # bring the fills.

@@ -27,3 +27,31 @@ class SimKeys:
     @staticmethod
     def order(account: str, client_order_id: str) -> str:
         return f"{{sim}}:o:{account}:{client_order_id}"
+
+
+class RiskKeys:
+    """One account's pre-trade risk state; all under the account's hash tag (one slot)."""
+
+    limits_channel = "og:risk:limits"  # pub/sub: an account's limits changed
+
+    def __init__(self, account: str) -> None:
+        self.state = f"og:{{{account}}}:risk"
+        self.exposure = f"og:{{{account}}}:expo"
+        self.reservations = f"og:{{{account}}}:resv"
+        self._dup_prefix = f"og:{{{account}}}:dup:"
+
+    @property
+    def all(self) -> list[str]:
+        return [self.state, self.exposure, self.reservations]
+
+    def duplicate(self, signature: str) -> str:
+        return self._dup_prefix + signature
+
+    @staticmethod
+    def state_pattern() -> str:
+        return "og:{*}:risk"
+
+
+# Last trade price per symbol (market data; the paper exchange's price moves until a feed
+# exists). A plain hash: read by every worker's reference-price cache.
+LAST_TRADES = "og:md:last"

@@ -110,6 +110,14 @@ class OrderRepository:
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
+    async def statuses(self, account: str, client_order_ids: list[str]) -> dict[str, OrderStatus]:
+        query = select(t.orders.c.client_order_id, t.orders.c.status).where(
+            t.orders.c.account == account, t.orders.c.client_order_id.in_(client_order_ids)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {row[0]: OrderStatus(row[1]) for row in rows}
+
     async def stream_cursor(self, name: str) -> str | None:
         query = select(t.stream_cursors.c.position).where(t.stream_cursors.c.name == name)
         async with self._engine.connect() as conn:

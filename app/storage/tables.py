@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -159,4 +160,43 @@ stream_cursors = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("position", String(64), nullable=False),
+)
+
+# Pre-trade limits per account: the source of truth that Redis and every worker cache.
+# Stored as the API's JSON document (validated by ``RiskLimits`` on the way in and out).
+risk_limits = Table(
+    "risk_limits",
+    metadata,
+    Column("account", String(64), primary_key=True),
+    Column("limits", Text, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("updated_by", String(64), nullable=False),
+)
+
+# Current kill switches: scope 'global' (account '') or 'account'. ``generation`` is the id
+# of the audit row that set it, so a stale copy in Redis can never overwrite a newer one.
+kill_switches = Table(
+    "kill_switches",
+    metadata,
+    Column("scope", String(8), primary_key=True),
+    Column("account", String(64), primary_key=True),
+    Column("active", Boolean, nullable=False),
+    Column("generation", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("updated_by", String(64), nullable=False),
+)
+
+# Append-only record of every risk control change: who, when, what.
+risk_audit = Table(
+    "risk_audit",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("scope", String(8), nullable=False),
+    Column("account", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
 )

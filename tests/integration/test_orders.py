@@ -23,6 +23,8 @@ def market(symbol: str = "AAPL", side: str = "buy", qty: str = "1", **extra: Any
         "qty": qty,
         "type": "market",
         "client_order_id": coid(),
+        # Tests here repeat orders on purpose; the duplicate window has its own tests.
+        "allow_duplicate": True,
         **extra,
     }
 
@@ -38,6 +40,7 @@ def limit(
         "limit_price": price,
         "time_in_force": tif,
         "client_order_id": coid(),
+        "allow_duplicate": True,
     }
 
 
@@ -152,8 +155,10 @@ async def test_cancel_all_cancels_every_open_order_of_the_account_only(gateway: 
         gateway.client(gateway.new_key("bystander")) as other,
     ):
         mine = [
-            (await client.post("/v1/orders", json=limit("5", symbol="TSLA"))).json()["id"]
-            for _ in range(3)
+            (await client.post("/v1/orders", json=limit("5", symbol="TSLA", qty=str(n)))).json()[
+                "id"
+            ]
+            for n in (1, 2, 3)  # distinct: the same order thrice would be a duplicate
         ]
         theirs = (await other.post("/v1/orders", json=limit("5", symbol="TSLA"))).json()["id"]
         response = await client.delete("/v1/orders")

@@ -28,7 +28,15 @@ from app.storage.embedded_redis import EmbeddedRedis
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 BODIES = [
-    {"symbol": "AAPL", "side": side, "qty": "1", "type": "market", "time_in_force": "day"}
+    {
+        "symbol": "AAPL",
+        "side": side,
+        "qty": "1",
+        "type": "market",
+        "time_in_force": "day",
+        # A strategy repeating the same order at a high rate says it means it.
+        "allow_duplicate": True,
+    }
     for side in ("buy", "sell")
 ]
 

@@ -1,0 +1,180 @@
+"""Risk controls: limits per account, kill switches, the live risk state."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal, Self
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.deps import AdminDep, PrincipalDep, ServicesDep
+from app.domain.errors import Forbidden
+from app.domain.orders import Side
+from app.domain.risk import RiskLimits, TradingState
+from app.routers.problems import problem_responses
+from app.services.auth import Principal, Role
+from app.storage.risk_state import RiskSnapshot
+
+router = APIRouter(prefix="/v1/risk", tags=["risk"])
+
+Account = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:\-]{1,64}$")]
+
+
+def _may_read(principal: Principal, account: str) -> None:
+    if principal.role is not Role.ADMIN and principal.account != account:
+        raise Forbidden("only an admin may see another account's risk")
+
+
+@router.get("/limits/{account}", response_model=RiskLimits, responses=problem_responses(403))
+async def get_limits(
+    account: Account, principal: PrincipalDep, services: ServicesDep
+) -> RiskLimits:
+    """The account's limits (its own, else the configured defaults). Admins see any
+    account; others their own."""
+    _may_read(principal, account)
+    return await services.risk_controls.limits(account)
+
+
+@router.put("/limits/{account}", response_model=RiskLimits, responses=problem_responses(403))
+async def put_limits(
+    account: Account, limits: RiskLimits, principal: AdminDep, services: ServicesDep
+) -> RiskLimits:
+    """Replace the account's limits; an absent or null field means no limit. Every worker
+    applies them to its next order."""
+    return await services.risk_controls.set_limits(principal.actor, account, limits)
+
+
+class KillSwitchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: Literal["global", "account"]
+    account: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:\-]{1,64}$")] | None = None
+    active: bool
+    cancel_open: bool = True
+
+    @model_validator(mode="after")
+    def _account_matches_scope(self) -> Self:
+        if (self.scope == "account") != (self.account is not None):
+            raise ValueError("account is required for scope 'account', and only for it")
+        return self
+
+
+class KillSwitchView(BaseModel):
+    scope: str
+    account: str | None
+    active: bool
+    generation: int
+    canceled_orders: int
+    at: datetime
+    by: str
+
+
+@router.post("/kill-switch", response_model=KillSwitchView, responses=problem_responses(403))
+async def kill_switch(
+    request: KillSwitchRequest, principal: AdminDep, services: ServicesDep
+) -> KillSwitchView:
+    """Stop risk-increasing orders (globally or for one account) and, with cancel_open,
+    cancel open orders. Orders that reduce a position still pass. Audited."""
+    outcome = await services.risk_controls.set_kill_switch(
+        principal.actor, request.scope, request.account, request.active, request.cancel_open
+    )
+    return KillSwitchView(**asdict(outcome))
+
+
+class ExposureView(BaseModel):
+    symbol: str
+    position: Decimal
+    open_buy: Decimal
+    open_sell: Decimal
+    mark: Decimal
+    worst_case_notional: Decimal
+
+
+class ReservationView(BaseModel):
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    filled: Decimal
+
+
+class AccountRiskView(BaseModel):
+    account: str
+    loaded: bool
+    trading_state: TradingState | None
+    kill_switch: bool
+    global_kill_switch: bool
+    gross_notional: Decimal
+    open_orders: int
+    exposure: list[ExposureView]
+    reservations: list[ReservationView]
+
+    @classmethod
+    def of(cls, s: RiskSnapshot) -> AccountRiskView:
+        return cls(
+            account=s.account,
+            loaded=s.built,
+            trading_state=None if s.limits is None else s.limits.trading_state,
+            kill_switch=s.kill_account,
+            global_kill_switch=s.kill_global,
+            gross_notional=s.gross_notional,
+            open_orders=len(s.reservations),
+            exposure=[ExposureView(**asdict(e)) for e in s.exposure],
+            reservations=[
+                ReservationView(
+                    client_order_id=r.client_order_id,
+                    symbol=r.symbol,
+                    side=r.side,
+                    qty=r.qty,
+                    filled=r.filled,
+                )
+                for r in s.reservations
+            ],
+        )
+
+
+class KillSwitchStateView(BaseModel):
+    scope: str
+    account: str | None
+    active: bool
+    updated_at: datetime
+    updated_by: str
+
+
+class RiskStateView(BaseModel):
+    kill_switches: list[KillSwitchStateView]
+    accounts: list[AccountRiskView]
+
+
+@router.get("/state", response_model=RiskStateView, responses=problem_responses(403))
+async def risk_state(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    account: Annotated[str | None, Query(max_length=64)] = None,
+) -> RiskStateView:
+    """Kill switches, trading states, exposure and reservations per account (as Redis holds
+    them now). Admins see every account, or ``account``; others their own."""
+    if account is not None:
+        _may_read(principal, account)
+    elif principal.role is not Role.ADMIN:
+        account = principal.account
+    state = await services.risk_controls.state(None if account is None else {account})
+    visible = [
+        k for k in state.kill_switches if k.scope == "global" or account in (None, k.account)
+    ]
+    return RiskStateView(
+        kill_switches=[
+            KillSwitchStateView(
+                scope=k.scope,
+                account=k.account or None,
+                active=k.active,
+                updated_at=k.updated_at,
+                updated_by=k.updated_by,
+            )
+            for k in visible
+        ],
+        accounts=[AccountRiskView.of(s) for s in state.accounts],
+    )

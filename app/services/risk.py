@@ -1,0 +1,181 @@
+"""The pre-trade risk decision, made fresh for every order.
+
+Cached are the *inputs* (limits in process, refreshed within a second and at once on a
+pub/sub notice; reference prices), never results. The decision has two halves:
+``check_static`` in process, then one Lua call that checks every stateful limit against live
+exposure and reserves the order's exposure in the same atomic step. Redis unreachable means
+no decision: ``RiskUnavailable`` (503), nothing reserved, the broker never called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Iterable
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app.domain.errors import RiskRejected, RiskUnavailable
+from app.domain.orders import OrderIntent
+from app.domain.risk import RiskLimits, check_static, duplicate_signature
+from app.services.prices import ReferencePrices
+from app.storage.keys import RiskKeys
+from app.storage.repositories import OrderRepository
+from app.storage.risk_repository import RiskRepository
+from app.storage.risk_state import AccountImage, RiskStore, Settlement
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+REBUILD_TIMEOUT_S = 5.0
+
+
+class RiskService:
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        store: RiskStore,
+        risk_repo: RiskRepository,
+        orders: OrderRepository,
+        prices: ReferencePrices,
+        default_limits: RiskLimits,
+        redis_timeout_s: float,
+        limits_ttl_s: float = 1.0,
+    ) -> None:
+        self._redis = redis
+        self._store = store
+        self._repo = risk_repo
+        self._orders = orders
+        self.prices = prices
+        self._default_limits = default_limits
+        self._timeout_s = redis_timeout_s
+        self._limits_ttl_s = limits_ttl_s
+        self._limits: dict[str, tuple[float, RiskLimits]] = {}
+        self._rebuilding: dict[str, asyncio.Lock] = {}
+        self._listener: asyncio.Task[None] | None = None
+
+    # -- the decision --------------------------------------------------------------------
+    async def reserve(self, account: str, client_order_id: str, intent: OrderIntent) -> bool:
+        """Decide the order; on acceptance its exposure is reserved under ``client_order_id``.
+        Returns False if that id already held a reservation (nothing new was reserved).
+        Raises ``RiskRejected`` (with the check's code) or ``RiskUnavailable``."""
+        limits = await self.limits(account)
+        reference = self.prices.get(intent.symbol)
+        price = check_static(intent, limits, reference)
+        duplicate = None
+        if limits.duplicate_window_ms and not intent.allow_duplicate:
+            duplicate = (duplicate_signature(intent), limits.duplicate_window_ms)
+        for _ in range(2):
+            outcome = await self._redis_call(
+                self._store.reserve(
+                    account,
+                    client_order_id,
+                    intent.symbol,
+                    intent.side,
+                    intent.qty,
+                    reference or price,
+                    duplicate,
+                )
+            )
+            if outcome.kind == "nostate":
+                # Redis lost this account (restart, failover): rebuild from the database.
+                await self.rebuild(account)
+                continue
+            if outcome.kind == "reject":
+                raise RiskRejected(outcome.code, outcome.detail)
+            return outcome.kind == "ok"
+        raise RiskUnavailable("risk state could not be rebuilt; order not accepted")
+
+    async def release(self, account: str, client_order_id: str) -> None:
+        """Give back what an order that ended without filling (all of) it had reserved."""
+        await self._store.release(account, client_order_id)
+
+    async def settle(self, settlements: Iterable[Settlement]) -> None:
+        await self._store.settle(settlements)
+
+    # -- limits, cached ------------------------------------------------------------------
+    async def limits(self, account: str) -> RiskLimits:
+        now = time.monotonic()
+        cached = self._limits.get(account)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        built, doc = await self._redis_call(self._store.limits_document(account))
+        if not built or doc is None:
+            await self.rebuild(account)
+            built, doc = await self._redis_call(self._store.limits_document(account))
+        limits = self._default_limits if doc is None else RiskLimits.model_validate_json(doc)
+        self._limits[account] = (now + self._limits_ttl_s, limits)
+        return limits
+
+    def forget_limits(self, account: str) -> None:
+        self._limits.pop(account, None)
+
+    # -- rebuilding from the database ----------------------------------------------------
+    async def image(self, account: str) -> AccountImage:
+        """The account's risk state as the database knows it."""
+        limits = await self._repo.limits(account) or self._default_limits
+        kill_account, kill_global = await self._repo.kill_state(account)
+        positions = {p.symbol: p.qty for p in await self._orders.positions(account)}
+        reservations = [
+            (o.client_order_id, o.symbol, o.side, o.qty, o.filled_qty)
+            for o in await self._orders.open_orders(account)
+        ]
+        symbols = set(positions) | {r[1] for r in reservations}
+        marks = {s: p for s in symbols if (p := self.prices.get(s)) is not None}
+        return AccountImage(limits, kill_account, kill_global, positions, marks, reservations)
+
+    async def rebuild(self, account: str, *, replace: bool = False) -> bool:
+        """Load the account's state into Redis from the database, unless it is there."""
+        lock = self._rebuilding.setdefault(account, asyncio.Lock())
+        try:
+            async with lock, asyncio.timeout(REBUILD_TIMEOUT_S):
+                image = await self.image(account)
+                written = await self._store.load(account, image, replace=replace)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise RiskUnavailable(f"risk state could not be rebuilt: {exc!r}") from exc
+        if written:
+            log.warning("risk state of account %s rebuilt from the database", account)
+        return written
+
+    # -- limit change notices ------------------------------------------------------------
+    def start(self) -> None:
+        self.prices.start()
+        self._listener = asyncio.create_task(self._listen(), name="risk-limits-listener")
+
+    async def close(self) -> None:
+        await self.prices.close()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    async def _listen(self) -> None:
+        """Drop an account's cached limits as soon as another worker changes them. A missed
+        notice costs at most ``limits_ttl_s`` of staleness."""
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(RiskKeys.limits_channel)
+                    # Notices sent while we were not listening are lost: forget everything.
+                    self._limits.clear()
+                    while True:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None:
+                            self.forget_limits(message["data"].decode())
+            except (RedisError, OSError) as exc:
+                log.debug("risk limits listener reconnecting: %r", exc)
+                self._limits.clear()
+                await asyncio.sleep(0.5)
+
+    async def _redis_call(self, call: Awaitable[T]) -> T:
+        """One Redis round trip of the decision, bounded: fail closed, and fast."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await call
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise RiskUnavailable(f"risk state unreachable: {exc!r}") from exc

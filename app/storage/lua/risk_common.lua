@@ -1,0 +1,49 @@
+-- Shared helpers of the risk scripts, prepended to each risk_*.lua at load time.
+-- One account's risk state lives under its hash tag, so every script stays in one slot:
+--   KEYS[1] og:{A}:risk  limits, trading state, kill switches (+ their generations), 'built'
+--   KEYS[2] og:{A}:expo  per symbol: pos:S, buy:S, sell:S (open qty), mark:S, gx:S; gross
+--   KEYS[3] og:{A}:resv  client_order_id -> 'symbol|side|qty|filled|reserved_at_ms'
+-- Quantities are integers scaled by 10^6 (exact in a Lua double up to 2^53); notionals are
+-- doubles in currency units (a risk bound, not money accounting).
+local SCALE = 1000000
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+local function num(v)
+  if not v then
+    return 0
+  end
+  return tonumber(v)
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Worst-case absolute position if every open order on one side filled, as notional.
+local function worst_notional(pos, buys, sells, mark)
+  local q = math.max(math.abs(pos + buys), math.abs(pos - sells))
+  return q / SCALE * mark
+end
+
+-- Write a symbol's exposure and keep the account's gross total in step with it.
+local function store_exposure(expo, sym, pos, buys, sells, mark)
+  local e = redis.call('HMGET', expo, 'gx:' .. sym, 'gross')
+  local gx = worst_notional(pos, buys, sells, mark)
+  local gross = math.max(0, num(e[2]) - num(e[1]) + gx)
+  redis.call('HSET', expo, 'pos:' .. sym, fmt(pos), 'buy:' .. sym, fmt(math.max(0, buys)),
+    'sell:' .. sym, fmt(math.max(0, sells)), 'mark:' .. sym, string.format('%.17g', mark),
+    'gx:' .. sym, string.format('%.17g', gx), 'gross', string.format('%.17g', gross))
+  return gx, gross
+end
+
+local function split(rec)
+  local parts = {}
+  for part in string.gmatch(rec, '[^|]+') do
+    parts[#parts + 1] = part
+  end
+  return parts
+end

@@ -1,0 +1,82 @@
+-- The stateful pre-trade checks and the reservation, in one atomic step.
+-- KEYS: risk, expo, resv (see risk_common), dup (the duplicate-window key of this order)
+-- ARGV: client_order_id, symbol, side, qty (scaled), mark price, duplicate window ms ('' off)
+-- Returns {'ok'} reserved | {'held'} already reserved under this id | {'nostate'} the account
+-- has no risk state here (rebuild it from the database) | {'reject', code, detail}
+local risk, expo, resv, dup = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local coid, sym, side, qty, mark, window = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
+  tonumber(ARGV[5]), ARGV[6]
+
+local r = redis.call('HMGET', risk, 'built', 'state', 'kill_account', 'kill_global',
+  'max_position', 'max_gross', 'max_open', 'maxpos:' .. sym)
+if r[1] ~= '1' then
+  return {'nostate'}
+end
+if redis.call('HEXISTS', resv, coid) == 1 then
+  return {'held'}
+end
+
+local e = redis.call('HMGET', expo, 'pos:' .. sym, 'buy:' .. sym, 'sell:' .. sym,
+  'gx:' .. sym, 'gross')
+local pos, buys, sells, gx_old, gross_old = num(e[1]), num(e[2]), num(e[3]), num(e[4]), num(e[5])
+
+-- Risk-reducing: shrinks the position even if every open order on its side fills first.
+local reducing
+if side == 'buy' then
+  reducing = pos < 0 and pos + buys + qty <= 0
+  buys = buys + qty
+else
+  reducing = pos > 0 and pos - sells - qty >= 0
+  sells = sells + qty
+end
+
+if r[2] == 'halted' then
+  return {'reject', 'risk.trading_halted', 'trading is halted for this account'}
+end
+if not reducing then
+  if r[4] == '1' then
+    return {'reject', 'risk.kill_switch', 'the global kill switch is on'}
+  end
+  if r[3] == '1' then
+    return {'reject', 'risk.kill_switch', 'the kill switch is on for this account'}
+  end
+  if r[2] == 'reduce_only' then
+    return {'reject', 'risk.reduce_only', 'the account may only reduce positions'}
+  end
+end
+
+local limit = r[8] or r[5]
+if limit then
+  limit = tonumber(limit)
+  if (side == 'buy' and pos + buys > limit) or (side == 'sell' and pos - sells < -limit) then
+    return {'reject', 'risk.position_limit', string.format(
+      '%s position would reach %s (open orders counted as filled); limit %s', sym,
+      fmt(side == 'buy' and pos + buys or pos - sells), fmt(limit))}
+  end
+end
+
+if r[7] and redis.call('HLEN', resv) + 1 > tonumber(r[7]) then
+  return {'reject', 'risk.max_open_orders', 'open order limit ' .. r[7] .. ' reached'}
+end
+
+if r[6] then
+  local gx_new = worst_notional(pos, buys, sells, mark)
+  local gross_new = gross_old - gx_old + gx_new
+  if gx_new > gx_old and gross_new > tonumber(r[6]) then
+    return {'reject', 'risk.gross_notional_limit', string.format(
+      'gross exposure would reach %.2f; limit %s', gross_new, r[6])}
+  end
+end
+
+if window ~= '' then
+  local holder = redis.call('GET', dup)
+  if holder then
+    return {'reject', 'risk.duplicate_order', string.format(
+      'same symbol, side, qty and price as order %s within %s ms', holder, window)}
+  end
+  redis.call('SET', dup, coid, 'PX', window)
+end
+
+redis.call('HSET', resv, coid, table.concat({sym, side, fmt(qty), '0', fmt(now_ms())}, '|'))
+store_exposure(expo, sym, pos, buys, sells, mark)
+return {'ok'}

@@ -1,0 +1,145 @@
+"""Risk controls in SQL: limits per account, kill switches, and their audit trail."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, union, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.domain.risk import RiskLimits
+from app.storage import tables as t
+
+GLOBAL = "global"
+ACCOUNT = "account"
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitchRow:
+    scope: str
+    account: str
+    active: bool
+    generation: int
+    updated_at: datetime
+    updated_by: str
+
+
+class RiskRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def limits(self, account: str) -> RiskLimits | None:
+        query = select(t.risk_limits.c.limits).where(t.risk_limits.c.account == account)
+        async with self._engine.connect() as conn:
+            doc = (await conn.execute(query)).scalar_one_or_none()
+        return None if doc is None else RiskLimits.model_validate_json(doc)
+
+    async def put_limits(self, account: str, limits: RiskLimits, actor: str, at: datetime) -> None:
+        """Replace the account's limits and record who did it, in one transaction."""
+        doc = limits.model_dump_json()
+        async with self._engine.begin() as conn:
+            changed = await conn.execute(
+                update(t.risk_limits)
+                .where(t.risk_limits.c.account == account)
+                .values(limits=doc, updated_at=at, updated_by=actor)
+            )
+            if changed.rowcount == 0:
+                await conn.execute(
+                    insert(t.risk_limits).values(
+                        account=account, limits=doc, updated_at=at, updated_by=actor
+                    )
+                )
+            await _audit(conn, at, actor, "limits", ACCOUNT, account, json.loads(doc))
+
+    async def set_kill_switch(
+        self, scope: str, account: str, active: bool, actor: str, at: datetime, detail: Any
+    ) -> int:
+        """Record the switch and its audit row; returns the generation (the audit row's id),
+        which orders the settings copied to Redis."""
+        async with self._engine.begin() as conn:
+            generation = await _audit(conn, at, actor, "kill_switch", scope, account, detail)
+            values = {
+                "active": active,
+                "generation": generation,
+                "updated_at": at,
+                "updated_by": actor,
+            }
+            changed = await conn.execute(
+                update(t.kill_switches)
+                .where(t.kill_switches.c.scope == scope, t.kill_switches.c.account == account)
+                .values(**values)
+            )
+            if changed.rowcount == 0:
+                await conn.execute(
+                    insert(t.kill_switches).values(scope=scope, account=account, **values)
+                )
+        return generation
+
+    async def kill_switches(self) -> list[KillSwitchRow]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(t.kill_switches))).mappings().all()
+        return [
+            KillSwitchRow(
+                r["scope"],
+                r["account"],
+                r["active"],
+                r["generation"],
+                r["updated_at"],
+                r["updated_by"],
+            )
+            for r in rows
+        ]
+
+    async def kill_state(self, account: str) -> tuple[tuple[bool, int], tuple[bool, int]]:
+        """((account switch on, generation), (global switch on, generation))."""
+        query = select(t.kill_switches).where(
+            ((t.kill_switches.c.scope == ACCOUNT) & (t.kill_switches.c.account == account))
+            | (t.kill_switches.c.scope == GLOBAL)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        found = {r["scope"]: (bool(r["active"]), int(r["generation"])) for r in rows}
+        return found.get(ACCOUNT, (False, 0)), found.get(GLOBAL, (False, 0))
+
+    async def audit_trail(self, limit: int = 100) -> list[dict[str, Any]]:
+        query = select(t.risk_audit).order_by(t.risk_audit.c.id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]
+
+    async def known_accounts(self) -> set[str]:
+        """Every account that holds a key, has limits or has orders."""
+        query = union(
+            select(t.api_keys.c.account),
+            select(t.risk_limits.c.account),
+            select(t.orders.c.account).distinct(),
+        )
+        async with self._engine.connect() as conn:
+            return {row[0] for row in (await conn.execute(query)).all()}
+
+
+async def _audit(
+    conn: AsyncConnection,
+    at: datetime,
+    actor: str,
+    action: str,
+    scope: str,
+    account: str,
+    detail: Any,
+) -> int:
+    result = await conn.execute(
+        insert(t.risk_audit).values(
+            at=at,
+            actor=actor,
+            action=action,
+            scope=scope,
+            account=account,
+            detail=json.dumps(detail, default=str),
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])

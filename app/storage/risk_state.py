@@ -1,0 +1,272 @@
+"""Pre-trade risk state in Redis: one account's limits, exposure and reservations, changed
+only by the Lua scripts in ``storage/lua/risk_*.lua`` (atomic per account, one slot each).
+
+The database is the source of truth; this is the fast copy, rebuilt from it (``load``) when
+an account's state is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from redis.asyncio import Redis
+
+from app.domain.orders import QTY_DECIMALS, Side
+from app.domain.risk import RiskLimits
+from app.storage.keys import RiskKeys
+from app.storage.scripts import load_script
+
+_SCALE = Decimal(10) ** QTY_DECIMALS
+
+
+def scaled(qty: Decimal) -> str:
+    return str(int(qty * _SCALE))
+
+
+def unscaled(value: bytes | str | None) -> Decimal:
+    return Decimal(0) if value is None else Decimal(int(value)) / _SCALE
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def limit_fields(limits: RiskLimits) -> dict[str, str]:
+    """The limits as the reserve script reads them (absent field: no limit), plus the whole
+    document (``doc``) that every worker's in-process cache reads."""
+    fields = {"doc": limits.model_dump_json(), "state": limits.trading_state.value}
+    if limits.max_position is not None:
+        fields["max_position"] = scaled(limits.max_position)
+    if limits.max_gross_notional is not None:
+        fields["max_gross"] = format(limits.max_gross_notional, "f")
+    if limits.max_open_orders is not None:
+        fields["max_open"] = str(limits.max_open_orders)
+    for symbol, override in limits.symbols.items():
+        if override.max_position is not None:
+            fields[f"maxpos:{symbol}"] = scaled(override.max_position)
+    return fields
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveOutcome:
+    """``kind``: ok | held (already reserved under this id) | nostate | reject."""
+
+    kind: str
+    code: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What the broker says about one order: cumulative fill, and whether it has ended."""
+
+    account: str
+    client_order_id: str
+    cum_qty: Decimal | None
+    final: bool
+    mark: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    filled: Decimal
+    reserved_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolExposure:
+    symbol: str
+    position: Decimal
+    open_buy: Decimal
+    open_sell: Decimal
+    mark: Decimal
+    worst_case_notional: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class RiskSnapshot:
+    account: str
+    built: bool
+    limits: RiskLimits | None
+    kill_account: bool
+    kill_global: bool
+    gross_notional: Decimal
+    exposure: list[SymbolExposure]
+    reservations: list[Reservation]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountImage:
+    """An account's risk state as the database knows it, to (re)build Redis from."""
+
+    limits: RiskLimits
+    kill_account: tuple[bool, int]  # (active, generation)
+    kill_global: tuple[bool, int]
+    positions: dict[str, Decimal]
+    marks: dict[str, Decimal]
+    # (client_order_id, symbol, side, qty, filled) of every order still open
+    reservations: list[tuple[str, str, Side, Decimal, Decimal]]
+
+
+class RiskStore:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._reserve, self._settle, self._load, self._set_limits, self._kill = (
+            load_script(redis, "app.storage", name, prelude="risk_common")
+            for name in ("risk_reserve", "risk_settle", "risk_load", "risk_limits", "risk_kill")
+        )
+
+    async def reserve(
+        self,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        mark: Decimal,
+        duplicate: tuple[str, int] | None,
+    ) -> ReserveOutcome:
+        """Check every stateful limit and reserve the order's exposure, atomically.
+        ``duplicate``: (signature, window ms) when the duplicate window applies."""
+        keys = RiskKeys(account)
+        signature, window = duplicate if duplicate is not None else ("-", 0)
+        result = await self._reserve(
+            keys=[*keys.all, keys.duplicate(signature)],
+            args=[
+                client_order_id,
+                symbol,
+                side.value,
+                scaled(qty),
+                format(mark, "f"),
+                str(window) if window > 0 else "",
+            ],
+        )
+        kind = _text(result[0])
+        if kind == "reject":
+            return ReserveOutcome(kind, _text(result[1]), _text(result[2]))
+        return ReserveOutcome(kind)
+
+    async def settle(self, settlements: Iterable[Settlement]) -> None:
+        """Turn fills into position and release what ends, for many orders in one trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for s in settlements:
+                await self._settle(
+                    keys=RiskKeys(s.account).all,
+                    args=[
+                        s.client_order_id,
+                        "" if s.cum_qty is None else scaled(s.cum_qty),
+                        "1" if s.final else "0",
+                        "" if s.mark is None else format(s.mark, "f"),
+                    ],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def release(self, account: str, client_order_id: str) -> None:
+        """Give back the unfilled rest of an order that ended (idempotent)."""
+        await self.settle([Settlement(account, client_order_id, None, final=True)])
+
+    async def load(self, account: str, image: AccountImage, *, replace: bool = False) -> bool:
+        """Write the account's state from the database's image; unless ``replace``, only
+        when Redis does not hold it. True if written."""
+        doc: dict[str, Any] = {
+            "limits": limit_fields(image.limits),
+            "kills": {
+                "kill_account": ["1" if image.kill_account[0] else "0", image.kill_account[1]],
+                "kill_global": ["1" if image.kill_global[0] else "0", image.kill_global[1]],
+            },
+            "positions": {s: scaled(q) for s, q in image.positions.items()},
+            "marks": {s: format(p, "f") for s, p in image.marks.items()},
+            "reservations": [
+                [coid, symbol, side.value, scaled(qty), scaled(filled)]
+                for coid, symbol, side, qty, filled in image.reservations
+            ],
+        }
+        # cjson decodes an empty object as an empty table; both shapes are fine for Lua.
+        written = await self._load(
+            keys=RiskKeys(account).all, args=[json.dumps(doc), "1" if replace else "0"]
+        )
+        return bool(written)
+
+    async def set_limits(self, account: str, limits: RiskLimits) -> None:
+        """Replace the limits of a built account and tell every worker's cache."""
+        await self._set_limits(
+            keys=[RiskKeys(account).state], args=[json.dumps(limit_fields(limits))]
+        )
+        await self._redis.publish(RiskKeys.limits_channel, account)
+
+    async def set_kill(self, accounts: Iterable[str], field: str, active: bool, gen: int) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for account in accounts:
+                await self._kill(
+                    keys=[RiskKeys(account).state],
+                    args=[field, "1" if active else "0", str(gen)],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def limits_document(self, account: str) -> tuple[bool, str | None]:
+        """(built, the limits document) as Redis holds them."""
+        built, doc = await self._redis.hmget(RiskKeys(account).state, ["built", "doc"])
+        return built == b"1", None if doc is None else _text(doc)
+
+    async def accounts(self) -> set[str]:
+        """Accounts with risk state in Redis (a SCAN: for controls, not the order path)."""
+        found: set[str] = set()
+        async for key in self._redis.scan_iter(match=RiskKeys.state_pattern(), count=1000):
+            name = _text(key)
+            found.add(name[name.index("{") + 1 : name.rindex("}")])
+        return found
+
+    async def snapshot(self, account: str) -> RiskSnapshot:
+        keys = RiskKeys(account)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.state)
+            pipe.hgetall(keys.exposure)
+            pipe.hgetall(keys.reservations)
+            raw_state, raw_expo, raw_resv = await pipe.execute()
+        state = {_text(k): _text(v) for k, v in raw_state.items()}
+        expo = {_text(k): _text(v) for k, v in raw_expo.items()}
+        symbols = sorted(k[4:] for k in expo if k.startswith("pos:"))
+        exposure = [
+            SymbolExposure(
+                symbol=s,
+                position=unscaled(expo.get(f"pos:{s}")),
+                open_buy=unscaled(expo.get(f"buy:{s}")),
+                open_sell=unscaled(expo.get(f"sell:{s}")),
+                mark=_money(expo.get(f"mark:{s}")),
+                worst_case_notional=_money(expo.get(f"gx:{s}")),
+            )
+            for s in symbols
+        ]
+        reservations = []
+        for coid, record in sorted(raw_resv.items()):
+            symbol, side, qty, filled, at = _text(record).split("|")
+            reservations.append(
+                Reservation(
+                    _text(coid), symbol, Side(side), unscaled(qty), unscaled(filled), int(at)
+                )
+            )
+        doc = state.get("doc")
+        return RiskSnapshot(
+            account=account,
+            built=state.get("built") == "1",
+            limits=None if doc is None else RiskLimits.model_validate_json(doc),
+            kill_account=state.get("kill_account") == "1",
+            kill_global=state.get("kill_global") == "1",
+            gross_notional=_money(expo.get("gross")),
+            exposure=exposure,
+            reservations=reservations,
+        )
+
+
+def _money(value: str | None) -> Decimal:
+    return Decimal(0) if value is None else Decimal(value).quantize(Decimal("0.01"))
