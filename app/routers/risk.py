@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -178,3 +178,21 @@ async def risk_state(
         ],
         accounts=[AccountRiskView.of(s) for s in state.accounts],
     )
+
+
+class AuditEntryView(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    scope: str
+    account: str
+    detail: dict[str, Any]
+
+
+@router.get("/audit", response_model=list[AuditEntryView], responses=problem_responses(403))
+async def audit_trail(
+    _: AdminDep, services: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[AuditEntryView]:
+    """Every change of limits and kill switches, newest first: who, when, what."""
+    return [AuditEntryView(**entry) for entry in await services.risk_controls.audit_trail(limit)]

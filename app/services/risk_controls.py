@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from app.domain.risk import RiskLimits
 from app.services.orders import OrderService
@@ -91,6 +92,10 @@ class RiskControlService:
             for name in sorted(accounts):
                 canceled += len(await self._orders.cancel_all(name))
         return KillSwitchOutcome(scope, target or None, active, generation, canceled, at, actor)
+
+    async def audit_trail(self, limit: int) -> list[dict[str, Any]]:
+        """Risk control changes, newest first: who, when, what."""
+        return await self._repo.audit_trail(limit)
 
     async def state(self, accounts: set[str] | None) -> RiskState:
         """Trading states, kill switches, exposure and reservations; ``None``: every

@@ -17,7 +17,13 @@ local function emit(okey, status, last_qty, last_px, reason)
   local seq = redis.call('HINCRBY', okey, 'seq', 1)
   redis.call('HSET', okey, 'status', status)
   local o = redis.call('HMGET', okey, 'acct', 'coid', 'sym', 'side', 'filled')
-  local exec_id = redis.call('GET', '{sim}:epoch') .. '-' .. redis.call('INCR', '{sim}:seq')
+  local epoch = redis.call('GET', '{sim}:epoch')
+  if not epoch then
+    -- The venue's Redis came back empty: a new incarnation, until start-up names it.
+    epoch = 'r' .. now_ms()
+    redis.call('SET', '{sim}:epoch', epoch)
+  end
+  local exec_id = epoch .. '-' .. redis.call('INCR', '{sim}:seq')
   redis.call('XADD', '{sim}:exec', 'MAXLEN', '~', '1000000', '*',
     'a', o[1], 'c', o[2], 'x', exec_id, 'q', seq, 's', status, 'cum', o[5],
     'lq', last_qty, 'lp', last_px, 'r', reason, 'sym', o[3], 'side', o[4], 't', now_ms())

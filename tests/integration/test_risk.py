@@ -1,0 +1,494 @@
+"""Pre-trade risk through the real gateway (2 uvicorn workers), real Redis, real database."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import statistics
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from app.storage.embedded_redis import EmbeddedRedis
+from app.storage.keys import RiskKeys
+from tests.conftest import DatabaseFactory, Gateway, free_port, launch_gateway, wait_for
+from tests.integration.test_orders import coid, eventually_status, limit, market
+
+SCALE = 10**6
+
+
+def new_account(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+async def trader(gateway: Gateway) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
+    """A fresh account of its own (limits and exposure start empty) and its client."""
+    account = new_account("risk")
+    async with gateway.client(gateway.new_key(account)) as client:
+        yield account, client
+
+
+async def put_limits(admin: httpx.AsyncClient, account: str, **limits: Any) -> dict[str, Any]:
+    response = await admin.put(f"/v1/risk/limits/{account}", json=limits)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def rejected_with(client: httpx.AsyncClient, order: dict[str, Any], code: str) -> None:
+    """The order is refused with ``code``, and stored as rejected with it as the reason."""
+    response = await client.post("/v1/orders", json=order)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == code, problem
+    stored = (await client.get(f"/v1/orders/{problem['order_id']}")).json()
+    assert stored["status"] == "rejected"
+    assert stored["reject_reason"] == code
+
+
+async def accepted(client: httpx.AsyncClient, order: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post("/v1/orders", json=order)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def account_state(client: httpx.AsyncClient, account: str) -> dict[str, Any]:
+    response = await client.get("/v1/risk/state", params={"account": account})
+    assert response.status_code == 200, response.text
+    [state] = response.json()["accounts"]
+    assert state["account"] == account
+    result: dict[str, Any] = state
+    return result
+
+
+# -- limits: the API -------------------------------------------------------------------------
+async def test_limits_default_then_admin_replaces_them_and_the_change_is_audited(
+    gateway: Gateway, admin: httpx.AsyncClient, trader: tuple[str, httpx.AsyncClient]
+) -> None:
+    account, client = trader
+    defaults = (await client.get(f"/v1/risk/limits/{account}")).json()
+    assert defaults["duplicate_window_ms"] == 500
+    assert defaults["max_position"] is None
+    assert defaults["trading_state"] == "active"
+
+    wanted = {
+        "max_order_qty": "500",
+        "max_order_notional": "100000",
+        "max_position": "1000",
+        "max_gross_notional": "250000",
+        "max_open_orders": 20,
+        "price_collar_pct": "5",
+        "duplicate_window_ms": 250,
+        "allowed_symbols": ["AAPL", "MSFT"],
+        "blocked_symbols": None,
+        "trading_state": "active",
+        "symbols": {"AAPL": {"max_order_qty": "100", "max_position": None}},
+    }
+    stored = await put_limits(admin, account, **wanted)
+    assert (await client.get(f"/v1/risk/limits/{account}")).json() == stored
+    assert stored["max_open_orders"] == 20
+    assert Decimal(stored["symbols"]["AAPL"]["max_order_qty"]) == 100
+
+    [entry, *_] = (await admin.get("/v1/risk/audit", params={"limit": 5})).json()
+    assert entry["action"] == "limits"
+    assert entry["account"] == account
+    assert entry["actor"].startswith("ops/admin/")
+    assert entry["detail"]["max_open_orders"] == 20
+
+
+async def test_only_admins_change_limits_and_only_admins_read_other_accounts(
+    gateway: Gateway, alice: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    assert (await alice.put("/v1/risk/limits/alice", json={})).status_code == 403
+    assert (await alice.get("/v1/risk/limits/bob")).status_code == 403
+    assert (await alice.get("/v1/risk/state", params={"account": "bob"})).status_code == 403
+    assert (await alice.get("/v1/risk/audit")).status_code == 403
+    async with gateway.client(gateway.keys["viewer"]) as viewer:
+        assert (await viewer.get("/v1/risk/limits/alice")).status_code == 200
+        [own] = (await viewer.get("/v1/risk/state")).json()["accounts"]
+        assert own["account"] == "alice"
+    assert (await admin.get("/v1/risk/limits/alice")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"max_order_qty": "-1"},
+        {"max_order_qty": "NaN"},
+        {"max_position": "1e30"},
+        {"max_open_orders": 1.5},
+        {"price_collar_pct": "0"},
+        {"trading_state": "sleeping"},
+        {"allowed_symbols": ["not a symbol"]},
+        {"symbols": {"AAPL": {"max_order_qty": "1", "color": "red"}}},
+        {"max_leverage": "3"},
+    ],
+)
+async def test_bad_limits_are_refused_and_change_nothing(
+    admin: httpx.AsyncClient, body: dict[str, Any]
+) -> None:
+    account = new_account("badlimits")
+    before = await put_limits(admin, account, max_order_qty="7")
+    response = await admin.put(f"/v1/risk/limits/{account}", json=body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert (await admin.get(f"/v1/risk/limits/{account}")).json() == before
+
+
+# -- every check, with its code --------------------------------------------------------------
+CHECKS = [
+    # (limits, an order they refuse, its code, an order they let through)
+    ({"allowed_symbols": ["MSFT"]}, market("AAPL"), "risk.symbol_not_allowed", market("MSFT")),
+    ({"blocked_symbols": ["AAPL"]}, market("AAPL"), "risk.symbol_blocked", market("MSFT")),
+    ({"max_order_qty": "10"}, market(qty="11"), "risk.max_order_qty", market(qty="10")),
+    (
+        {"max_order_qty": "100", "symbols": {"AAPL": {"max_order_qty": "5"}}},
+        market(qty="6"),
+        "risk.max_order_qty",
+        market("MSFT", qty="6"),
+    ),
+    ({"max_order_notional": "1000"}, market(qty="5"), "risk.max_order_notional", market(qty="4")),
+    (
+        {"price_collar_pct": "5"},
+        limit("200", symbol="AAPL"),
+        "risk.price_collar",
+        limit("225", symbol="AAPL"),
+    ),
+    ({"max_position": "10"}, market(qty="11"), "risk.position_limit", market(qty="10")),
+    (
+        {"max_position": "10"},
+        market(side="sell", qty="11"),
+        "risk.position_limit",
+        market(side="sell", qty="10"),
+    ),
+    (
+        {"max_position": "100", "symbols": {"AAPL": {"max_position": "3"}}},
+        market(qty="4"),
+        "risk.position_limit",
+        market(qty="3"),
+    ),
+    (
+        {"max_gross_notional": "1000"},
+        market(qty="5"),
+        "risk.gross_notional_limit",
+        market(qty="4"),
+    ),
+    ({"max_open_orders": 0}, market(), "risk.max_open_orders", None),
+    ({"trading_state": "halted"}, market(), "risk.trading_halted", None),
+    ({"trading_state": "reduce_only"}, market(), "risk.reduce_only", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("limits", "refused", "code", "allowed"), CHECKS, ids=[c[2] for c in CHECKS]
+)
+async def test_each_check_rejects_with_its_code_and_stores_it_on_the_order(
+    gateway: Gateway,
+    admin: httpx.AsyncClient,
+    trader: tuple[str, httpx.AsyncClient],
+    limits: dict[str, Any],
+    refused: dict[str, Any],
+    code: str,
+    allowed: dict[str, Any] | None,
+) -> None:
+    account, client = trader
+    await put_limits(admin, account, **limits)
+    await rejected_with(client, {**refused, "client_order_id": coid()}, code)
+    if allowed is not None:
+        await accepted(client, {**allowed, "client_order_id": coid()})
+
+
+async def test_a_rejection_is_replayed_for_its_idempotency_key(
+    admin: httpx.AsyncClient, trader: tuple[str, httpx.AsyncClient]
+) -> None:
+    account, client = trader
+    await put_limits(admin, account, max_order_qty="1")
+    order = market(qty="2")
+    first = await client.post("/v1/orders", json=order)
+    again = await client.post("/v1/orders", json=order)
+    assert first.status_code == again.status_code == 422
+    assert first.content == again.content
+
+
+async def test_open_orders_count_toward_the_position_limit_until_canceled(
+    admin: httpx.AsyncClient, trader: tuple[str, httpx.AsyncClient]
+) -> None:
+    account, client = trader
+    await put_limits(admin, account, max_position="10")
+    resting = await accepted(client, limit("1.00", symbol="AAPL", qty="6"))  # rests: far below
+    await rejected_with(client, limit("1.00", symbol="AAPL", qty="5"), "risk.position_limit")
+    assert (await client.delete(f"/v1/orders/{resting['id']}")).status_code == 200
+    await accepted(client, limit("1.00", symbol="AAPL", qty="5"))
+
+
+async def test_the_same_order_again_within_the_window_is_a_duplicate_unless_deliberate(
+    admin: httpx.AsyncClient, trader: tuple[str, httpx.AsyncClient]
+) -> None:
+    account, client = trader
+    await put_limits(admin, account, duplicate_window_ms=300)
+    order = {"symbol": "MSFT", "side": "buy", "qty": "3", "type": "market"}
+    await accepted(client, {**order, "client_order_id": coid()})
+    await rejected_with(client, {**order, "client_order_id": coid()}, "risk.duplicate_order")
+    await accepted(client, {**order, "client_order_id": coid(), "allow_duplicate": True})
+    await accepted(client, {**order, "qty": "4", "client_order_id": coid()})  # not the same
+    await asyncio.sleep(0.4)  # the window has passed
+    await accepted(client, {**order, "client_order_id": coid()})
+
+
+async def test_fills_turn_reservations_into_positions(
+    trader: tuple[str, httpx.AsyncClient],
+) -> None:
+    account, client = trader
+    await accepted(client, market("NVDA", qty="7"))
+    resting = await accepted(client, limit("1.00", symbol="NVDA", side="buy", qty="2"))
+
+    async def settled() -> bool:
+        state = await account_state(client, account)
+        return bool(state["exposure"]) and Decimal(state["exposure"][0]["position"]) == 7
+
+    await wait_for(settled)
+    state = await account_state(client, account)
+    [nvda] = state["exposure"]
+    assert Decimal(nvda["open_buy"]) == 2
+    assert Decimal(nvda["open_sell"]) == 0
+    # Worst case: every open buy fills too, at the reference price of 140.
+    assert Decimal(state["gross_notional"]) == 9 * 140
+    assert [r["client_order_id"] for r in state["reservations"]] == [resting["client_order_id"]]
+
+
+async def test_a_limit_change_reaches_every_worker_within_a_second(
+    gateway: Gateway, admin: httpx.AsyncClient
+) -> None:
+    account = new_account("limits-push")
+    key = gateway.new_key(account)
+    # Several clients: connections land on both uvicorn workers.
+    clients = [gateway.client(key) for _ in range(6)]
+    try:
+        for client in clients:  # every worker caches the (default) limits
+            await accepted(client, market("SPY", qty="1", allow_duplicate=True))
+        await put_limits(admin, account, max_order_qty="5", max_position="12")
+        # Stateful limits live in Redis: the very next order anywhere sees them.
+        results = await asyncio.gather(
+            *(c.post("/v1/orders", json=market("SPY", qty="3")) for c in clients)
+        )
+        assert [r.status_code for r in results].count(201) == 2  # 6 held + 2 * 3 = 12
+        # In-process limits follow the pub/sub notice, or re-read within a second.
+
+        async def everywhere_refused() -> bool:
+            answers = await asyncio.gather(
+                *(c.post("/v1/orders", json=market("QQQ", qty="6")) for c in clients)
+            )
+            return all(a.json().get("code") == "risk.max_order_qty" for a in answers)
+
+        await wait_for(everywhere_refused, within=1.5)
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+# -- concurrency -----------------------------------------------------------------------------
+async def test_position_limit_holds_for_200_concurrent_orders_over_two_workers(
+    gateway: Gateway, admin: httpx.AsyncClient
+) -> None:
+    assert gateway.workers == 2
+    account = new_account("race")
+    key = gateway.new_key(account)
+    await put_limits(admin, account, max_position="100")
+    redis = aioredis.Redis.from_url(gateway.redis_url)
+    keys = RiskKeys(account)
+    samples: list[int] = []
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        while not done.is_set():
+            position, open_buy = await redis.hmget(keys.exposure, ["pos:AAPL", "buy:AAPL"])
+            samples.append(int(position or 0) + int(open_buy or 0))
+            await asyncio.sleep(0)
+
+    clients = [gateway.client(key) for _ in range(4)]
+    try:
+        sampler = asyncio.create_task(sample())
+        responses = await asyncio.gather(
+            *(clients[i % 4].post("/v1/orders", json=market("AAPL", qty="1")) for i in range(200))
+        )
+        done.set()
+        await sampler
+    finally:
+        for client in clients:
+            await client.aclose()
+        await redis.aclose()
+
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(201) == 100, statuses
+    assert statuses.count(422) == 100
+    assert {r.json()["code"] for r in responses if r.status_code == 422} == {"risk.position_limit"}
+    assert len(samples) > 10
+    assert max(samples) <= 100 * SCALE  # reserved + filled, at every sampled moment
+    async with gateway.client(key) as client:
+
+        async def filled() -> bool:
+            positions = (await client.get("/v1/positions")).json()
+            return [(p["symbol"], Decimal(p["qty"])) for p in positions] == [("AAPL", 100)]
+
+        await wait_for(filled, within=10)
+
+
+# -- kill switch -----------------------------------------------------------------------------
+async def test_account_kill_switch_cancels_open_orders_and_lets_only_reductions_through(
+    admin: httpx.AsyncClient, trader: tuple[str, httpx.AsyncClient]
+) -> None:
+    account, client = trader
+    long = await accepted(client, market("JPM", qty="10"))
+    await eventually_status(client, long["id"], "filled")
+    resting = await accepted(client, limit("1.00", symbol="JPM", qty="1"))
+
+    response = await admin.post(
+        "/v1/risk/kill-switch",
+        json={"scope": "account", "account": account, "active": True, "cancel_open": True},
+    )
+    assert response.status_code == 200, response.text
+    outcome = response.json()
+    assert outcome["active"] is True
+    assert outcome["canceled_orders"] == 1
+    assert outcome["by"].startswith("ops/admin/")
+    await eventually_status(client, resting["id"], "canceled")
+
+    await rejected_with(client, market("JPM", qty="1"), "risk.kill_switch")
+    await rejected_with(client, market("XOM", side="sell", qty="1"), "risk.kill_switch")
+    await accepted(client, market("JPM", side="sell", qty="4"))  # reduces the long
+    state = await account_state(admin, account)
+    assert state["kill_switch"] is True
+
+    [entry, *_] = (await admin.get("/v1/risk/audit")).json()
+    assert (entry["action"], entry["scope"], entry["account"]) == (
+        "kill_switch",
+        "account",
+        account,
+    )
+    assert entry["detail"] == {"active": True, "cancel_open": True}
+
+    off = {"scope": "account", "account": account, "active": False, "cancel_open": False}
+    assert (await admin.post("/v1/risk/kill-switch", json=off)).status_code == 200
+    await accepted(client, market("JPM", qty="1"))
+
+
+async def test_global_kill_switch_stops_every_account_on_every_worker(
+    gateway: Gateway, admin: httpx.AsyncClient
+) -> None:
+    accounts = [new_account("global-kill") for _ in range(2)]
+    clients = [gateway.client(gateway.new_key(a)) for a in accounts for _ in range(2)]
+    try:
+        for client in clients:
+            await accepted(client, market("IWM", qty="1", allow_duplicate=True))
+        on = {"scope": "global", "active": True, "cancel_open": False}
+        assert (await admin.post("/v1/risk/kill-switch", json=on)).status_code == 200
+        try:
+            for client in clients:
+                await rejected_with(client, market("IWM", qty="1"), "risk.kill_switch")
+            state = (await admin.get("/v1/risk/state")).json()
+            assert any(k["scope"] == "global" and k["active"] for k in state["kill_switches"])
+        finally:
+            off = {"scope": "global", "active": False, "cancel_open": False}
+            assert (await admin.post("/v1/risk/kill-switch", json=off)).status_code == 200
+        for client in clients:
+            await accepted(client, market("IWM", qty="1", allow_duplicate=True))
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"scope": "account", "active": True},
+        {"scope": "global", "account": "alice", "active": True},
+        {"scope": "planet", "active": True},
+        {"scope": "global"},
+    ],
+)
+async def test_bad_kill_switch_requests_are_refused(
+    admin: httpx.AsyncClient, alice: httpx.AsyncClient, body: dict[str, Any]
+) -> None:
+    response = await admin.post("/v1/risk/kill-switch", json=body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    forbidden = await alice.post("/v1/risk/kill-switch", json={"scope": "global", "active": True})
+    assert forbidden.status_code == 403
+
+
+# -- fail closed, recover, rebuild -----------------------------------------------------------
+async def test_redis_outage_fails_closed_fast_and_an_empty_redis_is_rebuilt_from_the_database(
+    database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    server = EmbeddedRedis(directory=tmp_path / "redis", port=free_port()).start()
+    gateway = launch_gateway(
+        tmp_path / "gw", database_factory.create("sqlite"), server.url, workers=2
+    )
+    try:
+        account = new_account("outage")
+        async with (
+            gateway.client(gateway.new_key(account)) as client,
+            gateway.client(gateway.new_key("ops", "admin")) as admin,
+        ):
+            await put_limits(admin, account, max_position="20")
+            long = await accepted(client, market("AAPL", qty="10"))
+            await eventually_status(client, long["id"], "filled")
+            resting = await accepted(client, limit("1.00", symbol="AAPL", qty="5"))
+
+            server.stop()
+            refused: list[str] = []
+            elapsed: list[float] = []
+            for keyed in (True, False) * 5:
+                order = market("AAPL", qty="1", allow_duplicate=True)
+                if not keyed:
+                    del order["client_order_id"]
+                started = time.perf_counter()
+                response = await client.post("/v1/orders", json=order)
+                elapsed.append(time.perf_counter() - started)
+                assert response.status_code == 503, response.text
+                assert response.json()["code"] == "risk.unavailable"
+                refused.extend([order["client_order_id"]] if keyed else [])
+            assert statistics.median(elapsed) < 0.1, elapsed
+
+            server.start()  # same port, and empty: nothing was persisted
+
+            async def ready() -> bool:
+                return (await client.get("/readyz")).status_code == 200
+
+            await wait_for(ready, within=10)
+
+            async def decided() -> bool:
+                response = await client.post(
+                    "/v1/orders", json=limit("1.00", symbol="AAPL", qty="6")
+                )
+                if response.status_code == 503:
+                    return False
+                # Rebuilt from the database: position 10 + open 5 + 6 > 20.
+                assert response.status_code == 422, response.text
+                assert response.json()["code"] == "risk.position_limit"
+                return True
+
+            await wait_for(decided, within=10)
+            await accepted(client, limit("1.00", symbol="AAPL", qty="5"))
+            state = await account_state(client, account)
+            [aapl] = state["exposure"]
+            assert (Decimal(aapl["position"]), Decimal(aapl["open_buy"])) == (10, 10)
+            assert resting["client_order_id"] in {
+                r["client_order_id"] for r in state["reservations"]
+            }
+            # Nothing refused during the outage reached the order log (or the broker).
+            listing = (await client.get("/v1/orders", params={"limit": 500})).json()["items"]
+            assert not {o["client_order_id"] for o in listing} & set(refused)
+            assert len(listing) == 4  # long, resting, the rebuilt-limit reject, the last one
+    finally:
+        gateway.stop()
+        server.stop()
