@@ -120,13 +120,16 @@ class RiskService:
         """The account's risk state as the database knows it."""
         limits = await self._repo.limits(account) or self._default_limits
         kill_account, kill_global = await self._repo.kill_state(account)
-        positions = {p.symbol: p.qty for p in await self._orders.positions(account)}
+        held = await self._orders.positions(account)
+        positions = {p.symbol: p.qty for p in held}
         reservations = [
             (o.client_order_id, o.symbol, o.side, o.qty, o.filled_qty)
             for o in await self._orders.open_orders(account)
         ]
         symbols = set(positions) | {r[1] for r in reservations}
-        marks = {s: p for s in symbols if (p := self.prices.get(s)) is not None}
+        # Mark: the reference price, else what the position cost (never 0: gross must count).
+        marks = {p.symbol: p.avg_price for p in held if p.avg_price > 0}
+        marks |= {s: p for s in symbols if (p := self.prices.get(s)) is not None}
         return AccountImage(limits, kill_account, kill_global, positions, marks, reservations)
 
     async def rebuild(self, account: str, *, replace: bool = False) -> bool:

@@ -22,6 +22,7 @@ local pos, buys, sells, gx_old, gross_old = num(e[1]), num(e[2]), num(e[3]), num
 
 -- Risk-reducing: shrinks the position even if every open order on its side fills first.
 local reducing
+local old_buys, old_sells = buys, sells
 if side == 'buy' then
   reducing = pos < 0 and pos + buys + qty <= 0
   buys = buys + qty
@@ -60,9 +61,11 @@ if r[7] and redis.call('HLEN', resv) + 1 > tonumber(r[7]) then
 end
 
 if r[6] then
+  -- Only an order that raises its symbol's worst-case quantity can breach the gross limit
+  -- (judged at today's mark: a price move alone must not block an order that reduces).
   local gx_new = worst_notional(pos, buys, sells, mark)
   local gross_new = gross_old - gx_old + gx_new
-  if gx_new > gx_old and gross_new > tonumber(r[6]) then
+  if gx_new > worst_notional(pos, old_buys, old_sells, mark) and gross_new > tonumber(r[6]) then
     return {'reject', 'risk.gross_notional_limit', string.format(
       'gross exposure would reach %.2f; limit %s', gross_new, r[6])}
   end
