@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format bench bench-orders clean
+.PHONY: run test lint format bench bench-orders bench-risk clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,11 @@ format: $(VENV)/.dev
 bench-orders: $(VENV)/.dev
 	$(BIN)/ordergate bench orders
 
-bench: bench-orders
+## bench-risk: the pre-trade risk decision alone vs plain Redis GETs, in process, same run
+bench-risk: $(VENV)/.dev
+	$(BIN)/ordergate bench risk
+
+bench: bench-orders bench-risk
 
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache

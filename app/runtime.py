@@ -7,7 +7,7 @@ import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sqlalchemy import Engine
@@ -36,6 +36,24 @@ class Core:
     risk_store: RiskStore
 
 
+def open_redis(url: str) -> Redis:
+    """The Redis client every process uses.
+
+    A blocking pool: a burst beyond ``max_connections`` waits for a connection instead of
+    failing (redis-py's plain async pool raises past its cap). One immediate retry (a pooled
+    connection that died with a restarted server), no backoff: callers bound their own
+    waits, and the order path fails closed."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=512,
+        timeout=2.0,
+        socket_timeout=2.0,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 1),
+    )
+    return Redis.from_pool(pool)
+
+
 async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: bool) -> Core:
     """``checkpoints``: this process moves SQLite's WAL into the database (one process
     should: the applier when there is one, so the gateways' event loops never do)."""
@@ -46,14 +64,7 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
         stack.callback(embedded.stop)
         redis_url = embedded.url
         log.info("started a private redis-server at %s", redis_url)
-    # One immediate retry (a pooled connection that died with a restarted server), no
-    # backoff: callers bound their own waits, and the order path fails closed.
-    redis = Redis.from_url(
-        redis_url,
-        socket_timeout=2.0,
-        socket_connect_timeout=0.5,
-        retry=Retry(NoBackoff(), 1),
-    )
+    redis = open_redis(redis_url)
     stack.push_async_callback(redis.aclose)
 
     url = settings.effective_database_url

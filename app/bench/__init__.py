@@ -24,6 +24,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_orders_arguments(orders)
     orders.set_defaults(func=_run_orders)
+    risk = kinds.add_parser(
+        "risk",
+        help="the pre-trade risk decision alone vs plain Redis GETs: open-loop P50/P95/P99",
+        description=(
+            "In process, against REDIS_URL or a private Redis: RiskService.reserve (limits "
+            "cache, static checks, one Lua round trip) and a plain GET through the same client, "
+            "interleaved at a constant arrival rate, then at fixed concurrency."
+        ),
+    )
+    add_risk_arguments(risk)
+    risk.set_defaults(func=_run_risk)
 
 
 def add_orders_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +66,30 @@ def add_orders_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="extra environment for the gateway's processes (repeatable)",
     )
+
+
+def add_risk_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``bench risk``. The default rate is the order path's target rate
+    for one worker: what one process decides at the SLA's load."""
+    parser.add_argument("--rate", type=float, default=500.0, help="decisions/s (500)")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="seconds of each open-loop phase (10)"
+    )
+    parser.add_argument("--accounts", type=int, default=20, help="accounts decided for (20)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up each (1)")
+    parser.add_argument(
+        "--closed-seconds",
+        type=float,
+        default=2.0,
+        help="seconds of each closed-loop (max throughput) phase; 0 skips it (2)",
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="closed-loop concurrency (16)")
+
+
+def _run_risk(args: argparse.Namespace) -> int:
+    from app.bench.risk import command
+
+    return command(args)
 
 
 def _run_orders(args: argparse.Namespace) -> int:

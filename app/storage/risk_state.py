@@ -8,6 +8,7 @@ an account's state is missing.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -147,6 +148,7 @@ class RiskStore:
                 scaled(qty),
                 format(mark, "f"),
                 str(window) if window > 0 else "",
+                str(int(time.time() * 1000)),
             ],
         )
         kind = _text(result[0])

@@ -30,10 +30,14 @@ local function worst_notional(pos, buys, sells, mark)
 end
 
 -- Write a symbol's exposure and keep the account's gross total in step with it.
-local function store_exposure(expo, sym, pos, buys, sells, mark)
-  local e = redis.call('HMGET', expo, 'gx:' .. sym, 'gross')
+-- gx_old, gross_old: the stored values, when the caller has already read them.
+local function store_exposure(expo, sym, pos, buys, sells, mark, gx_old, gross_old)
+  if gx_old == nil then
+    local e = redis.call('HMGET', expo, 'gx:' .. sym, 'gross')
+    gx_old, gross_old = num(e[1]), num(e[2])
+  end
   local gx = worst_notional(pos, buys, sells, mark)
-  local gross = math.max(0, num(e[2]) - num(e[1]) + gx)
+  local gross = math.max(0, gross_old - gx_old + gx)
   redis.call('HSET', expo, 'pos:' .. sym, fmt(pos), 'buy:' .. sym, fmt(math.max(0, buys)),
     'sell:' .. sym, fmt(math.max(0, sells)), 'mark:' .. sym, string.format('%.17g', mark),
     'gx:' .. sym, string.format('%.17g', gx), 'gross', string.format('%.17g', gross))

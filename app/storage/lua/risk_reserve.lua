@@ -1,6 +1,7 @@
 -- The stateful pre-trade checks and the reservation, in one atomic step.
 -- KEYS: risk, expo, resv (see risk_common), dup (the duplicate-window key of this order)
--- ARGV: client_order_id, symbol, side, qty (scaled), mark price, duplicate window ms ('' off)
+-- ARGV: client_order_id, symbol, side, qty (scaled), mark price, duplicate window ms ('' off),
+--       now in ms (the gateway's clock: only ages reservations for the orphan sweep)
 -- Returns {'ok'} reserved | {'held'} already reserved under this id | {'nostate'} the account
 -- has no risk state here (rebuild it from the database) | {'reject', code, detail}
 local risk, expo, resv, dup = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -71,15 +72,12 @@ if r[6] then
   end
 end
 
-if window ~= '' then
-  local holder = redis.call('GET', dup)
-  if holder then
-    return {'reject', 'risk.duplicate_order', string.format(
-      'same symbol, side, qty and price as order %s within %s ms', holder, window)}
-  end
-  redis.call('SET', dup, coid, 'PX', window)
+-- Last check, as it is also the first write: the window starts with this order.
+if window ~= '' and not redis.call('SET', dup, coid, 'NX', 'PX', window) then
+  return {'reject', 'risk.duplicate_order', string.format(
+    'same symbol, side, qty and price as order %s within %s ms', redis.call('GET', dup), window)}
 end
 
-redis.call('HSET', resv, coid, table.concat({sym, side, fmt(qty), '0', fmt(now_ms())}, '|'))
-store_exposure(expo, sym, pos, buys, sells, mark)
+redis.call('HSET', resv, coid, table.concat({sym, side, ARGV[4], '0', ARGV[7]}, '|'))
+store_exposure(expo, sym, pos, buys, sells, mark, gx_old, gross_old)
 return {'ok'}
