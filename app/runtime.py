@@ -20,6 +20,7 @@ from app.services.leader import Lease
 from app.storage.database import create_engine, create_writer_engine
 from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.order_log import OrderLog
+from app.storage.redis_connection import pack_in_c
 from app.storage.repositories import OrderRepository
 from app.storage.risk_state import RiskStore
 
@@ -51,7 +52,7 @@ def open_redis(url: str) -> Redis:
         socket_connect_timeout=0.5,
         retry=Retry(NoBackoff(), 1),
     )
-    return Redis.from_pool(pool)
+    return Redis.from_pool(pack_in_c(pool))
 
 
 async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: bool) -> Core:
