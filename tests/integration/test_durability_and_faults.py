@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -132,6 +134,12 @@ async def test_broker_timeout_answers_504_and_reconciliation_resolves_it(fresh: 
         await venue.aclose()
         listing = (await client.get("/v1/orders", params={"limit": 500})).json()["items"]
         assert len(listing) == 8
+        # Unknown outcomes kept their reservations until resolved: then fills became
+        # position and rejections gave theirs back.
+        filled = sum(o["status"] == "filled" for o in listing)
+        state = await _own_risk_state(client)
+        assert state["reservations"] == []
+        assert [Decimal(e["position"]) for e in state["exposure"]] == ([filled] if filled else [0])
 
 
 def _same_body(answer: httpx.Response) -> dict[str, str]:
@@ -147,6 +155,7 @@ async def test_transport_error_is_503_and_the_order_is_never_placed(fresh: Launc
         assert answer.json()["code"] == "broker.unavailable"
         resolved = await eventually_status(client, answer.json()["order_id"], "rejected")
         assert resolved["reject_reason"] == "broker.not_received"
+        assert (await _own_risk_state(client))["reservations"] == []
 
 
 async def test_broker_business_reject_is_stored_with_its_reason(fresh: Launch) -> None:
@@ -161,6 +170,13 @@ async def test_broker_business_reject_is_stored_with_its_reason(fresh: Launch) -
         assert order["status"] == "rejected"
         assert order["reject_reason"] == "broker.injected_reject"
         assert (await client.get("/v1/positions")).json() == []
+        assert (await _own_risk_state(client))["reservations"] == []  # given back at once
+
+
+async def _own_risk_state(client: httpx.AsyncClient) -> dict[str, Any]:
+    [state] = (await client.get("/v1/risk/state")).json()["accounts"]
+    result: dict[str, Any] = state
+    return result
 
 
 async def test_a_killed_applier_is_restarted_and_fills_keep_flowing(fresh: Launch) -> None:

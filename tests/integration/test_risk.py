@@ -230,6 +230,23 @@ async def test_open_orders_count_toward_the_position_limit_until_canceled(
     await accepted(client, limit("1.00", symbol="AAPL", qty="5"))
 
 
+async def test_an_expired_day_order_gives_its_reservation_back(
+    admin: httpx.AsyncClient, trader: tuple[str, httpx.AsyncClient]
+) -> None:
+    account, client = trader
+    await put_limits(admin, account, max_position="10")
+    resting = await accepted(client, limit("1.00", symbol="GOOGL", qty="10"))
+    await rejected_with(client, limit("1.00", symbol="GOOGL", qty="1"), "risk.position_limit")
+    assert (await admin.post("/v1/sim/session-close")).status_code == 200
+    await eventually_status(client, resting["id"], "expired")
+
+    async def released() -> bool:
+        return (await account_state(client, account))["reservations"] == []
+
+    await wait_for(released)
+    await accepted(client, limit("1.00", symbol="GOOGL", qty="10", tif="gtc"))
+
+
 async def test_the_same_order_again_within_the_window_is_a_duplicate_unless_deliberate(
     admin: httpx.AsyncClient, trader: tuple[str, httpx.AsyncClient]
 ) -> None:
