@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys_cmd = commands.add_parser("keys", help="manage API keys")
     key_commands = keys_cmd.add_subparsers(dest="keys_command", required=True)
     create_cmd = key_commands.add_parser("create", help="issue a key (printed once)")
-    create_cmd.add_argument("--account", required=True)
+    create_cmd.add_argument("--account", required=True, type=_account_name)
     create_cmd.add_argument("--role", choices=["trader", "admin", "viewer"], default="trader")
     create_cmd.set_defaults(func=keys_create)
     revoke_cmd = key_commands.add_parser("revoke", help="revoke a key by its id")
@@ -210,6 +210,15 @@ def _run_with_keys(settings: Settings, action: str, **kwargs: str) -> str:
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def _account_name(value: str) -> str:
+    from app.domain.accounts import check_account_name
+
+    try:
+        return check_account_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def keys_create(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.deps import AdminDep, PrincipalDep, ServicesDep
+from app.domain.accounts import ACCOUNT_PATTERN
 from app.domain.errors import Forbidden
 from app.domain.orders import Side
 from app.domain.risk import RiskLimits, TradingState
@@ -20,7 +21,7 @@ from app.storage.risk_state import RiskSnapshot
 
 router = APIRouter(prefix="/v1/risk", tags=["risk"])
 
-Account = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:\-]{1,64}$")]
+Account = Annotated[str, Path(pattern=ACCOUNT_PATTERN)]
 
 
 def _may_read(principal: Principal, account: str) -> None:
@@ -51,7 +52,7 @@ class KillSwitchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scope: Literal["global", "account"]
-    account: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:\-]{1,64}$")] | None = None
+    account: Annotated[str, Field(pattern=ACCOUNT_PATTERN)] | None = None
     active: bool
     cancel_open: bool = True
 

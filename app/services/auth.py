@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from app.domain.accounts import check_account_name
 from app.domain.errors import Forbidden, NotAuthenticated
 from app.domain.ids import new_id
 from app.storage.repositories import ApiKeyRepository
@@ -53,6 +54,7 @@ class ApiKeyService:
 
     async def create(self, account: str, role: Role) -> tuple[str, str]:
         """Issue a key; returns (key id, the key in clear: shown once, never stored)."""
+        check_account_name(account)
         key = "og_" + secrets.token_urlsafe(32)
         key_id = new_id()
         await self._keys.create(key_id, hash_key(key), account, role.value, datetime.now(UTC))
