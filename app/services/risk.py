@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from app.domain.errors import RiskRejected, RiskUnavailable
 from app.domain.orders import OrderIntent
 from app.domain.risk import RiskLimits, check_static, duplicate_signature
+from app.services.metrics import RISK_ACCEPTED, RISK_DECISIONS
 from app.services.prices import ReferencePrices
 from app.storage.keys import RiskKeys
 from app.storage.repositories import OrderRepository
@@ -64,6 +65,15 @@ class RiskService:
         """Decide the order; on acceptance its exposure is reserved under ``client_order_id``.
         Returns False if that id already held a reservation (nothing new was reserved).
         Raises ``RiskRejected`` (with the check's code) or ``RiskUnavailable``."""
+        try:
+            created = await self._decide(account, client_order_id, intent)
+        except (RiskRejected, RiskUnavailable) as refusal:
+            RISK_DECISIONS.labels(result=refusal.code).inc()
+            raise
+        RISK_ACCEPTED.inc()
+        return created
+
+    async def _decide(self, account: str, client_order_id: str, intent: OrderIntent) -> bool:
         limits = await self.limits(account)
         reference = self.prices.get(intent.symbol)
         price = check_static(intent, limits, reference)

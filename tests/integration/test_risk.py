@@ -207,6 +207,25 @@ async def test_each_check_rejects_with_its_code_and_stores_it_on_the_order(
         await accepted(client, {**allowed, "client_order_id": coid()})
 
 
+async def test_risk_decisions_are_counted_by_result_in_metrics(
+    gateway: Gateway, admin: httpx.AsyncClient, trader: tuple[str, httpx.AsyncClient]
+) -> None:
+    account, client = trader
+
+    async def count(result: str) -> float:
+        text = (await client.get("/metrics")).text
+        line = f'ordergate_risk_decisions_total{{result="{result}"}} '
+        found = [float(row.split()[-1]) for row in text.splitlines() if row.startswith(line)]
+        return sum(found)
+
+    before = await count("risk.max_open_orders"), await count("accepted")
+    await accepted(client, market("XOM", qty="1"))
+    await put_limits(admin, account, max_open_orders=0)
+    await rejected_with(client, market("XOM", qty="2"), "risk.max_open_orders")
+    assert await count("risk.max_open_orders") == before[0] + 1
+    assert await count("accepted") >= before[1] + 1  # other tests' orders may count too
+
+
 async def test_a_rejection_is_replayed_for_its_idempotency_key(
     admin: httpx.AsyncClient, trader: tuple[str, httpx.AsyncClient]
 ) -> None:
