@@ -56,7 +56,9 @@ class RiskService:
         self._default_limits = default_limits
         self._timeout_s = redis_timeout_s
         self._limits_ttl_s = limits_ttl_s
-        self._limits: dict[str, tuple[float, RiskLimits]] = {}
+        self._limits: dict[str, tuple[float, RiskLimits]] = {}  # account -> (expiry, limits)
+        self._generations: dict[str, int] = {}  # bumped by each change notice
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._rebuilding: dict[str, asyncio.Lock] = {}
         self._listener: asyncio.Task[None] | None = None
 
@@ -110,20 +112,46 @@ class RiskService:
 
     # -- limits, cached ------------------------------------------------------------------
     async def limits(self, account: str) -> RiskLimits:
+        """The account's limits, never older than ``limits_ttl_s``. In the last fifth of that
+        an active account's limits are re-read in the background, so its orders do not
+        wait for the round trip."""
         now = time.monotonic()
         cached = self._limits.get(account)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is None or cached[0] <= now:
+            return await self._load_limits(account)
+        if now >= cached[0] - self._limits_ttl_s / 5 and account not in self._refreshing:
+            self._refreshing[account] = asyncio.create_task(self._refresh_limits(account))
+        return cached[1]
+
+    async def _load_limits(self, account: str) -> RiskLimits:
+        generation = self._generations.get(account, 0)
+        read_at = time.monotonic()
         built, doc = await self._redis_call(self._store.limits_document(account))
         if not built or doc is None:
             await self.rebuild(account)
             built, doc = await self._redis_call(self._store.limits_document(account))
         limits = self._default_limits if doc is None else RiskLimits.model_validate_json(doc)
-        self._limits[account] = (now + self._limits_ttl_s, limits)
+        # A change notice that arrived during the read makes what was read stale: keep
+        # nothing (the next order reads again).
+        if self._generations.get(account, 0) == generation:
+            self._limits[account] = (read_at + self._limits_ttl_s, limits)
         return limits
 
+    async def _refresh_limits(self, account: str) -> None:
+        try:
+            await self._load_limits(account)
+        except RiskUnavailable as exc:
+            log.debug("limits of %s not refreshed: %s", account, exc.detail)
+        finally:
+            self._refreshing.pop(account, None)
+
     def forget_limits(self, account: str) -> None:
+        self._generations[account] = self._generations.get(account, 0) + 1
         self._limits.pop(account, None)
+
+    def _forget_all_limits(self) -> None:
+        for account in list(self._limits):
+            self.forget_limits(account)
 
     # -- rebuilding from the database ----------------------------------------------------
     async def image(self, account: str) -> AccountImage:
@@ -162,6 +190,8 @@ class RiskService:
 
     async def close(self) -> None:
         await self.prices.close()
+        for task in list(self._refreshing.values()):
+            task.cancel()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -175,14 +205,14 @@ class RiskService:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(RiskKeys.limits_channel)
                     # Notices sent while we were not listening are lost: forget everything.
-                    self._limits.clear()
+                    self._forget_all_limits()
                     while True:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None:
                             self.forget_limits(message["data"].decode())
             except (RedisError, OSError) as exc:
                 log.debug("risk limits listener reconnecting: %r", exc)
-                self._limits.clear()
+                self._forget_all_limits()
                 await asyncio.sleep(0.5)
 
     async def _redis_call(self, call: Awaitable[T]) -> T:
