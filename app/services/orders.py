@@ -188,11 +188,13 @@ class OrderService:
         """Store an order the risk checks refused, with the check's code as its reason."""
         rejected = order.transition(OrderStatus.REJECTED, utcnow(), reject_reason=rejection.code)
         answer = _problem(rejection, rejected)
-        if not await self._log.insert_new(order):
+        # One write: the order, its rejection and the answer, in one transaction.
+        if not await self._log.insert_new(
+            order, outcome=rejected, reason=rejection.code, ack=(answer.status, answer.body)
+        ):
             return await self._answer_from_database(
                 order.account, order.client_order_id, order.request_hash
             )
-        await self._record(rejected, OrderStatus.PENDING_NEW, answer, reason=rejection.code)
         return answer
 
     async def _release(self, order: Order) -> None:

@@ -54,16 +54,17 @@ class AppliedReport:
 
 
 @dataclass(frozen=True, slots=True)
-class _NewOrder:
-    order: Order
-
-
-@dataclass(frozen=True, slots=True)
 class _Transition:
     order: Order
     previous: OrderStatus
     reason: str | None
     ack: tuple[int, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _NewOrder:
+    order: Order
+    then: _Transition | None = None  # applied in the same transaction if the insert is
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +109,20 @@ class OrderLog:
         )
 
     # -- public writes -------------------------------------------------------------------
-    async def insert_new(self, order: Order) -> bool:
+    async def insert_new(
+        self,
+        order: Order,
+        *,
+        outcome: Order | None = None,
+        reason: str | None = None,
+        ack: tuple[int, str] | None = None,
+    ) -> bool:
         """Write a new order and its first event. False if the account already has an
-        order with this client_order_id (the idempotency backstop)."""
-        inserted: bool = await self._submit(_NewOrder(order))
+        order with this client_order_id (the idempotency backstop).
+        ``outcome``: the order's next state, already known (a risk rejection), written with
+        ``reason`` and the answer ``ack`` in the same transaction."""
+        then = None if outcome is None else _Transition(outcome, order.status, reason, ack)
+        inserted: bool = await self._submit(_NewOrder(order, then))
         return inserted
 
     async def record_transition(
@@ -245,15 +256,18 @@ class OrderLog:
 
     def _execute(self, conn: Connection, writes: list[_Write]) -> list[Any]:
         results: list[Any] = [None] * len(writes)
+        followups: list[_Transition] = []
         new = [(i, w) for i, w in enumerate(writes) if isinstance(w, _NewOrder)]
         if new:
             inserted = self._insert_orders(conn, [w.order for _, w in new])
-            for (i, _), ok in zip(new, inserted, strict=True):
+            for (i, write), ok in zip(new, inserted, strict=True):
                 results[i] = ok
+                if ok and write.then is not None:
+                    followups.append(write.then)
         moves = [(i, w) for i, w in enumerate(writes) if isinstance(w, _Transition)]
-        if moves:
-            applied = self._transition_orders(conn, [w for _, w in moves])
-            for (i, _), ok in zip(moves, applied, strict=True):
+        if moves or followups:
+            applied = self._transition_orders(conn, [w for _, w in moves] + followups)
+            for (i, _), ok in zip(moves, applied[: len(moves)], strict=True):
                 results[i] = ok
         for i, w in enumerate(writes):
             if isinstance(w, _Reports):
