@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
@@ -13,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from app.deps import AdminDep, PrincipalDep, ServicesDep
 from app.domain.accounts import ACCOUNT_PATTERN
 from app.domain.errors import Forbidden
-from app.domain.orders import Side
 from app.domain.risk import RiskLimits, TradingState
 from app.routers.problems import problem_responses
 from app.services.auth import Principal, Role
-from app.storage.risk_state import RiskSnapshot
+from app.services.risk_controls import KillSwitchOutcome
+from app.storage.risk_state import Reservation, RiskSnapshot, SymbolExposure
 
 router = APIRouter(prefix="/v1/risk", tags=["risk"])
 
@@ -63,43 +62,16 @@ class KillSwitchRequest(BaseModel):
         return self
 
 
-class KillSwitchView(BaseModel):
-    scope: str
-    account: str | None
-    active: bool
-    generation: int
-    canceled_orders: int
-    at: datetime
-    by: str
-
-
-@router.post("/kill-switch", response_model=KillSwitchView, responses=problem_responses(403))
+@router.post("/kill-switch", response_model=KillSwitchOutcome, responses=problem_responses(403))
 async def kill_switch(
     request: KillSwitchRequest, principal: AdminDep, services: ServicesDep
-) -> KillSwitchView:
+) -> KillSwitchOutcome:
     """Stop risk-increasing orders (globally or for one account) and, with cancel_open,
     cancel open orders. Orders that reduce a position still pass. Audited."""
     outcome = await services.risk_controls.set_kill_switch(
         principal.actor, request.scope, request.account, request.active, request.cancel_open
     )
-    return KillSwitchView(**asdict(outcome))
-
-
-class ExposureView(BaseModel):
-    symbol: str
-    position: Decimal
-    open_buy: Decimal
-    open_sell: Decimal
-    mark: Decimal
-    worst_case_notional: Decimal
-
-
-class ReservationView(BaseModel):
-    client_order_id: str
-    symbol: str
-    side: Side
-    qty: Decimal
-    filled: Decimal
+    return outcome
 
 
 class AccountRiskView(BaseModel):
@@ -110,8 +82,8 @@ class AccountRiskView(BaseModel):
     global_kill_switch: bool
     gross_notional: Decimal
     open_orders: int
-    exposure: list[ExposureView]
-    reservations: list[ReservationView]
+    exposure: list[SymbolExposure]
+    reservations: list[Reservation]
 
     @classmethod
     def of(cls, s: RiskSnapshot) -> AccountRiskView:
@@ -123,17 +95,8 @@ class AccountRiskView(BaseModel):
             global_kill_switch=s.kill_global,
             gross_notional=s.gross_notional,
             open_orders=len(s.reservations),
-            exposure=[ExposureView(**asdict(e)) for e in s.exposure],
-            reservations=[
-                ReservationView(
-                    client_order_id=r.client_order_id,
-                    symbol=r.symbol,
-                    side=r.side,
-                    qty=r.qty,
-                    filled=r.filled,
-                )
-                for r in s.reservations
-            ],
+            exposure=s.exposure,
+            reservations=s.reservations,
         )
 
 
