@@ -12,6 +12,16 @@ import pytest
 from tests.conftest import Gateway
 from tests.integration.test_orders import coid, limit, market
 
+# A limit order far from the price (it rests), without a key; repeated on purpose.
+KEYLESS_LIMIT: dict[str, Any] = {
+    "symbol": "QQQ",
+    "side": "buy",
+    "qty": "1",
+    "type": "limit",
+    "limit_price": "2",
+    "allow_duplicate": True,
+}
+
 
 async def order_count(client: httpx.AsyncClient) -> int:
     return len((await client.get("/v1/orders", params={"limit": 500})).json()["items"])
@@ -145,14 +155,7 @@ async def test_same_key_with_a_different_body_is_422_and_changes_nothing(
 
 async def test_idempotency_key_header_works_like_client_order_id(alice: httpx.AsyncClient) -> None:
     key = coid()
-    body = {
-        "symbol": "QQQ",
-        "side": "buy",
-        "qty": "1",
-        "type": "limit",
-        "limit_price": "2",
-        "allow_duplicate": True,
-    }
+    body = KEYLESS_LIMIT
     first = await alice.post("/v1/orders", json=body, headers={"Idempotency-Key": key})
     second = await alice.post("/v1/orders", json=body, headers={"Idempotency-Key": key})
     assert first.status_code == 201
@@ -166,14 +169,7 @@ async def test_idempotency_key_header_works_like_client_order_id(alice: httpx.As
 
 async def test_orders_without_a_key_are_never_deduplicated(gateway: Gateway) -> None:
     async with gateway.client(gateway.new_key("keyless")) as client:
-        body = {
-            "symbol": "QQQ",
-            "side": "buy",
-            "qty": "1",
-            "type": "limit",
-            "limit_price": "2",
-            "allow_duplicate": True,
-        }
+        body = KEYLESS_LIMIT
         first, second = [await client.post("/v1/orders", json=body) for _ in range(2)]
         assert first.status_code == second.status_code == 201
         assert first.json()["client_order_id"] != second.json()["client_order_id"]

@@ -20,6 +20,7 @@ import pytest
 
 from app.bench.floor import floor_command
 from app.bench.openloop import LoadProcess, LoadSpec, PhaseResult
+from app.bench.orders import ORDER_BODIES
 from app.bench.procs import ServerProcess, free_port
 from app.bench.report import BenchReport, Row, format_table
 from app.bench.wire import ClientConnection, RequestTemplate, json_post_template
@@ -27,21 +28,10 @@ from app.storage.embedded_redis import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
-BODIES = [
-    {
-        "symbol": "AAPL",
-        "side": side,
-        "qty": "1",
-        "type": "market",
-        "time_in_force": "day",
-        # A strategy repeating the same order at a high rate says it means it.
-        "allow_duplicate": True,
-    }
-    for side in ("buy", "sell")
-]
+BODIES = list(ORDER_BODIES)  # what the benchmark sends
 
 
-def _template(port: int, prefix: str, bodies: list[dict[str, str]] = BODIES) -> RequestTemplate:
+def _template(port: int, prefix: str, bodies: list[dict[str, Any]] = BODIES) -> RequestTemplate:
     return json_post_template(
         HOST,
         port,
