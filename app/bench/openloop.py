@@ -274,8 +274,8 @@ def _summarize(
     spec: LoadSpec, rec: _Recorder, peak: int, t0: float, cpu_share: float
 ) -> PhaseResult:
     window = max(spec.duration_s, rec.last_done - t0)
-    lat = _percentiles_ms(rec.latencies, (50, 95, 99, 100))
-    lag = _percentiles_ms(rec.send_lags, (50, 99))
+    lat = percentiles_ms(rec.latencies, (50, 95, 99, 100))
+    lag = percentiles_ms(rec.send_lags, (50, 99))
     mode = f"open@{spec.rate:g}" if spec.rate is not None else f"closed c={spec.connections}"
     return PhaseResult(
         mode=mode,
@@ -297,7 +297,7 @@ def _summarize(
     )
 
 
-def _percentiles_ms(samples: list[float], qs: tuple[int, ...]) -> list[float | None]:
+def percentiles_ms(samples: list[float], qs: tuple[int, ...]) -> list[float | None]:
     if not samples:
         return [None] * len(qs)
     values = np.percentile(np.asarray(samples) * 1000.0, qs)

@@ -133,13 +133,13 @@ def format_table(report: BenchReport) -> str:
     verdicts = report.verdicts()
     lines.append(
         f"gateway/floor max throughput ratio: {ratio_text}  (target >= {RATIO_TARGET:.2f}): "
-        f"{_verdict(verdicts['ratio'])}"
+        f"{verdict(verdicts['ratio'])}"
     )
     rate = report.settings.get("rate")
     lines.append(
-        f"gateway at {rate:g}/s: sustained {_verdict(verdicts['sustained'])} ; "
-        f"P95 target <= {P95_TARGET_MS:g} ms: {_verdict(verdicts['p95'])} ; "
-        f"P99 target <= {P99_TARGET_MS:g} ms: {_verdict(verdicts['p99'])}"
+        f"gateway at {rate:g}/s: sustained {verdict(verdicts['sustained'])} ; "
+        f"P95 target <= {P95_TARGET_MS:g} ms: {verdict(verdicts['p95'])} ; "
+        f"P99 target <= {P99_TARGET_MS:g} ms: {verdict(verdicts['p99'])}"
     )
     for row in report.rows:
         for status, body in sorted(row.result.error_samples.items()):
@@ -162,8 +162,13 @@ def format_table(report: BenchReport) -> str:
 
 
 def _line(cells: tuple[str, ...]) -> str:
+    return padded_line(cells, _WIDTHS)
+
+
+def padded_line(cells: tuple[str, ...], widths: tuple[int, ...]) -> str:
+    """Table cells left-aligned in columns of ``widths`` (0: the last, unpadded)."""
     return "".join(
-        cell.ljust(width) if width else cell for cell, width in zip(cells, _WIDTHS, strict=True)
+        cell.ljust(width) if width else cell for cell, width in zip(cells, widths, strict=True)
     )
 
 
@@ -180,5 +185,5 @@ def _errors(result: PhaseResult) -> str:
     return f"{result.error_count} ({detail})"
 
 
-def _verdict(met: bool | None) -> str:
+def verdict(met: bool | None) -> str:
     return "n/a" if met is None else ("PASS" if met else "MISS")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from app.bench.arrivals import Recorder
+from app.bench.openloop import percentiles_ms
+from app.bench.report import padded_line, verdict
 
 # From the issue: the decision alone, on the 2-core machine.
 P95_TARGET_MS = 0.5
@@ -52,9 +52,9 @@ class RiskPhase:
 
     @classmethod
     def summarize(cls, target: str, mode: str, offered: float | None, rec: Recorder) -> RiskPhase:
-        lat = _percentiles_ms(rec.latencies, (50, 95, 99, 100))
-        service = _percentiles_ms(rec.service, (50, 95, 99))
-        lag = _percentiles_ms(rec.send_lags, (50, 99))
+        lat = percentiles_ms(rec.latencies, (50, 95, 99, 100))
+        service = percentiles_ms(rec.service, (50, 95, 99))
+        lag = percentiles_ms(rec.send_lags, (50, 99))
         return cls(
             target=target,
             mode=mode,
@@ -74,12 +74,6 @@ class RiskPhase:
             send_lag_p50_ms=lag[0],
             send_lag_p99_ms=lag[1],
         )
-
-
-def _percentiles_ms(samples: list[float], qs: tuple[int, ...]) -> list[float | None]:
-    if not samples:
-        return [None] * len(qs)
-    return [float(v) for v in np.percentile(np.asarray(samples) * 1000.0, qs)]
 
 
 @dataclass(slots=True)
@@ -144,9 +138,9 @@ def format_table(report: RiskBenchReport) -> str:
     v = report.verdicts()
     rate = report.settings.get("rate", 0.0)
     lines.append(
-        f"decision at {rate:g}/s: sustained {_verdict(v['sustained'])} ; "
-        f"P95 target <= {P95_TARGET_MS:g} ms: {_verdict(v['p95'])} ; "
-        f"P99 target <= {P99_TARGET_MS:g} ms: {_verdict(v['p99'])}"
+        f"decision at {rate:g}/s: sustained {verdict(v['sustained'])} ; "
+        f"P95 target <= {P95_TARGET_MS:g} ms: {verdict(v['p95'])} ; "
+        f"P99 target <= {P99_TARGET_MS:g} ms: {verdict(v['p99'])}"
     )
     for p in report.phases:
         rejected = p.rejected
@@ -167,9 +161,7 @@ def format_table(report: RiskBenchReport) -> str:
 
 
 def _line(cells: tuple[str, ...]) -> str:
-    return "".join(
-        cell.ljust(width) if width else cell for cell, width in zip(cells, _WIDTHS, strict=True)
-    )
+    return padded_line(cells, _WIDTHS)
 
 
 def _ms(value: float | None) -> str:
@@ -190,7 +182,3 @@ def _outcomes(p: RiskPhase) -> str:
     if p.errors:
         text += ", errors " + " ".join(f"{k}:{n}" for k, n in sorted(p.errors.items()))
     return text
-
-
-def _verdict(met: bool | None) -> str:
-    return "n/a" if met is None else ("PASS" if met else "MISS")
