@@ -8,7 +8,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.brokers.simulated import SimulatedBroker
@@ -18,12 +17,13 @@ from app.services.auth import ApiKeyService, Principal, Role
 from app.services.orders import OrderService
 from app.services.risk import RiskService
 from app.services.risk_controls import RiskControlService
+from app.storage.redis_mux import MultiplexedRedis
 
 
 @dataclass(slots=True)
 class Services:
     settings: Settings
-    redis: Redis
+    redis: MultiplexedRedis
     engine: AsyncEngine
     broker: SimulatedBroker
     orders: OrderService

@@ -61,13 +61,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(idempotency.close)
         risk_repo = RiskRepository(core.engine)
         risk = RiskService(
-            redis=core.redis,
+            notices=core.redis_blocking,
             store=core.risk_store,
             risk_repo=risk_repo,
             orders=core.orders,
             prices=ReferencePrices(core.redis, dict(settings.universe)),
             default_limits=settings.risk.default_limits,
-            redis_timeout_s=settings.risk.redis_timeout_ms / 1000,
             limits_ttl_s=settings.risk.limits_cache_ttl_s,
         )
         risk.start()

@@ -20,7 +20,7 @@ from app.services.leader import Lease
 from app.storage.database import create_engine, create_writer_engine
 from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.order_log import OrderLog
-from app.storage.redis_connection import pack_in_c
+from app.storage.redis_mux import MultiplexedRedis
 from app.storage.repositories import OrderRepository
 from app.storage.risk_state import RiskStore
 
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Core:
-    redis: Redis
+    redis: MultiplexedRedis  # every command but these two kinds:
+    redis_blocking: Redis  # pub/sub and blocking reads, which need connections of their own
     engine: AsyncEngine
     order_log: OrderLog
     orders: OrderRepository
@@ -38,21 +39,20 @@ class Core:
 
 
 def open_redis(url: str) -> Redis:
-    """The Redis client every process uses.
+    """redis-py, for what needs a connection of its own: pub/sub and blocking stream reads
+    (everything else goes over ``MultiplexedRedis``).
 
-    A blocking pool: a burst beyond ``max_connections`` waits for a connection instead of
-    failing (redis-py's plain async pool raises past its cap). One immediate retry (a pooled
-    connection that died with a restarted server), no backoff: callers bound their own
-    waits, and the order path fails closed."""
+    A blocking pool: a caller beyond ``max_connections`` waits for a connection instead of
+    failing. One immediate retry (a pooled connection that died with a restarted server)."""
     pool = BlockingConnectionPool.from_url(
         url,
-        max_connections=512,
+        max_connections=32,
         timeout=2.0,
         socket_timeout=2.0,
         socket_connect_timeout=0.5,
         retry=Retry(NoBackoff(), 1),
     )
-    return Redis.from_pool(pack_in_c(pool))
+    return Redis.from_pool(pool)
 
 
 async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: bool) -> Core:
@@ -65,8 +65,13 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
         stack.callback(embedded.stop)
         redis_url = embedded.url
         log.info("started a private redis-server at %s", redis_url)
-    redis = open_redis(redis_url)
-    stack.push_async_callback(redis.aclose)
+    # A Redis that answers nothing within the risk budget is treated as down: the order
+    # path fails closed instead of waiting (see redis_mux).
+    budget_s = settings.risk.redis_timeout_ms / 1000
+    redis = MultiplexedRedis(redis_url, reply_timeout_s=budget_s, connect_timeout_s=budget_s)
+    stack.push_async_callback(redis.close)
+    redis_blocking = open_redis(redis_url)
+    stack.push_async_callback(redis_blocking.aclose)
 
     url = settings.effective_database_url
     engine = create_engine(url)
@@ -78,10 +83,12 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
     order_log.start()
     stack.push_async_callback(order_log.close)
 
-    broker = SimulatedBroker(redis, settings.sim, dict(settings.universe))
+    broker = SimulatedBroker(redis, redis_blocking, settings.sim, dict(settings.universe))
     await broker.start()
     stack.push_async_callback(broker.close)
-    return Core(redis, engine, order_log, OrderRepository(engine), broker, RiskStore(redis))
+    return Core(
+        redis, redis_blocking, engine, order_log, OrderRepository(engine), broker, RiskStore(redis)
+    )
 
 
 async def start_applier(core: Core, settings: Settings, stack: AsyncExitStack) -> ExecutionApplier:

@@ -1,9 +1,10 @@
 """The floor: the least a FastAPI order endpoint can do, measured beside the real gateway.
 
 ``POST /v1/orders`` validates the same ``OrderIntent`` body and makes exactly one Redis round
-trip, then answers 201. Served by uvicorn with the gateway's own options (uvloop, httptools, one
-worker, no access log), its throughput is the ceiling the gateway is compared against: the
-ratio says what the gateway's risk, pacing, broker and persistence steps cost on this machine.
+trip, through the gateway's own Redis client, then answers 201. Served by uvicorn with the
+gateway's own options (uvloop, httptools, one worker, no access log), its throughput is the
+ceiling the gateway is compared against: the ratio says what the gateway's risk, pacing,
+broker and persistence steps cost on this machine.
 
 Run: ``python -m app.bench.floor --host 127.0.0.1 --port 8099 --redis-url redis://...``
 """
@@ -15,12 +16,12 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.domain.orders import OrderIntent
+from app.storage.redis_mux import MultiplexedRedis
 
 SEQUENCE_KEY = "bench:floor:seq"
 
@@ -45,19 +46,19 @@ def create_floor_app(redis_url: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(redis_url)
+        client = MultiplexedRedis(redis_url)
         app.state.redis = client
         try:
             yield
         finally:
-            await client.aclose()
+            await client.close()
 
     app = FastAPI(title="ordergate floor", lifespan=lifespan, openapi_url=None)
 
     @app.post("/v1/orders", status_code=201)
     async def place(intent: OrderIntent, request: Request) -> JSONResponse:
-        client: aioredis.Redis = request.app.state.redis
-        seq = await client.incr(SEQUENCE_KEY)
+        client: MultiplexedRedis = request.app.state.redis
+        seq = await client.execute("INCR", SEQUENCE_KEY)
         body = {"id": str(seq), "client_order_id": intent.client_order_id, "status": "accepted"}
         return JSONResponse(body, status_code=201)
 

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import sqlalchemy
 import uvloop
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.bench.arrivals import ArrivalClock, Call, Recorder, closed_loop, open_loop
@@ -55,6 +54,7 @@ from app.services.risk import RiskService
 from app.storage.database import create_engine
 from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.keys import RiskKeys
+from app.storage.redis_mux import MultiplexedRedis
 from app.storage.repositories import OrderRepository
 from app.storage.risk_repository import RiskRepository
 from app.storage.risk_state import AccountImage, RiskStore, Settlement
@@ -157,7 +157,9 @@ class OrderFlow:
 class _Targets:
     """The two things measured, and the bookkeeping between rounds."""
 
-    def __init__(self, redis: Redis, risk: RiskService, store: RiskStore, flow: OrderFlow):
+    def __init__(
+        self, redis: MultiplexedRedis, risk: RiskService, store: RiskStore, flow: OrderFlow
+    ):
         self._redis = redis
         self._risk = risk
         self._store = store
@@ -166,7 +168,7 @@ class _Targets:
         self._open: list[Settlement] = []
 
     async def floor(self) -> str:
-        await self._redis.get(FLOOR_KEY)
+        await self._redis.execute("GET", FLOOR_KEY)
         return FLOOR_OK
 
     async def decide(self, order: BenchOrder) -> str:
@@ -261,20 +263,22 @@ async def measure_risk(
     accounts = [f"{tag}-{i:03d}" for i in range(options.accounts)]
     limits = bench_limits(sorted(prices))
     async with AsyncExitStack() as stack:
-        redis = open_redis(redis_url)
-        stack.push_async_callback(redis.aclose)
+        budget_s = settings.risk.redis_timeout_ms / 1000
+        redis = MultiplexedRedis(redis_url, reply_timeout_s=budget_s, connect_timeout_s=budget_s)
+        stack.push_async_callback(redis.close)
+        notices = open_redis(redis_url)
+        stack.push_async_callback(notices.aclose)
         engine = create_engine(database_url)
         stack.push_async_callback(engine.dispose)
         risk_repo = RiskRepository(engine)
         store = RiskStore(redis)
         risk = RiskService(
-            redis=redis,
+            notices=notices,
             store=store,
             risk_repo=risk_repo,
             orders=OrderRepository(engine),
             prices=ReferencePrices(redis, prices),
             default_limits=settings.risk.default_limits,
-            redis_timeout_s=settings.risk.redis_timeout_ms / 1000,
             limits_ttl_s=settings.risk.limits_cache_ttl_s,
         )
         stack.push_async_callback(_forget, redis, accounts)
@@ -287,7 +291,7 @@ async def measure_risk(
             await risk_repo.put_limits(account, limits, "bench", now)
             image = AccountImage(limits, no_kill, no_kill, {}, prices, [])
             await store.load(account, image, replace=True)
-        await redis.set(FLOOR_KEY, "0")
+        await redis.execute("SET", FLOOR_KEY, "0")
         risk.start()  # the limits listener and the reference-price refresh, as in production
         stack.push_async_callback(risk.close)
         targets = _Targets(redis, risk, store, OrderFlow(accounts, prices, tag))
@@ -322,10 +326,10 @@ async def measure_risk(
     return report
 
 
-async def _forget(redis: Redis, accounts: Sequence[str]) -> None:
+async def _forget(redis: MultiplexedRedis, accounts: Sequence[str]) -> None:
     """Leave a shared Redis as found (duplicate-window keys expire on their own)."""
     keys = [key for account in accounts for key in RiskKeys(account).all]
-    await redis.delete(*keys, FLOOR_KEY)
+    await redis.execute("DEL", *keys, FLOOR_KEY)
 
 
 def run_risk_bench(

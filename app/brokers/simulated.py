@@ -18,13 +18,13 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from app.brokers.base import BrokerTransportError, CancelAck, PlacementAck, ReportBatch
 from app.config import SimulatedBrokerSettings
 from app.domain.orders import QTY_DECIMALS, ExecutionReport, Order, Side
 from app.domain.status import OrderStatus
 from app.storage.keys import SimKeys
+from app.storage.redis_mux import LuaScript, MultiplexedRedis
 from app.storage.scripts import load_script
 
 _SCALE = Decimal(10) ** QTY_DECIMALS
@@ -41,12 +41,15 @@ def _unscaled(value: str) -> Decimal:
 class SimulatedBroker:
     def __init__(
         self,
-        redis: Redis,
+        redis: MultiplexedRedis,
+        reports_redis: Redis,
         settings: SimulatedBrokerSettings,
         reference_prices: dict[str, Decimal],
         rng: random.Random | None = None,
     ) -> None:
         self._redis = redis
+        # The report stream is read with a blocking XREAD: a connection of its own.
+        self._reports_redis = reports_redis
         self._settings = settings
         self._reference_prices = reference_prices
         self._rng = rng or random.Random()
@@ -62,17 +65,21 @@ class SimulatedBroker:
     async def _ensure_venue(self) -> None:
         # The epoch names this incarnation of the venue: a Redis that lost the exchange's
         # state restarts execution ids and stream positions, and the epoch tells them apart.
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(SimKeys.epoch, secrets.token_hex(4), nx=True)
-            for symbol, price in self._reference_prices.items():
-                pipe.hsetnx(SimKeys.prices, symbol, format(price, "f"))
-            await pipe.execute()
+        await self._redis.transaction(
+            [
+                ("SET", SimKeys.epoch, secrets.token_hex(4), "NX"),
+                *(
+                    ("HSETNX", SimKeys.prices, symbol, format(price, "f"))
+                    for symbol, price in self._reference_prices.items()
+                ),
+            ]
+        )
 
     async def close(self) -> None:
         return None
 
     async def ping(self) -> None:
-        if not await self._redis.exists(SimKeys.epoch):
+        if not await self._redis.execute("EXISTS", SimKeys.epoch):
             await self._ensure_venue()
 
     async def place(self, order: Order) -> PlacementAck:
@@ -124,18 +131,18 @@ class SimulatedBroker:
         )
 
     async def status(self, account: str, client_order_id: str) -> OrderStatus | None:
-        value = await self._redis.hget(SimKeys.order(account, client_order_id), "status")
+        value = await self._redis.execute("HGET", SimKeys.order(account, client_order_id), "status")
         return None if value is None else OrderStatus(_text(value))
 
     async def read_reports(self, cursor: str | None, *, block_ms: int, count: int) -> ReportBatch:
-        epoch = await self._redis.get(SimKeys.epoch)
+        epoch = await self._redis.execute("GET", SimKeys.epoch)
         epoch_text = _text(epoch) if epoch else ""
         position = "0-0"
         if cursor:
             cursor_epoch, _, cursor_position = cursor.partition("/")
             if cursor_epoch == epoch_text:
                 position = cursor_position
-        response: Any = await self._redis.xread(
+        response: Any = await self._reports_redis.xread(
             {SimKeys.reports: position}, count=count, block=block_ms
         )
         reports: list[ExecutionReport] = []
@@ -147,14 +154,11 @@ class SimulatedBroker:
 
     async def housekeeping(self) -> None:
         await self.ping()  # a Redis that came back empty gets its venue (prices) again
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for symbol in self._reference_prices:
-                await self._match(keys=[], args=[symbol, self._top], client=pipe)
-            await pipe.execute()
+        await self._match.many(([], [symbol, self._top]) for symbol in self._reference_prices)
 
     # -- paper-exchange controls (admin API and tests) --------------------------------
     async def set_reference_price(self, symbol: str, price: Decimal) -> int:
-        await self._redis.hset(SimKeys.prices, symbol, format(price, "f"))
+        await self._redis.execute("HSET", SimKeys.prices, symbol, format(price, "f"))
         matched: int = await self._script(self._match, [], [symbol, self._top])
         return matched
 
@@ -162,7 +166,7 @@ class SimulatedBroker:
         expired: int = await self._script(self._expire, [], [])
         return expired
 
-    async def _script(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
+    async def _script(self, script: LuaScript, keys: list[str], args: list[str]) -> Any:
         try:
             return await script(keys=keys, args=args)
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import secrets
 
-from redis.asyncio import Redis
-
 from app.storage import keys
+from app.storage.redis_mux import MultiplexedRedis
 from app.storage.scripts import load_script
 
 
 class Lease:
-    def __init__(self, redis: Redis, role: str, ttl_ms: int = 3000) -> None:
+    def __init__(self, redis: MultiplexedRedis, role: str, ttl_ms: int = 3000) -> None:
         self._key = keys.leader(role)
         self._ttl_ms = ttl_ms
         self.holder = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -24,5 +23,5 @@ class Lease:
         return bool(await self._renew(keys=[self._key], args=[self.holder, self._ttl_ms]))
 
     async def release(self) -> None:
-        if (await self._redis.get(self._key)) == self.holder.encode():
-            await self._redis.delete(self._key)
+        if (await self._redis.execute("GET", self._key)) == self.holder.encode():
+            await self._redis.execute("DEL", self._key)

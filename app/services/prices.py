@@ -9,17 +9,20 @@ import contextlib
 import logging
 from decimal import Decimal, InvalidOperation
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.storage.keys import LAST_TRADES
+from app.storage.redis_mux import MultiplexedRedis, pairs
 
 log = logging.getLogger(__name__)
 
 
 class ReferencePrices:
     def __init__(
-        self, redis: Redis, configured: dict[str, Decimal], refresh_interval_s: float = 0.25
+        self,
+        redis: MultiplexedRedis,
+        configured: dict[str, Decimal],
+        refresh_interval_s: float = 0.25,
     ) -> None:
         self._redis = redis
         self._configured = dict(configured)
@@ -31,11 +34,11 @@ class ReferencePrices:
         return self._last.get(symbol) or self._configured.get(symbol)
 
     async def record_last_trade(self, symbol: str, price: Decimal) -> None:
-        await self._redis.hset(LAST_TRADES, symbol, format(price, "f"))
+        await self._redis.execute("HSET", LAST_TRADES, symbol, format(price, "f"))
         self._last[symbol] = price
 
     async def refresh(self) -> None:
-        raw = await self._redis.hgetall(LAST_TRADES)
+        raw = pairs(await self._redis.execute("HGETALL", LAST_TRADES))
         last: dict[str, Decimal] = {}
         for symbol, value in raw.items():
             with contextlib.suppress(InvalidOperation, UnicodeDecodeError):

@@ -39,22 +39,20 @@ class RiskService:
     def __init__(
         self,
         *,
-        redis: Redis,
+        notices: Redis,
         store: RiskStore,
         risk_repo: RiskRepository,
         orders: OrderRepository,
         prices: ReferencePrices,
         default_limits: RiskLimits,
-        redis_timeout_s: float,
         limits_ttl_s: float = 1.0,
     ) -> None:
-        self._redis = redis
+        self._notices = notices  # pub/sub: limit changes made by other workers
         self._store = store
         self._repo = risk_repo
         self._orders = orders
         self.prices = prices
         self._default_limits = default_limits
-        self._timeout_s = redis_timeout_s
         self._limits_ttl_s = limits_ttl_s
         self._limits: dict[str, tuple[float, RiskLimits]] = {}  # account -> (expiry, limits)
         self._generations: dict[str, int] = {}  # bumped by each change notice
@@ -202,7 +200,7 @@ class RiskService:
         notice costs at most ``limits_ttl_s`` of staleness."""
         while True:
             try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with self._notices.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(RiskKeys.limits_channel)
                     # Notices sent while we were not listening are lost: forget everything.
                     self._forget_all_limits()
@@ -216,9 +214,9 @@ class RiskService:
                 await asyncio.sleep(0.5)
 
     async def _redis_call(self, call: Awaitable[T]) -> T:
-        """One Redis round trip of the decision, bounded: fail closed, and fast."""
+        """One Redis round trip of the decision: fail closed. The client bounds the wait
+        (a reply later than ``risk.redis_timeout_ms`` drops the connection)."""
         try:
-            async with asyncio.timeout(self._timeout_s):
-                return await call
+            return await call
         except (RedisError, OSError, TimeoutError) as exc:
             raise RiskUnavailable(f"risk state unreachable: {exc!r}") from exc

@@ -10,11 +10,11 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.domain.views import PROBLEM_JSON
 from app.storage import keys
+from app.storage.redis_mux import MultiplexedRedis
 from app.storage.scripts import load_script
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Claim:
 
 
 class IdempotencyStore:
-    def __init__(self, redis: Redis, ttl_s: int, inflight_ttl_s: int) -> None:
+    def __init__(self, redis: MultiplexedRedis, ttl_s: int, inflight_ttl_s: int) -> None:
         self._redis = redis
         self._ttl_ms = ttl_s * 1000
         self._inflight_ttl_ms = inflight_ttl_s * 1000
@@ -77,10 +77,9 @@ class IdempotencyStore:
         while self._unsaved:
             batch, self._unsaved = self._unsaved, []
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for key, value in batch:
-                        pipe.set(key, value, px=self._ttl_ms)
-                    await pipe.execute()
+                await self._redis.execute_many(
+                    [("SET", key, value, "PX", self._ttl_ms) for key, value in batch]
+                )
             except RedisError as exc:
                 # A retry is then answered from the order log instead.
                 log.warning("could not keep %d answers in Redis: %r", len(batch), exc)
@@ -91,4 +90,4 @@ class IdempotencyStore:
 
     async def release(self, account: str, key: str) -> None:
         """Forget an in-flight claim whose request left no trace (so a retry may proceed)."""
-        await self._redis.delete(keys.idempotency(account, key))
+        await self._redis.execute("DEL", keys.idempotency(account, key))

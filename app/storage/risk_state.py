@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from redis.asyncio import Redis
-
 from app.domain.orders import QTY_DECIMALS, Side
 from app.domain.risk import RiskLimits
 from app.storage.keys import RiskKeys
+from app.storage.redis_mux import MultiplexedRedis, pairs
 from app.storage.scripts import load_script
 
 _SCALE = Decimal(10) ** QTY_DECIMALS
@@ -118,7 +117,7 @@ class AccountImage:
 
 
 class RiskStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: MultiplexedRedis) -> None:
         self._redis = redis
         self._reserve, self._settle, self._load, self._set_limits, self._kill = (
             load_script(redis, "app.storage", name, prelude="risk_common")
@@ -158,23 +157,22 @@ class RiskStore:
 
     async def settle(self, settlements: Iterable[Settlement]) -> None:
         """Turn fills into position and release what ends, for many orders in one trip."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for s in settlements:
-                await self._settle(
-                    keys=RiskKeys(s.account).all,
-                    args=[
-                        s.client_order_id,
-                        "" if s.cum_qty is None else scaled(s.cum_qty),
-                        "1" if s.final else "0",
-                        "" if s.mark is None else format(s.mark, "f"),
-                    ],
-                    client=pipe,
-                )
-            await pipe.execute()
+        await self._settle.many(
+            (
+                RiskKeys(s.account).all,
+                [
+                    s.client_order_id,
+                    "" if s.cum_qty is None else scaled(s.cum_qty),
+                    "1" if s.final else "0",
+                    "" if s.mark is None else format(s.mark, "f"),
+                ],
+            )
+            for s in settlements
+        )
 
     async def release(self, account: str, client_order_id: str) -> None:
         """Give back the unfilled rest of an order that ended (idempotent)."""
-        await self.settle([Settlement(account, client_order_id, None, final=True)])
+        await self._settle(RiskKeys(account).all, [client_order_id, "", "1", ""])
 
     async def load(self, account: str, image: AccountImage, *, replace: bool = False) -> bool:
         """Write the account's state from the database's image; unless ``replace``, only
@@ -203,38 +201,45 @@ class RiskStore:
         await self._set_limits(
             keys=[RiskKeys(account).state], args=[json.dumps(limit_fields(limits))]
         )
-        await self._redis.publish(RiskKeys.limits_channel, account)
+        await self._redis.execute("PUBLISH", RiskKeys.limits_channel, account)
 
     async def set_kill(self, accounts: Iterable[str], field: str, active: bool, gen: int) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for account in accounts:
-                await self._kill(
-                    keys=[RiskKeys(account).state],
-                    args=[field, "1" if active else "0", str(gen)],
-                    client=pipe,
-                )
-            await pipe.execute()
+        await self._kill.many(
+            ([RiskKeys(account).state], [field, "1" if active else "0", str(gen)])
+            for account in accounts
+        )
 
     async def limits_document(self, account: str) -> tuple[bool, str | None]:
         """(built, the limits document) as Redis holds them."""
-        built, doc = await self._redis.hmget(RiskKeys(account).state, ["built", "doc"])
+        built, doc = await self._redis.execute("HMGET", RiskKeys(account).state, "built", "doc")
         return built == b"1", None if doc is None else _text(doc)
 
     async def accounts(self) -> set[str]:
         """Accounts with risk state in Redis (a SCAN: for controls, not the order path)."""
         found: set[str] = set()
-        async for key in self._redis.scan_iter(match=RiskKeys.state_pattern(), count=1000):
-            name = _text(key)
-            found.add(name[name.index("{") + 1 : name.rindex("}")])
-        return found
+        cursor = b"0"
+        while True:
+            cursor, batch = await self._redis.execute(
+                "SCAN", cursor, "MATCH", RiskKeys.state_pattern(), "COUNT", 1000
+            )
+            for key in batch:
+                name = _text(key)
+                found.add(name[name.index("{") + 1 : name.rindex("}")])
+            if cursor == b"0":
+                return found
 
     async def snapshot(self, account: str) -> RiskSnapshot:
         keys = RiskKeys(account)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(keys.state)
-            pipe.hgetall(keys.exposure)
-            pipe.hgetall(keys.reservations)
-            raw_state, raw_expo, raw_resv = await pipe.execute()
+        raw_state, raw_expo, raw_resv = (
+            pairs(flat)
+            for flat in await self._redis.transaction(
+                [
+                    ("HGETALL", keys.state),
+                    ("HGETALL", keys.exposure),
+                    ("HGETALL", keys.reservations),
+                ]
+            )
+        )
         state = {_text(k): _text(v) for k, v in raw_state.items()}
         expo = {_text(k): _text(v) for k, v in raw_expo.items()}
         symbols = sorted(k[4:] for k in expo if k.startswith("pos:"))

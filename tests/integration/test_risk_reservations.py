@@ -36,6 +36,7 @@ from app.domain.risk import (
 )
 from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.keys import RiskKeys
+from app.storage.redis_mux import MultiplexedRedis
 from app.storage.risk_state import AccountImage, RiskSnapshot, RiskStore, Settlement
 
 T = TypeVar("T")
@@ -283,8 +284,9 @@ class RiskReservationMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.redis: Redis = self.run(self._connect())
-        self.store = RiskStore(self.redis)
+        self.redis: Redis = self.run(self._connect())  # to look at Redis directly
+        self.commands = MultiplexedRedis(_machine_redis_url)
+        self.store = RiskStore(self.commands)
         self.account: Account | None = None
         self.sent: list[Settlement] = []  # every settlement sent, for replays
         self.unknown: list[str] = []  # ids Redis never held or has forgotten
@@ -299,6 +301,7 @@ class RiskReservationMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.run(self.redis.aclose())
+        self.run(self.commands.close())
         self.loop.close()
 
     @property
@@ -590,10 +593,10 @@ def image(
 
 @pytest.fixture
 async def store(redis_server: EmbeddedRedis) -> AsyncIterator[RiskStore]:
-    client = Redis.from_url(db_url(redis_server, EXAMPLES_DB))
-    await client.flushdb()
-    yield RiskStore(client)
-    await client.aclose()
+    commands = MultiplexedRedis(db_url(redis_server, EXAMPLES_DB))
+    await commands.execute("FLUSHDB")
+    yield RiskStore(commands)
+    await commands.close()
 
 
 async def submit(
