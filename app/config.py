@@ -58,10 +58,11 @@ class RiskSettings(BaseModel):
     risk decision may wait for Redis before it fails closed (503 risk.unavailable)."""
 
     default_limits: RiskLimits = RiskLimits(duplicate_window_ms=500)
-    # Bounds a Redis that hangs (a refused connection fails at once). The wait includes the
-    # event loop's own queue: at 50 ms a burst of 100 orders per worker on a slow machine
-    # turned into false 503s (CI), so the default leaves room for that.
-    redis_timeout_ms: float = Field(200.0, gt=0, le=1000)
+    # A Redis that leaves a command unanswered this long is treated as down: the connection
+    # is dropped and its waiters fail (a refused connection fails at once). Measured from
+    # the command's send, and confirmed after the event loop has read the socket once more,
+    # so a busy event loop alone does not trip it.
+    redis_timeout_ms: float = Field(80.0, gt=0, le=1000)
     # A worker that missed a limits-changed notice re-reads the limits within this long.
     limits_cache_ttl_s: float = Field(1.0, gt=0, le=1.0)
     # Reservations with no open order behind them (a crash between reserving and writing

@@ -109,6 +109,10 @@ class EmbeddedRedis:
             except OSError:
                 return False
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()

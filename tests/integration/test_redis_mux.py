@@ -73,7 +73,8 @@ async def test_an_error_reply_raises_for_its_command_only(mux: MultiplexedRedis)
         await mux.execute("INCR", "text")
     assert await mux.execute("INCR", "counter") == 1
     replies = await mux.execute_many([("INCR", "text"), ("INCR", "counter")], raise_errors=False)
-    assert isinstance(replies[0], ResponseError) and replies[1] == 2
+    assert isinstance(replies[0], ResponseError)
+    assert replies[1] == 2
     with pytest.raises(ResponseError):
         await mux.execute_many([("INCR", "counter"), ("INCR", "text")])
     assert await mux.execute("GET", "counter") == b"3"  # the pipeline's other command ran

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import signal
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -463,7 +465,25 @@ async def test_bad_kill_switch_requests_are_refused(
 
 
 # -- fail closed, recover, rebuild -----------------------------------------------------------
-async def test_redis_outage_fails_closed_fast_and_an_empty_redis_is_rebuilt_from_the_database(
+async def ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).status_code == 200
+
+
+async def timed_order(
+    client: httpx.AsyncClient, keyed: bool
+) -> tuple[tuple[int, str | None], str | None, float]:
+    """((status, code), client_order_id or None, seconds) of one one-share market order."""
+    order = market("AAPL", qty="1", allow_duplicate=True)
+    if not keyed:
+        del order["client_order_id"]
+    started = time.perf_counter()
+    response = await client.post("/v1/orders", json=order)
+    elapsed = time.perf_counter() - started
+    code = response.json().get("code") if response.status_code >= 400 else None
+    return (response.status_code, code), order.get("client_order_id"), elapsed
+
+
+async def test_a_hung_or_stopped_redis_fails_closed_fast_and_an_empty_one_is_rebuilt(
     database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
     server = EmbeddedRedis(directory=tmp_path / "redis", port=free_port()).start()
@@ -481,27 +501,29 @@ async def test_redis_outage_fails_closed_fast_and_an_empty_redis_is_rebuilt_from
             await eventually_status(client, long["id"], "filled")
             resting = await accepted(client, limit("1.00", symbol="AAPL", qty="5"))
 
+            # Hung: the server holds every connection open and answers nothing.
+            assert server.pid is not None
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                hung = [await timed_order(client, keyed) for keyed in (True, False) * 3]
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            assert all(status == (503, "risk.unavailable") for status, _, _ in hung), hung
+            assert statistics.median(t for _, _, t in hung) < 0.1, hung
+            refused = [coid for _, coid, _ in hung if coid is not None]
+            # Back: decided again, against the same state (position 10, open 5).
+            await wait_for(lambda: ready(client), within=10)
+            one_more = await accepted(client, market("AAPL", qty="1", allow_duplicate=True))
+            await eventually_status(client, one_more["id"], "filled")
+
             server.stop()
-            refused: list[str] = []
-            elapsed: list[float] = []
-            for keyed in (True, False) * 5:
-                order = market("AAPL", qty="1", allow_duplicate=True)
-                if not keyed:
-                    del order["client_order_id"]
-                started = time.perf_counter()
-                response = await client.post("/v1/orders", json=order)
-                elapsed.append(time.perf_counter() - started)
-                assert response.status_code == 503, response.text
-                assert response.json()["code"] == "risk.unavailable"
-                refused.extend([order["client_order_id"]] if keyed else [])
-            assert statistics.median(elapsed) < 0.1, elapsed
+            down = [await timed_order(client, keyed) for keyed in (True, False) * 5]
+            assert all(status == (503, "risk.unavailable") for status, _, _ in down), down
+            assert statistics.median(t for _, _, t in down) < 0.1, down
+            refused += [coid for _, coid, _ in down if coid is not None]
 
             server.start()  # same port, and empty: nothing was persisted
-
-            async def ready() -> bool:
-                return (await client.get("/readyz")).status_code == 200
-
-            await wait_for(ready, within=10)
+            await wait_for(lambda: ready(client), within=10)
 
             async def decided() -> bool:
                 response = await client.post(
@@ -509,23 +531,24 @@ async def test_redis_outage_fails_closed_fast_and_an_empty_redis_is_rebuilt_from
                 )
                 if response.status_code == 503:
                     return False
-                # Rebuilt from the database: position 10 + open 5 + 6 > 20.
+                # Rebuilt from the database: position 11 + open 5 + 6 > 20.
                 assert response.status_code == 422, response.text
                 assert response.json()["code"] == "risk.position_limit"
                 return True
 
             await wait_for(decided, within=10)
-            await accepted(client, limit("1.00", symbol="AAPL", qty="5"))
+            await accepted(client, limit("1.00", symbol="AAPL", qty="4"))
             state = await account_state(client, account)
             [aapl] = state["exposure"]
-            assert (Decimal(aapl["position"]), Decimal(aapl["open_buy"])) == (10, 10)
+            assert (Decimal(aapl["position"]), Decimal(aapl["open_buy"])) == (11, 9)
             assert resting["client_order_id"] in {
                 r["client_order_id"] for r in state["reservations"]
             }
             # Nothing refused during the outage reached the order log (or the broker).
             listing = (await client.get("/v1/orders", params={"limit": 500})).json()["items"]
             assert not {o["client_order_id"] for o in listing} & set(refused)
-            assert len(listing) == 4  # long, resting, the rebuilt-limit reject, the last one
+            # long, resting, the one after the hang, the rebuilt-limit reject, the last one
+            assert len(listing) == 5
     finally:
         gateway.stop()
         server.stop()
