@@ -10,12 +10,17 @@ statements per batch cost more CPU than the database work itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Column, Dialect, Select, Table, bindparam, select
-from sqlalchemy.engine import Connection
 
 from app.storage import tables as t
+
+
+class DriverSQL(Protocol):
+    """Where plain SQL runs: a SQLAlchemy ``Connection``, or the driver's own connection."""
+
+    def exec_driver_sql(self, statement: str, parameters: Any) -> Any: ...
 
 
 class RawWrite:
@@ -30,7 +35,7 @@ class RawWrite:
             column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns
         ]
 
-    def run(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    def run(self, conn: DriverSQL, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
         processors = self._processors
@@ -56,7 +61,7 @@ class RawLookup:
         self._columns = columns
         self._suffix = " FOR UPDATE" if lock and dialect.name == "postgresql" else ""
 
-    def run(self, conn: Connection, *values: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def run(self, conn: DriverSQL, *values: Sequence[Any]) -> list[tuple[Any, ...]]:
         clauses, params = [], []
         for column, column_values in zip(self._columns, values, strict=True):
             marks = []

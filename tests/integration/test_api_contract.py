@@ -60,7 +60,11 @@ async def test_health_and_metrics_need_no_key(gateway: Gateway) -> None:
         ready = (await client.get("/readyz")).json()
         assert ready["ready"] is True
         assert set(ready["checks"]) == {"redis", "database", "broker"}
-        assert (await client.get("/metrics")).status_code == 200
+        exposed = await client.get("/metrics")
+        assert exposed.status_code == 200
+        # Latency per route in buckets fine enough for a millisecond SLA.
+        assert 'http_request_duration_seconds_bucket{handler="/readyz",le="0.005"' in exposed.text
+        assert 'http_requests_total{handler="/readyz"' in exposed.text
 
 
 async def test_revoked_key_is_refused(gateway: Gateway) -> None:
