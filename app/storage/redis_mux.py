@@ -244,6 +244,7 @@ class MultiplexedRedis:
         def factory() -> _RespProtocol:
             return _RespProtocol(loop, self._reply_timeout_s)
 
+        protocol: _RespProtocol | None = None
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 if "path" in params:
@@ -257,21 +258,29 @@ class MultiplexedRedis:
                     _, protocol = await loop.create_connection(
                         factory, params.get("host", "localhost"), params.get("port", 6379), ssl=tls
                     )
-                hello: list[Command] = []
-                if params.get("password"):
-                    user = [params["username"]] if params.get("username") else []
-                    hello.append(("AUTH", *user, params["password"]))
-                if params.get("db"):
-                    hello.append(("SELECT", params["db"]))
-                if hello:
-                    packed = b"".join(_pack(c) for c in hello)
-                    for reply in await protocol.send(packed, batch=len(hello)):
-                        if isinstance(reply, ResponseError):
-                            protocol.close()
-                            raise RedisConnectionError(f"Redis at {where} refused: {reply}")
-        except (OSError, TimeoutError) as exc:
+                await self._hello(protocol, where)
+        except (OSError, TimeoutError, RedisConnectionError) as exc:
+            if protocol is not None:
+                protocol.close()  # a handshake that failed or hung: no half-open socket kept
+            if isinstance(exc, RedisConnectionError):
+                raise
             raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc!r}") from exc
         return protocol
+
+    async def _hello(self, protocol: _RespProtocol, where: str) -> None:
+        """Authenticate and select the URL's database, if it names them."""
+        params = self._params
+        hello: list[Command] = []
+        if params.get("password"):
+            user = [params["username"]] if params.get("username") else []
+            hello.append(("AUTH", *user, params["password"]))
+        if params.get("db"):
+            hello.append(("SELECT", params["db"]))
+        if hello:
+            packed = b"".join(_pack(c) for c in hello)
+            for reply in await protocol.send(packed, batch=len(hello)):
+                if isinstance(reply, ResponseError):
+                    raise RedisConnectionError(f"Redis at {where} refused: {reply}")
 
 
 class LuaScript:
