@@ -72,6 +72,7 @@ class _RespProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._suspect = False
+        self._unsent: list[bytes] = []  # commands of this loop iteration, written together
         self.closed = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -115,11 +116,21 @@ class _RespProtocol(asyncio.Protocol):
         future = self._loop.create_future()
         deadline = self._loop.time() + self._reply_timeout_s
         self._waiting.append(_Waiter(future, deadline, batch))
-        assert self._transport is not None
-        self._transport.write(data)
+        # Commands sent in one loop iteration leave together once its callbacks have run:
+        # one syscall here and one read for Redis instead of one each per command. Under
+        # HTTP load this raised the gateway's closed loop from ~1,800 to ~2,200 orders/s; a
+        # loop doing nothing but Redis calls loses the overlap with Redis instead (see README).
+        if not self._unsent:
+            self._loop.call_soon(self._write_unsent)
+        self._unsent.append(data)
         if self._timer is None:
             self._timer = self._loop.call_at(deadline, self._check_deadline)
         return future
+
+    def _write_unsent(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if not self.closed and self._transport is not None:
+            self._transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     def close(self) -> None:
         self._fail(RedisConnectionError("connection closed by the client"))
