@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings, get_settings
-from app.deps import Services
+from app.deps import Services, document_bearer_auth
 from app.domain.errors import (
     DependencyUnavailable,
     GatewayError,
@@ -200,6 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, orders.router, account.router, risk.router, sim.router):
         app.include_router(router)
     _install_error_handlers(app)
+    document_bearer_auth(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Requests and latency per route: the default set also measures request and response
     # sizes (two more histograms per request, ~4% of the order path's CPU), and its latency

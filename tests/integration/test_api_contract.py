@@ -36,6 +36,8 @@ async def order_count(client: httpx.AsyncClient) -> int:
         {},
         {"Authorization": "Bearer og_not-a-key"},
         {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer"},
+        {"Authorization": ""},
     ],
 )
 async def test_unknown_or_missing_key_is_401_problem(
@@ -65,6 +67,11 @@ async def test_health_and_metrics_need_no_key(gateway: Gateway) -> None:
         # Latency per route in buckets fine enough for a millisecond SLA.
         assert 'http_request_duration_seconds_bucket{handler="/readyz",le="0.005"' in exposed.text
         assert 'http_requests_total{handler="/readyz"' in exposed.text
+        # The API key is declared on every authenticated operation, and only there.
+        schema = (await client.get("/openapi.json")).json()
+        assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+        assert schema["paths"]["/v1/orders"]["post"]["security"] == [{"HTTPBearer": []}]
+        assert "security" not in schema["paths"]["/readyz"]["get"]
 
 
 async def test_revoked_key_is_refused(gateway: Gateway) -> None:
