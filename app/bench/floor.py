@@ -53,7 +53,14 @@ def create_floor_app(redis_url: str) -> FastAPI:
         finally:
             await client.close()
 
-    app = FastAPI(title="ordergate floor", lifespan=lifespan, openapi_url=None)
+    # The gateway's FastAPI settings (native OpenTelemetry off), so the two differ only in
+    # what the handler does.
+    app = FastAPI(
+        title="ordergate floor",
+        lifespan=lifespan,
+        openapi_url=None,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
 
     @app.post("/v1/orders", status_code=201)
     async def place(intent: OrderIntent, request: Request) -> JSONResponse:
