@@ -87,5 +87,6 @@ def document_bearer_auth(app: FastAPI) -> None:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 PrincipalDep = Annotated[Principal, Depends(requiring(Role.VIEWER))]
-TraderDep = Annotated[Principal, Depends(requiring(Role.TRADER))]
+require_trader = requiring(Role.TRADER)
+TraderDep = Annotated[Principal, Depends(require_trader)]
 AdminDep = Annotated[Principal, Depends(requiring(Role.ADMIN))]

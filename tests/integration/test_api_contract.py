@@ -282,6 +282,36 @@ async def test_malformed_json_is_a_422_problem(alice: httpx.AsyncClient, payload
     assert await order_count(alice) == before
 
 
+async def test_json_numbers_keep_their_exact_decimals(alice: httpx.AsyncClient) -> None:
+    # The order entry route parses the body as JSON straight into decimals: no float between.
+    body = {**limit("123.45", qty="3"), "qty": 3, "limit_price": 123.45}
+    response = await alice.post("/v1/orders", json=body)
+    assert response.status_code == 201, response.text
+    order = response.json()
+    assert (order["qty"], order["limit_price"]) == ("3", "123.45")
+
+
+@pytest.mark.parametrize(
+    ("case", "headers"),
+    [
+        ("bad Idempotency-Key", {"Idempotency-Key": "has space"}),
+        ("text body", {"content-type": "text/plain"}),
+        ("form body", {"content-type": "application/x-www-form-urlencoded"}),
+    ],
+)
+async def test_requests_the_order_entry_route_does_not_parse_get_fastapis_answer(
+    gateway: Gateway, case: str, headers: dict[str, str]
+) -> None:
+    async with gateway.client(gateway.new_key(f"odd-{abs(hash(case)) % 10**8}")) as client:
+        response = await client.post(
+            "/v1/orders", content=json.dumps(market()).encode(), headers=headers
+        )
+        assert response.status_code == 422, (case, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "request.invalid"
+        assert await order_count(client) == 0
+
+
 async def test_body_over_64_kib_is_413(alice: httpx.AsyncClient) -> None:
     before = await order_count(alice)
     big = json.dumps({**market(), "pad": "x" * 70_000})
