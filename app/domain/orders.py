@@ -29,7 +29,9 @@ Price = Annotated[
     Field(gt=0, le=MAX_PRICE, decimal_places=PRICE_DECIMALS, allow_inf_nan=False),
 ]
 Symbol = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9.\-]{0,15}$", examples=["AAPL"])]
-ClientOrderId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:\-]{1,64}$")]
+# Also the Idempotency-Key header's form: a key given there becomes the client_order_id.
+CLIENT_ORDER_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
+ClientOrderId = Annotated[str, Field(pattern=CLIENT_ORDER_ID_PATTERN)]
 
 
 class Side(StrEnum):

@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
 from app.deps import PrincipalDep, Services, ServicesDep, TraderDep, require_trader
-from app.domain.orders import OrderIntent
+from app.domain.orders import CLIENT_ORDER_ID_PATTERN, OrderIntent
 from app.domain.status import OrderStatus
 from app.domain.views import OrderPage, OrderView
 from app.routers.problems import problem_responses
@@ -19,8 +19,7 @@ from app.routers.problems import problem_responses
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 
 OrderId = Annotated[str, Path(max_length=64)]
-IDEMPOTENCY_KEY = r"^[A-Za-z0-9._:\-]{1,64}$"
-_idempotency_key = re.compile(IDEMPOTENCY_KEY[1:-1])  # for fullmatch: "$" allows a "\n"
+_idempotency_key = re.compile(CLIENT_ORDER_ID_PATTERN[1:-1])  # fullmatch: "$" allows "\n"
 
 
 class OrderEntryRoute(APIRoute):
@@ -66,7 +65,7 @@ async def place_order(
     intent: OrderIntent,
     principal: TraderDep,
     services: ServicesDep,
-    idempotency_key: Annotated[str | None, Header(pattern=IDEMPOTENCY_KEY)] = None,
+    idempotency_key: Annotated[str | None, Header(pattern=CLIENT_ORDER_ID_PATTERN)] = None,
 ) -> Response:
     """Place an order. A retry with the same client_order_id / Idempotency-Key gets the
     first answer again; the same key with a different body gets 422."""
