@@ -205,21 +205,13 @@ class MultiplexedRedis:
         packed = b"".join(_pack(command) for command in commands)
         replies: list[Any] = await protocol.send(packed, batch=len(commands))
         replies = [_error(r) if isinstance(r, ResponseError) else r for r in replies]
-        if raise_errors:
-            for reply in replies:
-                if isinstance(reply, ResponseError):
-                    raise reply
-        return replies
+        return _raise_first_error(replies) if raise_errors else replies
 
     async def transaction(self, commands: Sequence[Command]) -> list[Any]:
         """MULTI, the commands, EXEC: atomic. Written in one piece, nothing else of this
         connection comes between them. Returns EXEC's replies."""
         replies = await self.execute_many([("MULTI",), *commands, ("EXEC",)])
-        result: list[Any] = replies[-1]
-        for reply in result:
-            if isinstance(reply, ResponseError):
-                raise _error(reply)
-        return result
+        return _raise_first_error(replies[-1])
 
     def script(self, source: str) -> LuaScript:
         return LuaScript(self, source)
@@ -322,10 +314,15 @@ class LuaScript:
             )
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
-        return replies
+        return _raise_first_error(replies)
+
+
+def _raise_first_error(replies: list[Any]) -> list[Any]:
+    """``replies`` unless one is an error reply, which is raised (as redis-py's pipeline)."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise _error(reply)
+    return replies
 
 
 def pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:

@@ -157,22 +157,11 @@ class RiskStore:
 
     async def settle(self, settlements: Iterable[Settlement]) -> None:
         """Turn fills into position and release what ends, for many orders in one trip."""
-        await self._settle.many(
-            (
-                RiskKeys(s.account).all,
-                [
-                    s.client_order_id,
-                    "" if s.cum_qty is None else scaled(s.cum_qty),
-                    "1" if s.final else "0",
-                    "" if s.mark is None else format(s.mark, "f"),
-                ],
-            )
-            for s in settlements
-        )
+        await self._settle.many(_settle_call(s) for s in settlements)
 
     async def release(self, account: str, client_order_id: str) -> None:
         """Give back the unfilled rest of an order that ended (idempotent)."""
-        await self._settle(RiskKeys(account).all, [client_order_id, "", "1", ""])
+        await self._settle(*_settle_call(Settlement(account, client_order_id, None, final=True)))
 
     async def load(self, account: str, image: AccountImage, *, replace: bool = False) -> bool:
         """Write the account's state from the database's image; unless ``replace``, only
@@ -273,6 +262,16 @@ class RiskStore:
             exposure=exposure,
             reservations=reservations,
         )
+
+
+def _settle_call(s: Settlement) -> tuple[list[str], list[str]]:
+    """(KEYS, ARGV) of risk_settle.lua for one settlement."""
+    return RiskKeys(s.account).all, [
+        s.client_order_id,
+        "" if s.cum_qty is None else scaled(s.cum_qty),
+        "1" if s.final else "0",
+        "" if s.mark is None else format(s.mark, "f"),
+    ]
 
 
 def _money(value: str | None) -> Decimal:
