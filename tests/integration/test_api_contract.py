@@ -283,7 +283,8 @@ async def test_malformed_json_is_a_422_problem(alice: httpx.AsyncClient, payload
 
 
 async def test_json_numbers_keep_their_exact_decimals(alice: httpx.AsyncClient) -> None:
-    # The order entry route parses the body as JSON straight into decimals: no float between.
+    # Numbers as well as strings: the order entry route parses JSON itself (pydantic, not
+    # FastAPI's json.loads); both give these decimals exactly.
     body = {**limit("123.45", qty="3"), "qty": 3, "limit_price": 123.45}
     response = await alice.post("/v1/orders", json=body)
     assert response.status_code == 201, response.text
