@@ -72,6 +72,16 @@ def can_transition(current: OrderStatus, target: OrderStatus) -> bool:
     return target in TRANSITIONS[current]
 
 
+def report_can_move(current: OrderStatus, reported: OrderStatus) -> bool:
+    """Whether a broker's execution report in ``reported`` moves an order now in ``current``.
+    A reported 'new' is the placement's acknowledgement: it never takes an order out of
+    pending_cancel. Our cancel came after it, and the cancel's outcome arrives as its own
+    report. The pending_cancel -> new edge is for a cancel the broker refused."""
+    if reported is S.NEW and current is S.PENDING_CANCEL:
+        return False
+    return can_transition(current, reported)
+
+
 def check_transition(current: OrderStatus, target: OrderStatus) -> None:
     """Raise ``InvalidTransition`` unless ``current -> target`` is legal."""
     if target not in TRANSITIONS[current]:

@@ -29,7 +29,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
-from app.domain.status import OrderStatus, can_transition
+from app.domain.status import OrderStatus, report_can_move
 from app.storage.rows import order_from_row
 from app.storage.statements import DriverSQL, Statements, key_params
 
@@ -504,9 +504,9 @@ def _next_state(
 ) -> Order:
     """The order after ``report``: its status if that is a legal move, else only its fills."""
     status = report.status
-    if status == order.status or not can_transition(order.status, status):
+    if status == order.status or not report_can_move(order.status, status):
         if status != order.status:
-            # A stale report (e.g. 'new' after we recorded 'canceled'): keep the status.
+            # A stale report (e.g. 'new' after we asked to cancel): keep the status.
             log.info(
                 "keeping %s over %s for %s (seq %d)", order.status, status, order.id, report.seq
             )

@@ -17,6 +17,7 @@ from app.domain.status import (
     OrderStatus,
     can_transition,
     check_transition,
+    report_can_move,
 )
 
 S = OrderStatus
@@ -102,3 +103,14 @@ def test_any_walk_through_legal_edges_never_leaves_a_final_state(
         else:
             with pytest.raises(InvalidTransition):
                 current.transition(target, NOW)
+
+
+@pytest.mark.parametrize("current", list(OrderStatus))
+@pytest.mark.parametrize("reported", list(OrderStatus))
+def test_reports_move_orders_as_the_state_machine_does_but_an_ack_never_undoes_a_cancel(
+    current: OrderStatus, reported: OrderStatus
+) -> None:
+    expected = can_transition(current, reported) and not (
+        current is S.PENDING_CANCEL and reported is S.NEW
+    )
+    assert report_can_move(current, reported) is expected
