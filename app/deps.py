@@ -87,6 +87,5 @@ def document_bearer_auth(app: FastAPI) -> None:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 PrincipalDep = Annotated[Principal, Depends(requiring(Role.VIEWER))]
-require_trader = requiring(Role.TRADER)
-TraderDep = Annotated[Principal, Depends(require_trader)]
+TraderDep = Annotated[Principal, Depends(requiring(Role.TRADER))]
 AdminDep = Annotated[Principal, Depends(requiring(Role.ADMIN))]

@@ -20,15 +20,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.config import Settings, get_settings
 from app.deps import Services, document_bearer_auth
 from app.domain.errors import (
-    DependencyUnavailable,
     GatewayError,
     HttpProblem,
     InternalError,
     PayloadTooLarge,
     RequestInvalid,
 )
-from app.domain.views import PROBLEM_JSON, render_problem
 from app.routers import account, health, orders, risk, sim
+from app.routers.order_entry import OrderEntryLane
+from app.routers.problems import problem_response, unavailable_response
 from app.runtime import open_core, start_applier
 from app.services.auth import ApiKeyService
 from app.services.orders import OrderService
@@ -42,10 +42,6 @@ from app.storage.risk_repository import RiskRepository
 log = logging.getLogger("ordergate")
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-def problem_response(error: GatewayError) -> Response:
-    return Response(render_problem(error), status_code=error.status, media_type=PROBLEM_JSON)
 
 
 @asynccontextmanager
@@ -170,17 +166,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RedisError)
     async def redis_error(_: Request, exc: RedisError) -> Response:
-        log.warning("redis unavailable: %r", exc)
-        return problem_response(
-            DependencyUnavailable("Redis is unavailable; nothing was done", dependency="redis")
-        )
+        return unavailable_response(exc)
 
     @app.exception_handler(DBAPIError)
     async def database_error(_: Request, exc: DBAPIError) -> Response:
-        log.warning("database unavailable: %r", exc)
-        return problem_response(
-            DependencyUnavailable("the database is unavailable", dependency="database")
-        )
+        return unavailable_response(exc)
 
     @app.exception_handler(Exception)
     async def unexpected_error(_: Request, exc: Exception) -> Response:
@@ -208,7 +198,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Requests and latency per route: the default set also measures request and response
     # sizes (two more histograms per request, ~4% of the order path's CPU), and its latency
     # buckets start at 100 ms, too coarse for a gateway answering in a few.
+    request_metrics = [
+        m for m in (metrics.requests(), metrics.latency(buckets=LATENCY_BUCKETS_S)) if m
+    ]
     instrumentator = Instrumentator(excluded_handlers=["/metrics"])
-    instrumentator.add(metrics.requests(), metrics.latency(buckets=LATENCY_BUCKETS_S))
+    instrumentator.add(*request_metrics)
     instrumentator.instrument(app).expose(app, include_in_schema=False)
+    # Added last, so outermost of our middleware: it records the same metrics itself.
+    app.add_middleware(
+        OrderEntryLane, max_body_bytes=settings.max_body_bytes, instrumentations=request_metrics
+    )
     return app

@@ -283,7 +283,7 @@ async def test_malformed_json_is_a_422_problem(alice: httpx.AsyncClient, payload
 
 
 async def test_json_numbers_keep_their_exact_decimals(alice: httpx.AsyncClient) -> None:
-    # Numbers as well as strings: the order entry route parses JSON itself (pydantic, not
+    # Numbers as well as strings: the order entry lane parses JSON itself (pydantic, not
     # FastAPI's json.loads); both give these decimals exactly.
     body = {**limit("123.45", qty="3"), "qty": 3, "limit_price": 123.45}
     response = await alice.post("/v1/orders", json=body)
@@ -300,7 +300,7 @@ async def test_json_numbers_keep_their_exact_decimals(alice: httpx.AsyncClient) 
         ("form body", {"content-type": "application/x-www-form-urlencoded"}),
     ],
 )
-async def test_requests_the_order_entry_route_does_not_parse_get_fastapis_answer(
+async def test_requests_the_order_entry_lane_does_not_serve_get_fastapis_answer(
     gateway: Gateway, case: str, headers: dict[str, str]
 ) -> None:
     async with gateway.client(gateway.new_key(f"odd-{abs(hash(case)) % 10**8}")) as client:
@@ -311,6 +311,47 @@ async def test_requests_the_order_entry_route_does_not_parse_get_fastapis_answer
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["code"] == "request.invalid"
         assert await order_count(client) == 0
+
+
+def orders_counted(metrics_text: str, status: str) -> float:
+    """``http_requests_total`` of POST /v1/orders answered with ``status`` (e.g. "2xx")."""
+    for line in metrics_text.splitlines():
+        if line.startswith("http_requests_total{") and all(
+            label in line
+            for label in ('handler="/v1/orders"', 'method="POST"', f'status="{status}"')
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_the_order_entry_lane_and_fastapi_answer_alike_and_are_both_counted(
+    gateway: Gateway,
+) -> None:
+    # With a Content-Length the lane in front of FastAPI serves the order; sent chunked
+    # (no length) it goes through FastAPI's route. Same answers, same metrics.
+    async with gateway.client(gateway.new_key("lane-vs-route")) as client:
+        before = (await client.get("/metrics")).text
+        body = json.dumps(market()).encode()
+
+        async def chunked() -> Any:
+            yield json.dumps(market()).encode()
+
+        by_lane = await client.post("/v1/orders", content=body)
+        by_route = await client.post(
+            "/v1/orders", content=chunked(), headers={"content-type": "application/json"}
+        )
+        refused = await client.post("/v1/orders", content=b'{"symbol": "AAPL"}')
+        after = (await client.get("/metrics")).text
+
+    for answer in (by_lane, by_route):
+        assert answer.status_code == 201, answer.text
+        assert answer.headers["content-type"] == "application/json"
+    assert by_lane.json().keys() == by_route.json().keys()
+    assert by_lane.json()["status"] == by_route.json()["status"]
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "request.invalid"
+    assert orders_counted(after, "2xx") - orders_counted(before, "2xx") == 2
+    assert orders_counted(after, "4xx") - orders_counted(before, "4xx") == 1
 
 
 async def test_body_over_64_kib_is_413(alice: httpx.AsyncClient) -> None:
