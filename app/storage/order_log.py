@@ -30,8 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
 from app.domain.status import OrderStatus, report_can_move
-from app.storage.rows import order_from_row
-from app.storage.statements import DriverSQL, Statements, key_params
+from app.storage.rows import order_from_values
+from app.storage.statements import DriverSQL, Statements
+from app.storage.tables import decimal_from_db
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +277,7 @@ class OrderLog:
                 results[i] = ok
         for i, w in enumerate(writes):
             if isinstance(w, _Reports):
-                results[i] = self._apply_reports(conn, w.reports, w.cursor)
+                results[i] = self._apply_reports(plain, w.reports, w.cursor)
         return results
 
     # -- set-based statements: a fixed number per kind of write, whatever the batch size ---
@@ -341,25 +342,20 @@ class OrderLog:
         return outcome
 
     def _apply_reports(
-        self, conn: Connection, reports: list[ExecutionReport], cursor: tuple[str, str] | None
+        self, conn: DriverSQL, reports: list[ExecutionReport], cursor: tuple[str, str] | None
     ) -> list[AppliedReport]:
-        keys = list({(r.account, r.client_order_id) for r in reports})
-        rows = (
-            conn.execute(self._sql.orders_by_key, key_params(keys, "accounts", "client_ids"))
-            .mappings()
-            .all()
+        wanted = {(r.account, r.client_order_id) for r in reports}
+        rows = self._sql.orders_by_key.run(
+            conn, sorted({k[0] for k in wanted}), sorted({k[1] for k in wanted})
         )
-        wanted = set(keys)
         orders = {
             (o.account, o.client_order_id): o
-            for o in map(order_from_row, rows)
+            for o in map(order_from_values, rows)
             if (o.account, o.client_order_id) in wanted
         }
         fill_ids = [r.exec_id for r in reports if r.is_fill]
         seen_fills = (
-            set(conn.execute(self._sql.known_fills, {"ids": fill_ids}).scalars().all())
-            if fill_ids
-            else set()
+            {row[0] for row in self._sql.known_fills.run(conn, fill_ids)} if fill_ids else set()
         )
         positions = self._load_positions(conn, {(o.account, o.symbol) for o in orders.values()})
 
@@ -461,19 +457,22 @@ class OrderLog:
         return applied
 
     def _load_positions(
-        self, conn: Connection, keys: set[tuple[str, str]]
+        self, conn: DriverSQL, keys: set[tuple[str, str]]
     ) -> dict[tuple[str, str], Position]:
         positions = {k: Position(k[0], k[1], Decimal(0), Decimal(0), Decimal(0)) for k in keys}
         if keys:
-            rows = conn.execute(
-                self._sql.positions_by_key, key_params(list(keys), "accounts", "symbols")
-            ).mappings()
-            for r in rows:
-                if (r["account"], r["symbol"]) not in keys:
-                    continue
-                positions[(r["account"], r["symbol"])] = Position(
-                    r["account"], r["symbol"], r["qty"], r["avg_price"], r["realized_pnl"]
-                )
+            rows = self._sql.positions_by_key.run(
+                conn, sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
+            )
+            for account, symbol, qty, avg_price, realized_pnl, _ in rows:
+                if (account, symbol) in keys:
+                    positions[(account, symbol)] = Position(
+                        account,
+                        symbol,
+                        decimal_from_db(qty),
+                        decimal_from_db(avg_price),
+                        decimal_from_db(realized_pnl),
+                    )
         return positions
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Column, Dialect, Select, Table, bindparam, select
+from sqlalchemy import Column, Dialect, Table
 
 from app.storage import tables as t
 
@@ -50,8 +50,9 @@ class RawWrite:
 
 
 class RawLookup:
-    """A SELECT whose WHERE is one IN list per column, rendered per call (the order path's
-    two lookups: SQLAlchemy's expanding parameters cost more than the query itself)."""
+    """A SELECT whose WHERE is one IN list per column, rendered per call (SQLAlchemy's
+    expanding parameters and result processing cost more than the query itself). Rows come
+    back as the driver gives them: see ``rows.order_from_values`` for their conversion."""
 
     def __init__(
         self, dialect: Dialect, select_sql: str, columns: Sequence[str], lock: bool = False
@@ -71,6 +72,12 @@ class RawLookup:
             clauses.append(f"{column} IN ({', '.join(marks)})")
         sql = f"{self._select} WHERE {' AND '.join(clauses)}{self._suffix}"
         return [tuple(row) for row in conn.exec_driver_sql(sql, tuple(params))]
+
+
+def _lookup(
+    dialect: Dialect, table: Table, names: Sequence[str], where: Sequence[str], lock: bool
+) -> RawLookup:
+    return RawLookup(dialect, f"SELECT {', '.join(names)} FROM {table.name}", where, lock)
 
 
 def _insert(dialect: Dialect, table: Table, names: Sequence[str], suffix: str = "") -> RawWrite:
@@ -120,32 +127,21 @@ ORDER_FILL_STATE = (
 
 class Statements:
     def __init__(self, dialect: Dialect) -> None:
-        locking = dialect.name == "postgresql"
-
-        def locked(query: Select[Any]) -> Select[Any]:
-            return query.with_for_update() if locking else query
-
         # Keys are matched as "a IN (...) AND b IN (...)", not "(a, b) IN (VALUES ...)":
         # SQLite answers the first from the (a, b) index and scans the table for the second.
         # Callers keep only the exact pairs they asked for.
-        by_order_key = t.orders.c.account.in_(
-            bindparam("accounts", expanding=True)
-        ) & t.orders.c.client_order_id.in_(bindparam("client_ids", expanding=True))
         self.taken_client_ids = RawLookup(
             dialect, "SELECT account, client_order_id FROM orders", ("account", "client_order_id")
         )
         self.statuses_by_id = RawLookup(
             dialect, "SELECT id, status FROM orders", ("id",), lock=True
         )
-        self.orders_by_key = locked(select(t.orders).where(by_order_key))
-        self.known_fills = select(t.fills.c.exec_id).where(
-            t.fills.c.exec_id.in_(bindparam("ids", expanding=True))
+        self.orders_by_key = _lookup(
+            dialect, t.orders, ORDER_COLUMNS, ("account", "client_order_id"), lock=True
         )
-        self.positions_by_key = locked(
-            select(t.positions).where(
-                t.positions.c.account.in_(bindparam("accounts", expanding=True))
-                & t.positions.c.symbol.in_(bindparam("symbols", expanding=True))
-            )
+        self.known_fills = _lookup(dialect, t.fills, ("exec_id",), ("exec_id",), lock=False)
+        self.positions_by_key = _lookup(
+            dialect, t.positions, POSITION_COLUMNS, ("account", "symbol"), lock=True
         )
 
         self.insert_orders = _insert(dialect, t.orders, ORDER_COLUMNS)
@@ -170,8 +166,3 @@ class Statements:
             ("name", "position"),
             " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
         )
-
-
-def key_params(keys: Sequence[tuple[str, str]], first: str, second: str) -> dict[str, list[str]]:
-    """Parameters for an "a IN (...) AND b IN (...)" lookup of (a, b) pairs."""
-    return {first: sorted({k[0] for k in keys}), second: sorted({k[1] for k in keys})}

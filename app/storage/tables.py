@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import (
     BigInteger,
@@ -42,17 +42,25 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return None
         return format(value, "f") if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        if value is None:
-            return None
-        # PostgreSQL pads to the column scale (1.000000000000); strip it back to the value.
-        return _trim(Decimal(value))
+    def process_result_value(self, value: str | Decimal | None, dialect: Dialect) -> Decimal | None:
+        return decimal_from_db(value)
 
 
-def _trim(value: Decimal) -> Decimal:
-    if value == value.to_integral_value():
-        return value.quantize(Decimal(1))
-    return value.normalize()
+@overload
+def decimal_from_db(value: str | Decimal) -> Decimal: ...
+@overload
+def decimal_from_db(value: None) -> None: ...
+@overload
+def decimal_from_db(value: str | Decimal | None) -> Decimal | None: ...
+def decimal_from_db(value: str | Decimal | None) -> Decimal | None:
+    """An ``ExactDecimal`` as stored: text on SQLite, a padded NUMERIC on PostgreSQL
+    (1.000000000000), read back as the value."""
+    if value is None:
+        return None
+    number = Decimal(value)
+    if number == number.to_integral_value():
+        return number.quantize(Decimal(1))
+    return number.normalize()
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -67,9 +75,23 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
+        return utc_from_db(value)
+
+
+@overload
+def utc_from_db(value: str | datetime) -> datetime: ...
+@overload
+def utc_from_db(value: None) -> None: ...
+@overload
+def utc_from_db(value: str | datetime | None) -> datetime | None: ...
+def utc_from_db(value: str | datetime | None) -> datetime | None:
+    """A ``UtcDateTime`` as stored: SQLAlchemy's text on SQLite (``2026-11-24
+    21:45:00.123456``, UTC), an aware timestamp on PostgreSQL."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 metadata = MetaData()
