@@ -31,21 +31,27 @@ class RawWrite:
             parts = sql.split("?")
             sql = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
         self.sql = sql
-        self._processors: list[Callable[[Any], Any] | None] = [
+        self._width = len(columns)
+        processors = [
             column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns
+        ]
+        # Only the columns that need converting are visited, row by row.
+        self._processors: list[tuple[int, Callable[[Any], Any]]] = [
+            (i, proc) for i, proc in enumerate(processors) if proc is not None
         ]
 
     def run(self, conn: DriverSQL, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        processors = self._processors
-        converted = [
-            tuple(
-                value if proc is None or value is None else proc(value)
-                for value, proc in zip(row, processors, strict=True)
-            )
-            for row in rows
-        ]
+        converted: list[tuple[Any, ...]] = []
+        for row in rows:
+            if len(row) != self._width:
+                raise ValueError(f"{len(row)} values for {self._width} columns: {self.sql}")
+            values = list(row)
+            for i, proc in self._processors:
+                if values[i] is not None:
+                    values[i] = proc(values[i])
+            converted.append(tuple(values))
         conn.exec_driver_sql(self.sql, converted)
 
 
