@@ -19,24 +19,25 @@ import logging
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from decimal import Decimal
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
-from app.domain.status import OrderStatus, report_can_move
-from app.storage.rows import order_from_values
+from app.domain.orders import ExecutionReport, Order
+from app.domain.status import OrderStatus
+from app.storage.report_plan import (
+    AppliedReport,
+    ReportPlan,
+    plan_reports,
+    read_report_state,
+)
 from app.storage.statements import DriverSQL, Statements
-from app.storage.tables import decimal_from_db
 
 log = logging.getLogger(__name__)
 
-PRICE_QUANTUM = Decimal("1e-8")
 LOCK_WAIT_S = 30.0
 CHECKPOINT_INTERVAL_S = 1.0
 
@@ -44,14 +45,6 @@ CHECKPOINT_INTERVAL_S = 1.0
 def _checkpoint(database: str) -> None:
     with contextlib.closing(sqlite3.connect(database, timeout=5)) as conn:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedReport:
-    """What applying one execution report changed (``order`` is None if it changed nothing)."""
-
-    report: ExecutionReport
-    order: Order | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,15 +206,22 @@ class OrderLog:
         """Run the batch on the event loop itself. A batch is well under a millisecond of
         SQLite work; in a thread, every GIL hand-over between it and the loop would cost up
         to a switch interval, several times per statement. The write lock is taken without
-        waiting (busy_timeout 0): when another process holds it, yield to the loop, retry."""
+        waiting (busy_timeout 0): when another process holds it, yield to the loop, retry.
+
+        Execution reports are planned before the lock is taken, from what the database holds
+        then (reads need no lock in WAL mode): SQLite has one write lock for every process,
+        and the gateway's commits wait while the applier holds it."""
         assert isinstance(self._engine, Engine)
+        if self._sync_conn is None:
+            self._sync_conn = self._engine.connect()
+        plans = self._plan_reports_ahead(self._sync_conn, writes)
         delay, deadline = 0.0002, time.monotonic() + LOCK_WAIT_S
         while True:
             if self._sync_conn is None:
                 self._sync_conn = self._engine.connect()
             try:
                 with self._sync_conn.begin():
-                    return self._execute(self._sync_conn, writes)
+                    return self._execute(self._sync_conn, writes, plans)
             except OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
@@ -231,6 +231,15 @@ class OrderLog:
                     await self._drop_connection()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.005)
+
+    def _plan_reports_ahead(self, conn: Connection, writes: list[_Write]) -> dict[int, ReportPlan]:
+        """Plans for the batch's report writes, read outside any transaction."""
+        plain = _Sqlite3(conn.connection.dbapi_connection)
+        return {
+            i: plan_reports(read_report_state(self._sql, plain, w.reports), w.reports, w.cursor)
+            for i, w in enumerate(writes)
+            if isinstance(w, _Reports)
+        }
 
     async def _checkpoint_periodically(self) -> None:
         """Move the WAL into the database off the event loop (the writer's connection has
@@ -255,7 +264,9 @@ class OrderLog:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _execute(self, conn: Connection, writes: list[_Write]) -> list[Any]:
+    def _execute(
+        self, conn: Connection, writes: list[_Write], plans: dict[int, ReportPlan] | None = None
+    ) -> list[Any]:
         results: list[Any] = [None] * len(writes)
         followups: list[_Transition] = []
         # The order path's plain statements go straight to sqlite3 (in the transaction
@@ -277,7 +288,8 @@ class OrderLog:
                 results[i] = ok
         for i, w in enumerate(writes):
             if isinstance(w, _Reports):
-                results[i] = self._apply_reports(plain, w.reports, w.cursor)
+                planned = None if plans is None else plans.get(i)
+                results[i] = self._apply_reports(plain, w.reports, w.cursor, planned)
         return results
 
     # -- set-based statements: a fixed number per kind of write, whatever the batch size ---
@@ -342,138 +354,19 @@ class OrderLog:
         return outcome
 
     def _apply_reports(
-        self, conn: DriverSQL, reports: list[ExecutionReport], cursor: tuple[str, str] | None
+        self,
+        conn: DriverSQL,
+        reports: list[ExecutionReport],
+        cursor: tuple[str, str] | None,
+        planned: ReportPlan | None = None,
     ) -> list[AppliedReport]:
-        wanted = {(r.account, r.client_order_id) for r in reports}
-        rows = self._sql.orders_by_key.run(
-            conn, sorted({k[0] for k in wanted}), sorted({k[1] for k in wanted})
-        )
-        orders = {
-            (o.account, o.client_order_id): o
-            for o in map(order_from_values, rows)
-            if (o.account, o.client_order_id) in wanted
-        }
-        fill_ids = [r.exec_id for r in reports if r.is_fill]
-        seen_fills = (
-            {row[0] for row in self._sql.known_fills.run(conn, fill_ids)} if fill_ids else set()
-        )
-        positions = self._load_positions(conn, {(o.account, o.symbol) for o in orders.values()})
-
-        applied: list[AppliedReport] = []
-        changed: dict[str, Order] = {}
-        fill_rows: list[tuple[Any, ...]] = []
-        events: list[tuple[Any, ...]] = []
-        touched: set[tuple[str, str]] = set()
-        for report in reports:
-            order = orders.get((report.account, report.client_order_id))
-            if order is None:
-                log.error(
-                    "execution report for unknown order %s/%s",
-                    report.account,
-                    report.client_order_id,
-                )
-                applied.append(AppliedReport(report, None))
-                continue
-            if report.seq <= order.exec_seq:
-                applied.append(AppliedReport(report, None))  # a replay: already applied
-                continue
-            at = report.transact_time or datetime.now(UTC)
-            changes: dict[str, Any] = {"exec_seq": report.seq}
-            filled_now = report.is_fill and report.exec_id not in seen_fills
-            if filled_now:
-                if report.last_px is None:
-                    raise ValueError(f"fill {report.exec_id} without a price")
-                seen_fills.add(report.exec_id)
-                cost = (order.avg_fill_price or Decimal(0)) * order.filled_qty
-                filled = order.filled_qty + report.last_qty
-                changes["filled_qty"] = filled
-                changes["avg_fill_price"] = (
-                    (cost + report.last_px * report.last_qty) / filled
-                ).quantize(PRICE_QUANTUM)
-                fill_rows.append(
-                    (
-                        report.exec_id,
-                        order.id,
-                        order.account,
-                        order.symbol,
-                        order.side.value,
-                        report.last_qty,
-                        report.last_px,
-                        at,
-                    )
-                )
-                key = (order.account, order.symbol)
-                positions[key] = apply_fill_to_position(
-                    positions[key], order.side, report.last_qty, report.last_px
-                )
-                touched.add(key)
-            updated = _next_state(order, report, at, changes)
-            orders[(order.account, order.client_order_id)] = updated
-            if updated.status != order.status or filled_now:
-                # A report that changes nothing (e.g. the broker's 'new' after our own ack)
-                # is not written: applying it again is as harmless as skipping it.
-                changed[updated.id] = updated
-            if updated.status != order.status or filled_now:
-                events.append(
-                    (
-                        order.id,
-                        order.account,
-                        order.status.value,
-                        updated.status.value,
-                        report.reason,
-                        report.exec_id,
-                        at,
-                    )
-                )
-            applied.append(AppliedReport(report, updated))
-
-        self._sql.update_fill_state.run(
-            conn,
-            [
-                (
-                    o.status.value,
-                    o.filled_qty,
-                    o.avg_fill_price,
-                    o.exec_seq,
-                    o.reject_reason,
-                    o.updated_at,
-                    o.id,
-                )
-                for o in changed.values()
-            ],
-        )
-        self._sql.insert_fills.run(conn, fill_rows)
-        now = datetime.now(UTC)
-        self._sql.upsert_positions.run(
-            conn,
-            [
-                (p.account, p.symbol, p.qty, p.avg_price, p.realized_pnl, now)
-                for p in (positions[k] for k in touched)
-            ],
-        )
-        self._sql.insert_events.run(conn, events)
-        if cursor is not None:
-            self._sql.upsert_cursor.run(conn, [cursor])
-        return applied
-
-    def _load_positions(
-        self, conn: DriverSQL, keys: set[tuple[str, str]]
-    ) -> dict[tuple[str, str], Position]:
-        positions = {k: Position(k[0], k[1], Decimal(0), Decimal(0), Decimal(0)) for k in keys}
-        if keys:
-            rows = self._sql.positions_by_key.run(
-                conn, sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
-            )
-            for account, symbol, qty, avg_price, realized_pnl, _ in rows:
-                if (account, symbol) in keys:
-                    positions[(account, symbol)] = Position(
-                        account,
-                        symbol,
-                        decimal_from_db(qty),
-                        decimal_from_db(avg_price),
-                        decimal_from_db(realized_pnl),
-                    )
-        return positions
+        """Apply reports in this transaction: ``planned`` if it was worked out from the state
+        the database holds now, else a plan made from that state."""
+        state = read_report_state(self._sql, conn, reports)
+        if planned is None or planned.state != state:
+            planned = plan_reports(state, reports, cursor)
+        planned.write(self._sql, conn)
+        return planned.applied
 
 
 def _order_tuple(o: Order) -> tuple[Any, ...]:
@@ -496,23 +389,6 @@ def _order_tuple(o: Order) -> tuple[Any, ...]:
         o.created_at,
         o.updated_at,
     )
-
-
-def _next_state(
-    order: Order, report: ExecutionReport, at: datetime, changes: dict[str, Any]
-) -> Order:
-    """The order after ``report``: its status if that is a legal move, else only its fills."""
-    status = report.status
-    if status == order.status or not report_can_move(order.status, status):
-        if status != order.status:
-            # A stale report (e.g. 'new' after we asked to cancel): keep the status.
-            log.info(
-                "keeping %s over %s for %s (seq %d)", order.status, status, order.id, report.seq
-            )
-        return replace(order, updated_at=at, **changes)
-    if status is OrderStatus.REJECTED:
-        changes["reject_reason"] = report.reason or "broker.rejected"
-    return order.transition(status, at, **changes)
 
 
 class _Sqlite3:

@@ -3,6 +3,8 @@ transitions when they race."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -44,6 +46,21 @@ def resting_buy() -> Order:
     )
 
 
+def acknowledgement() -> ExecutionReport:
+    """The broker's 'new' for ``resting_buy``."""
+    return ExecutionReport(
+        client_order_id="c-1",
+        exec_id="x-1",
+        seq=1,
+        status=OrderStatus.NEW,
+        cum_qty=Decimal(0),
+        account="acct",
+        symbol="AAPL",
+        side=Side.BUY,
+        transact_time=NOW,
+    )
+
+
 async def test_a_late_acknowledgement_does_not_undo_a_cancel_in_progress(
     order_log: OrderLog,
 ) -> None:
@@ -55,21 +72,52 @@ async def test_a_late_acknowledgement_does_not_undo_a_cancel_in_progress(
     assert await order_log.record_transition(canceling, OrderStatus.NEW)
 
     # The broker's acknowledgement of the placement reaches the applier only now.
-    ack = ExecutionReport(
-        client_order_id="c-1",
-        exec_id="x-1",
-        seq=1,
-        status=OrderStatus.NEW,
-        cum_qty=Decimal(0),
-        account="acct",
-        symbol="AAPL",
-        side=Side.BUY,
-        transact_time=NOW,
-    )
-    [applied] = await order_log.apply_reports([ack])
+    [applied] = await order_log.apply_reports([acknowledgement()])
     assert applied.order is not None
     assert applied.order.status is OrderStatus.PENDING_CANCEL
 
     # So the broker's cancel confirmation is still recorded.
     canceled = canceling.transition(OrderStatus.CANCELED, NOW)
     assert await order_log.record_transition(canceled, OrderStatus.PENDING_CANCEL)
+
+
+async def test_reports_planned_before_the_order_moved_are_planned_again_under_the_lock(
+    order_log: OrderLog, tmp_path: Path
+) -> None:
+    # The applier plans a batch before it takes SQLite's write lock. Here the lock is held
+    # by another connection, which cancels the order (as the gateway would) while the plan
+    # waits: what gets written must follow the order as it is, not as it was planned.
+    placed = resting_buy()
+    assert await order_log.insert_new(placed)
+    live = placed.transition(OrderStatus.NEW, NOW)
+    assert await order_log.record_transition(live, OrderStatus.PENDING_NEW)
+    fill = ExecutionReport(
+        client_order_id="c-1",
+        exec_id="x-2",
+        seq=1,
+        status=OrderStatus.PARTIALLY_FILLED,
+        cum_qty=Decimal(2),
+        last_qty=Decimal(2),
+        last_px=Decimal(1),
+        account="acct",
+        symbol="AAPL",
+        side=Side.BUY,
+        transact_time=NOW,
+    )
+
+    other = sqlite3.connect(tmp_path / "log.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        applying = asyncio.create_task(order_log.apply_reports([fill]))
+        await asyncio.sleep(0.05)
+        assert not applying.done()  # planned from status 'new', and waiting for the lock
+        other.execute("UPDATE orders SET status = 'canceled' WHERE id = ?", (placed.id,))
+        other.execute("COMMIT")
+        [applied] = await asyncio.wait_for(applying, 10)
+        stored = other.execute("SELECT status, filled_qty FROM orders WHERE id = ?", (placed.id,))
+        # The fill is kept; the plan's 'partially_filled' would have revived a canceled order.
+        assert stored.fetchone() == ("canceled", "2")
+    finally:
+        other.close()
+    assert applied.order is not None
+    assert applied.order.status is OrderStatus.CANCELED

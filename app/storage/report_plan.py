@@ -1,0 +1,216 @@
+"""Applying a batch of execution reports, in three steps: read, plan, write.
+
+``read_report_state`` reads what the reports touch (their orders, the fills already known,
+the positions), as the driver gives it. ``plan_reports`` works out, without I/O, every row
+the batch changes. ``ReportPlan.write`` writes them.
+
+Split so that on SQLite the applier can read and plan *before* taking the database's one
+write lock, which the gateway's own commits wait for: under the lock it reads the same
+state again and writes the plan if nothing moved meanwhile (else plans again from what it
+just read). The planning, not SQLite, was most of the time the lock was held.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
+from app.domain.status import OrderStatus, report_can_move
+from app.storage.rows import order_from_values
+from app.storage.statements import DriverSQL, Statements
+from app.storage.tables import decimal_from_db
+
+log = logging.getLogger(__name__)
+
+PRICE_QUANTUM = Decimal("1e-8")
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedReport:
+    """What applying one execution report changed (``order`` is None if it changed nothing)."""
+
+    report: ExecutionReport
+    order: Order | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportState:
+    """The stored rows a batch of reports depends on, keyed so that two reads compare equal
+    exactly when nothing they cover has changed."""
+
+    orders: dict[str, tuple[Any, ...]]  # by order id
+    known_fills: frozenset[str]
+    positions: dict[tuple[str, str], tuple[Any, ...]]  # by (account, symbol)
+
+
+def read_report_state(
+    sql: Statements, conn: DriverSQL, reports: list[ExecutionReport]
+) -> ReportState:
+    wanted = {(r.account, r.client_order_id) for r in reports}
+    order_rows = sql.orders_by_key.run(
+        conn, sorted({k[0] for k in wanted}), sorted({k[1] for k in wanted})
+    )
+    # Columns 1 and 2 of ORDER_COLUMNS are account and client_order_id; 3 is the symbol.
+    orders = {row[0]: row for row in order_rows if (row[1], row[2]) in wanted}
+    fill_ids = [r.exec_id for r in reports if r.is_fill]
+    known_rows = sql.known_fills.run(conn, fill_ids) if fill_ids else []
+    known = frozenset(row[0] for row in known_rows)
+    keys = {(row[1], row[3]) for row in orders.values()}
+    positions: dict[tuple[str, str], tuple[Any, ...]] = {}
+    if keys:
+        rows = sql.positions_by_key.run(
+            conn, sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
+        )
+        positions = {(row[0], row[1]): row for row in rows if (row[0], row[1]) in keys}
+    return ReportState(orders, known, positions)
+
+
+@dataclass(slots=True)
+class ReportPlan:
+    """Every row a batch of reports writes, worked out from ``state``."""
+
+    state: ReportState
+    applied: list[AppliedReport] = field(default_factory=list)
+    order_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    fill_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    position_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    event_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    cursor: tuple[str, str] | None = None
+    unknown: list[ExecutionReport] = field(default_factory=list)
+
+    def write(self, sql: Statements, conn: DriverSQL) -> None:
+        for report in self.unknown:
+            log.error(
+                "execution report for unknown order %s/%s", report.account, report.client_order_id
+            )
+        sql.update_fill_state.run(conn, self.order_rows)
+        sql.insert_fills.run(conn, self.fill_rows)
+        sql.upsert_positions.run(conn, self.position_rows)
+        sql.insert_events.run(conn, self.event_rows)
+        if self.cursor is not None:
+            sql.upsert_cursor.run(conn, [self.cursor])
+
+
+def plan_reports(
+    state: ReportState, reports: list[ExecutionReport], cursor: tuple[str, str] | None
+) -> ReportPlan:
+    """Apply ``reports`` in order to the orders and positions in ``state`` (no I/O)."""
+    plan = ReportPlan(state, cursor=cursor)
+    orders = {
+        (o.account, o.client_order_id): o for o in map(order_from_values, state.orders.values())
+    }
+    seen_fills = set(state.known_fills)
+    positions = _positions(state, {(o.account, o.symbol) for o in orders.values()})
+    changed: dict[str, Order] = {}
+    touched: set[tuple[str, str]] = set()
+    for report in reports:
+        order = orders.get((report.account, report.client_order_id))
+        if order is None:
+            plan.unknown.append(report)
+            plan.applied.append(AppliedReport(report, None))
+            continue
+        if report.seq <= order.exec_seq:
+            plan.applied.append(AppliedReport(report, None))  # a replay: already applied
+            continue
+        at = report.transact_time or datetime.now(UTC)
+        changes: dict[str, Any] = {"exec_seq": report.seq}
+        filled_now = report.is_fill and report.exec_id not in seen_fills
+        if filled_now:
+            if report.last_px is None:
+                raise ValueError(f"fill {report.exec_id} without a price")
+            seen_fills.add(report.exec_id)
+            cost = (order.avg_fill_price or Decimal(0)) * order.filled_qty
+            filled = order.filled_qty + report.last_qty
+            changes["filled_qty"] = filled
+            changes["avg_fill_price"] = (
+                (cost + report.last_px * report.last_qty) / filled
+            ).quantize(PRICE_QUANTUM)
+            plan.fill_rows.append(
+                (
+                    report.exec_id,
+                    order.id,
+                    order.account,
+                    order.symbol,
+                    order.side.value,
+                    report.last_qty,
+                    report.last_px,
+                    at,
+                )
+            )
+            key = (order.account, order.symbol)
+            positions[key] = apply_fill_to_position(
+                positions[key], order.side, report.last_qty, report.last_px
+            )
+            touched.add(key)
+        updated = _next_state(order, report, at, changes)
+        orders[(order.account, order.client_order_id)] = updated
+        if updated.status != order.status or filled_now:
+            # A report that changes nothing (e.g. the broker's 'new' after our own ack)
+            # is not written: applying it again is as harmless as skipping it.
+            changed[updated.id] = updated
+            plan.event_rows.append(
+                (
+                    order.id,
+                    order.account,
+                    order.status.value,
+                    updated.status.value,
+                    report.reason,
+                    report.exec_id,
+                    at,
+                )
+            )
+        plan.applied.append(AppliedReport(report, updated))
+
+    plan.order_rows = [
+        (
+            o.status.value,
+            o.filled_qty,
+            o.avg_fill_price,
+            o.exec_seq,
+            o.reject_reason,
+            o.updated_at,
+            o.id,
+        )
+        for o in changed.values()
+    ]
+    now = datetime.now(UTC)
+    plan.position_rows = [
+        (p.account, p.symbol, p.qty, p.avg_price, p.realized_pnl, now)
+        for p in (positions[k] for k in touched)
+    ]
+    return plan
+
+
+def _positions(state: ReportState, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Position]:
+    positions = {k: Position(k[0], k[1], Decimal(0), Decimal(0), Decimal(0)) for k in keys}
+    for (account, symbol), row in state.positions.items():
+        _, _, qty, avg_price, realized_pnl, _ = row
+        positions[(account, symbol)] = Position(
+            account,
+            symbol,
+            decimal_from_db(qty),
+            decimal_from_db(avg_price),
+            decimal_from_db(realized_pnl),
+        )
+    return positions
+
+
+def _next_state(
+    order: Order, report: ExecutionReport, at: datetime, changes: dict[str, Any]
+) -> Order:
+    """The order after ``report``: its status if that is a legal move, else only its fills."""
+    status = report.status
+    if status == order.status or not report_can_move(order.status, status):
+        if status != order.status:
+            # A stale report (e.g. 'new' after we asked to cancel): keep the status.
+            log.info(
+                "keeping %s over %s for %s (seq %d)", order.status, status, order.id, report.seq
+            )
+        return replace(order, updated_at=at, **changes)
+    if status is OrderStatus.REJECTED:
+        changes["reject_reason"] = report.reason or "broker.rejected"
+    return order.transition(status, at, **changes)
