@@ -16,15 +16,15 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_writer_engine(url: str) -> AsyncEngine | Engine:
-    """The order log's engine: on SQLite a synchronous one (stdlib driver, run on the event
-    loop: no thread hop per statement; the lock is never waited for, see OrderLog); else
-    async."""
+    """The order log's engine: on SQLite a synchronous one, whose stdlib connection the
+    order log drives itself (on the event loop, its own BEGIN IMMEDIATE, the lock never
+    waited for inside SQLite: see OrderLog); else async."""
     if not is_sqlite(url):
         return create_engine(url, writer=True)
     sync_url = make_url(url).set(drivername="sqlite+pysqlite")
     _ensure_directory(sync_url.database)
     engine = sa_create_engine(sync_url, poolclass=StaticPool, connect_args={"timeout": 0})
-    _configure_sqlite(engine, immediate=True, busy_timeout_ms=0, autocheckpoint=False)
+    _configure_sqlite(engine, immediate=False, busy_timeout_ms=0, autocheckpoint=False)
     return engine
 
 

@@ -22,9 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from app.domain.orders import ExecutionReport, Order
 from app.domain.status import OrderStatus
@@ -39,6 +40,7 @@ from app.storage.statements import DriverSQL, Statements
 log = logging.getLogger(__name__)
 
 LOCK_WAIT_S = 30.0
+LOCK_POLL_S = 0.001
 CHECKPOINT_INTERVAL_S = 1.0
 
 
@@ -81,9 +83,9 @@ class _Pending:
 class OrderLog:
     """Group-committed writes of orders, their events, fills and positions.
 
-    The batch logic is written once against a synchronous SQLAlchemy ``Connection``. On
-    SQLite it runs on the event loop with the stdlib driver (see ``_execute_sqlite``); on
-    PostgreSQL on the asyncpg connection through ``run_sync``.
+    The batch logic is written once, as plain SQL on a ``DriverSQL``: on SQLite the stdlib
+    connection, on the event loop (see ``_execute_sqlite``); on PostgreSQL a SQLAlchemy
+    connection on asyncpg, through ``run_sync``.
     """
 
     def __init__(
@@ -97,7 +99,7 @@ class OrderLog:
         self._task: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._async_conn: AsyncConnection | None = None
-        self._sync_conn: Connection | None = None
+        self._sqlite: PoolProxiedConnection | None = None
         self._checkpoint_thread = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="wal-checkpoint"
         )
@@ -203,43 +205,57 @@ class OrderLog:
                 pending.future.set_result(result)
 
     async def _execute_sqlite(self, writes: list[_Write]) -> list[Any]:
-        """Run the batch on the event loop itself. A batch is well under a millisecond of
-        SQLite work; in a thread, every GIL hand-over between it and the loop would cost up
-        to a switch interval, several times per statement. The write lock is taken without
-        waiting (busy_timeout 0): when another process holds it, yield to the loop, retry.
+        """Run the batch on the event loop itself, on the stdlib connection with our own
+        BEGIN IMMEDIATE ... COMMIT. A batch is well under a millisecond of SQLite work; in a
+        thread, every GIL hand-over between it and the loop would cost up to a switch
+        interval, several times per statement; SQLAlchemy's transaction bookkeeping cost
+        more than the BEGIN and COMMIT themselves.
 
         Execution reports are planned before the lock is taken, from what the database holds
         then (reads need no lock in WAL mode): SQLite has one write lock for every process,
         and the gateway's commits wait while the applier holds it."""
-        assert isinstance(self._engine, Engine)
-        if self._sync_conn is None:
-            self._sync_conn = self._engine.connect()
-        plans = self._plan_reports_ahead(self._sync_conn, writes)
-        delay, deadline = 0.0002, time.monotonic() + LOCK_WAIT_S
-        while True:
-            if self._sync_conn is None:
-                self._sync_conn = self._engine.connect()
+        raw = self._sqlite_connection()
+        plain = _Sqlite3(raw)
+        try:
+            plans = {
+                i: plan_reports(read_report_state(self._sql, plain, w.reports), w.reports, w.cursor)
+                for i, w in enumerate(writes)
+                if isinstance(w, _Reports)
+            }
+            await self._lock_sqlite(raw)
             try:
-                with self._sync_conn.begin():
-                    return self._execute(self._sync_conn, writes, plans)
-            except OperationalError as exc:
+                results = self._execute(plain, writes, plans)
+                raw.execute("COMMIT")
+            except BaseException:
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            # As SQLAlchemy would raise it: the app answers a DBAPIError with a 503.
+            raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
+        return results
+
+    def _sqlite_connection(self) -> sqlite3.Connection:
+        """The writer's own connection (the engine's connect hooks set its pragmas)."""
+        assert isinstance(self._engine, Engine)
+        if self._sqlite is None:
+            self._sqlite = self._engine.raw_connection()
+        raw: sqlite3.Connection = self._sqlite.dbapi_connection  # type: ignore[assignment]
+        return raw
+
+    async def _lock_sqlite(self, raw: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, without waiting in SQLite (busy_timeout 0 would block the loop):
+        while another process holds the write lock, try again every millisecond. A try
+        costs microseconds, so a short interval loses little time once the lock is free."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
-                try:
-                    self._sync_conn.rollback()  # nothing was written; keep the connection
-                except Exception:
-                    await self._drop_connection()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.005)
-
-    def _plan_reports_ahead(self, conn: Connection, writes: list[_Write]) -> dict[int, ReportPlan]:
-        """Plans for the batch's report writes, read outside any transaction."""
-        plain = _Sqlite3(conn.connection.dbapi_connection)
-        return {
-            i: plan_reports(read_report_state(self._sql, plain, w.reports), w.reports, w.cursor)
-            for i, w in enumerate(writes)
-            if isinstance(w, _Reports)
-        }
+            await asyncio.sleep(LOCK_POLL_S)
 
     async def _checkpoint_periodically(self) -> None:
         """Move the WAL into the database off the event loop (the writer's connection has
@@ -259,21 +275,18 @@ class OrderLog:
             with contextlib.suppress(Exception):
                 await self._async_conn.close()
             self._async_conn = None
-        if self._sync_conn is not None:
-            conn, self._sync_conn = self._sync_conn, None
+        if self._sqlite is not None:
+            raw, self._sqlite = self._sqlite, None
             with contextlib.suppress(Exception):
-                conn.close()
+                raw.close()
 
     def _execute(
-        self, conn: Connection, writes: list[_Write], plans: dict[int, ReportPlan] | None = None
+        self, plain: DriverSQL, writes: list[_Write], plans: dict[int, ReportPlan] | None = None
     ) -> list[Any]:
+        """The batch's statements, in the transaction the caller began. ``plain``: SQLite's
+        stdlib connection, or a SQLAlchemy connection (PostgreSQL); plain SQL either way."""
         results: list[Any] = [None] * len(writes)
         followups: list[_Transition] = []
-        # The order path's plain statements go straight to sqlite3 (in the transaction
-        # SQLAlchemy began): its per-statement bookkeeping cost more CPU than SQLite's work.
-        plain: DriverSQL = (
-            _Sqlite3(conn.connection.dbapi_connection) if conn.dialect.name == "sqlite" else conn
-        )
         new = [(i, w) for i, w in enumerate(writes) if isinstance(w, _NewOrder)]
         if new:
             inserted = self._insert_orders(plain, [w.order for _, w in new])
