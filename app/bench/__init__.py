@@ -37,6 +37,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     risk.set_defaults(func=_run_risk)
 
 
+def concurrencies(text: str) -> tuple[int, ...]:
+    """``32,128`` -> (32, 128): positive, at least one."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"concurrencies must be positive: {text!r}")
+    return values
+
+
 def add_orders_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``bench orders`` (shared with ``python -m app.bench.orders``)."""
     parser.add_argument(
@@ -48,7 +61,13 @@ def add_orders_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-duration", type=float, default=10.0, help="seconds of each closed-loop phase (10)"
     )
-    parser.add_argument("--connections", type=int, default=32, help="closed-loop concurrency (32)")
+    parser.add_argument(
+        "--connections",
+        type=concurrencies,
+        default=(32, 128),
+        help="closed-loop concurrencies, comma-separated; a target's maximum throughput is its "
+        "best closed loop (32,128)",
+    )
     parser.add_argument(
         "--warmup", type=float, default=3.0, help="seconds of warm-up per target at --rate (3)"
     )

@@ -3,9 +3,11 @@
 Sequence: a private redis-server; the gateway migrated, given a trader key and served by one
 uvicorn worker; the floor app (``app.bench.floor``) on the same Redis. Then, from a separate
 load-generator process: warm-up of both, an open-loop phase at ``--rate`` against each (latency
-from the intended send), and a closed-loop phase at ``--connections`` against each (maximum
-throughput). Both targets are measured under the same conditions minutes apart, so the
-gateway/floor ratio holds up on a noisy machine better than any absolute number does.
+from the intended send), and closed-loop phases at each of ``--connections`` against each
+(maximum throughput: a target's best closed loop, since one concurrency can leave a target
+that waits more than it computes short of saturation). Both targets are measured under the
+same conditions minutes apart, so the gateway/floor ratio holds up on a noisy machine better
+than any absolute number does.
 
 Every process started here is stopped on the way out, on success, error or Ctrl-C.
 """
@@ -55,7 +57,7 @@ class BenchOptions:
     rate: float = 500.0
     duration_s: float = 20.0
     max_duration_s: float = 10.0
-    connections: int = 32
+    connections: tuple[int, ...] = (32, 128)
     warmup_s: float = 3.0
     workers: int = 1
     gateway_env: dict[str, str] = field(default_factory=dict)
@@ -100,8 +102,9 @@ class _Phase:
     kind: str  # "warm-up" (not reported), "open loop" or "closed loop"
     duration_s: float
     rate: float | None  # None: closed loop
+    connections: int = 8  # open loop: warm connections (more open on demand if replies lag)
 
-    def spec(self, options: BenchOptions, id_prefix: str) -> LoadSpec:
+    def spec(self, id_prefix: str) -> LoadSpec:
         template = json_post_template(
             HOST,
             self.target.port,
@@ -117,8 +120,7 @@ class _Phase:
             template,
             duration_s=self.duration_s,
             rate=self.rate,
-            # Open loop: a few warm connections; more open on demand if replies lag.
-            connections=8 if self.rate is not None else options.connections,
+            connections=self.connections,
         )
 
 
@@ -150,14 +152,19 @@ def run_orders_bench(
 
         phases = [_Phase(t, "warm-up", options.warmup_s, options.rate) for t in targets]
         phases += [_Phase(t, "open loop", options.duration_s, options.rate) for t in targets]
-        phases += [_Phase(t, "closed loop", options.max_duration_s, None) for t in targets]
+        phases += [
+            _Phase(t, "closed loop", options.max_duration_s, None, connections)
+            for connections in options.connections
+            for t in targets
+        ]
         for number, phase in enumerate(phases):
             if phase.duration_s <= 0:
                 continue
             if not wait_until_idle(servers):
                 progress("a server is still busy from the last phase; measuring anyway")
-            progress(f"{phase.target.name}: {phase.kind}, {phase.duration_s:g} s")
-            result = load.run(phase.spec(options, f"bench-{run_tag}-{number:02d}-"))
+            concurrency = f" c={phase.connections}" if phase.rate is None else ""
+            progress(f"{phase.target.name}: {phase.kind}{concurrency}, {phase.duration_s:g} s")
+            result = load.run(phase.spec(f"bench-{run_tag}-{number:02d}-"))
             if result.ok == 0:
                 raise RuntimeError(
                     f"{phase.target.name} answered no request with 2xx: {result.errors}"

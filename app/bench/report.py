@@ -33,10 +33,14 @@ class BenchReport:
     rows: list[Row] = field(default_factory=list)
 
     def find(self, target: str, closed: bool) -> PhaseResult | None:
-        for row in self.rows:
-            if row.target == target and (row.result.offered_per_s is None) == closed:
-                return row.result
-        return None
+        """The target's open-loop phase; or its closed loop of highest throughput (its
+        maximum throughput, when closed loops ran at several concurrencies)."""
+        phases = [
+            row.result
+            for row in self.rows
+            if row.target == target and (row.result.offered_per_s is None) == closed
+        ]
+        return max(phases, key=lambda p: p.achieved_per_s) if phases else None
 
     @property
     def ratio(self) -> float | None:
@@ -131,6 +135,12 @@ def format_table(report: BenchReport) -> str:
     ratio = report.ratio
     ratio_text = "n/a" if ratio is None else f"{ratio:.2f}"
     verdicts = report.verdicts()
+    best = [(t, report.find(t, True)) for t in ("floor", "gateway")]
+    if all(phase is not None for _, phase in best):
+        lines.append(
+            "max throughput (best closed loop): "
+            + ", ".join(f"{t} {p.achieved_per_s:.1f}/s ({p.mode})" for t, p in best if p)
+        )
     lines.append(
         f"gateway/floor max throughput ratio: {ratio_text}  (target >= {RATIO_TARGET:.2f}): "
         f"{verdict(verdicts['ratio'])}"

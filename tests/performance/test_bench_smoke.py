@@ -7,6 +7,7 @@ are too noisy for that, and the benchmark's job is to print numbers, not to gate
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Any, cast
 
 import pytest
 
+from app.bench import concurrencies
 from app.bench.floor import floor_command
 from app.bench.openloop import LoadProcess, LoadSpec, PhaseResult
 from app.bench.orders import ORDER_BODIES
@@ -200,6 +202,43 @@ def test_report_prints_ratio_and_verdicts() -> None:
     assert report.verdicts() == {"sustained": True, "p95": True, "p99": True, "ratio": True}
 
 
+def test_maximum_throughput_is_each_targets_best_closed_loop() -> None:
+    def closed(connections: int, achieved: float) -> PhaseResult:
+        return PhaseResult(
+            mode=f"closed c={connections}", offered_per_s=None, duration_s=1.0,
+            sent=int(achieved), ok=int(achieved), errors={}, error_samples={},
+            achieved_per_s=achieved, p50_ms=1.0, p95_ms=2.0, p99_ms=3.0, max_ms=4.0,
+            send_lag_p50_ms=0.1, send_lag_p99_ms=0.2, peak_connections=connections,
+            client_cpu_share=0.1,
+        )  # fmt: skip
+
+    report = BenchReport(
+        settings={"rate": 500.0},
+        rows=[
+            Row("floor", closed(32, 2000)),
+            Row("gateway", closed(32, 800)),
+            Row("floor", closed(128, 1900)),
+            Row("gateway", closed(128, 1000)),
+        ],
+    )
+    assert report.ratio == 0.5  # 1000 (gateway at c=128) / 2000 (floor at c=32)
+    table = format_table(report)
+    assert "floor 2000.0/s (closed c=32), gateway 1000.0/s (closed c=128)" in table
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"), [("32", (32,)), ("32,128", (32, 128)), ("x", None), ("0,4", None)]
+)
+def test_closed_loop_concurrencies_are_a_positive_list(
+    text: str, parsed: tuple[int, ...] | None
+) -> None:
+    if parsed is None:
+        with pytest.raises(argparse.ArgumentTypeError):
+            concurrencies(text)
+    else:
+        assert concurrencies(text) == parsed
+
+
 def test_orders_bench_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERGATE_")}
@@ -218,7 +257,7 @@ def test_orders_bench_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
             "--max-duration",
             "0.5",
             "--connections",
-            "4",
+            "2,4",
             "--warmup",
             "0.5",
             "--json",
@@ -238,6 +277,8 @@ def test_orders_bench_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
     assert phases == [
         ("floor", "open@50"),
         ("gateway", "open@50"),
+        ("floor", "closed c=2"),
+        ("gateway", "closed c=2"),
         ("floor", "closed c=4"),
         ("gateway", "closed c=4"),
     ]
