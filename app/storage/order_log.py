@@ -340,15 +340,23 @@ class OrderLog:
         outcome: list[bool] = []
         for move in moves:
             order = move.order
-            if move.ack is not None:
-                ack_rows.append((move.ack[0], move.ack[1], order.id))
+            ack_status, ack_body = move.ack if move.ack is not None else (None, None)
             ok = current.get(order.id) == move.previous.value
             outcome.append(ok)
             if not ok:
+                if move.ack is not None:  # kept for replays even when the move is not
+                    ack_rows.append((ack_status, ack_body, order.id))
                 continue
             current[order.id] = order.status.value
             status_rows.append(
-                (order.status.value, order.updated_at, order.reject_reason, order.id)
+                (
+                    order.status.value,
+                    order.updated_at,
+                    order.reject_reason,
+                    ack_status,
+                    ack_body,
+                    order.id,
+                )
             )
             events.append(
                 (

@@ -121,6 +121,7 @@ ORDER_COLUMNS = (
 EVENT_COLUMNS = ("order_id", "account", "from_status", "to_status", "reason", "exec_id", "at")
 FILL_COLUMNS = ("exec_id", "order_id", "account", "symbol", "side", "qty", "price", "at")
 POSITION_COLUMNS = ("account", "symbol", "qty", "avg_price", "realized_pnl", "updated_at")
+TRANSITION_COLUMNS = ("status", "updated_at", "reject_reason")
 ORDER_FILL_STATE = (
     "status",
     "filled_qty",
@@ -153,8 +154,24 @@ class Statements:
         self.insert_orders = _insert(dialect, t.orders, ORDER_COLUMNS)
         self.insert_events = _insert(dialect, t.order_events, EVENT_COLUMNS)
         self.insert_fills = _insert(dialect, t.fills, FILL_COLUMNS)
-        self.update_status = _update(
-            dialect, t.orders, ("status", "updated_at", "reject_reason"), "id"
+        # A transition, and the answer given for it when there is one (NULL keeps the
+        # stored answer): one row write per order instead of two.
+        self.update_status = RawWrite(
+            dialect,
+            "UPDATE orders SET status = ?, updated_at = ?, reject_reason = ?,"
+            " ack_status = COALESCE(?, ack_status), ack_body = COALESCE(?, ack_body)"
+            " WHERE id = ?",
+            [
+                t.orders.c[name]
+                for name in (
+                    "status",
+                    "updated_at",
+                    "reject_reason",
+                    "ack_status",
+                    "ack_body",
+                    "id",
+                )
+            ],
         )
         self.update_ack = _update(dialect, t.orders, ("ack_status", "ack_body"), "id")
         self.update_fill_state = _update(dialect, t.orders, ORDER_FILL_STATE, "id")
