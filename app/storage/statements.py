@@ -121,7 +121,6 @@ ORDER_COLUMNS = (
 EVENT_COLUMNS = ("order_id", "account", "from_status", "to_status", "reason", "exec_id", "at")
 FILL_COLUMNS = ("exec_id", "order_id", "account", "symbol", "side", "qty", "price", "at")
 POSITION_COLUMNS = ("account", "symbol", "qty", "avg_price", "realized_pnl", "updated_at")
-TRANSITION_COLUMNS = ("status", "updated_at", "reject_reason")
 ORDER_FILL_STATE = (
     "status",
     "filled_qty",
