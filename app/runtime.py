@@ -86,8 +86,10 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
     broker = SimulatedBroker(redis, redis_blocking, settings.sim, dict(settings.universe))
     await broker.start()
     stack.push_async_callback(broker.close)
+    risk_store = RiskStore(redis)
+    stack.push_async_callback(risk_store.close)
     return Core(
-        redis, redis_blocking, engine, order_log, OrderRepository(engine), broker, RiskStore(redis)
+        redis, redis_blocking, engine, order_log, OrderRepository(engine), broker, risk_store
     )
 
 

@@ -98,6 +98,8 @@ class RiskService:
                 continue
             if outcome.kind == "reject":
                 raise RiskRejected(outcome.code, outcome.detail)
+            if outcome.kind == "abandoned":  # only a call already given up sees this
+                raise RiskUnavailable("the reservation attempt was given up; nothing reserved")
             return outcome.kind == "ok"
         raise RiskUnavailable("risk state could not be rebuilt; order not accepted")
 

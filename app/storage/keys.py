@@ -39,6 +39,7 @@ class RiskKeys:
         self.exposure = f"og:{{{account}}}:expo"
         self.reservations = f"og:{{{account}}}:resv"
         self._dup_prefix = f"og:{{{account}}}:dup:"
+        self._gone_prefix = f"og:{{{account}}}:gone:"
 
     @property
     def all(self) -> list[str]:
@@ -46,6 +47,10 @@ class RiskKeys:
 
     def duplicate(self, signature: str) -> str:
         return self._dup_prefix + signature
+
+    def tombstone(self, attempt: str) -> str:
+        """Marks a reservation attempt the gateway gave up on (see risk_abandon.lua)."""
+        return self._gone_prefix + attempt
 
     @staticmethod
     def state_pattern() -> str:

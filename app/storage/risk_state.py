@@ -7,18 +7,25 @@ an account's state is missing.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from app.domain.orders import QTY_DECIMALS, Side
 from app.domain.risk import RiskLimits
 from app.storage.keys import RiskKeys
 from app.storage.redis_mux import MultiplexedRedis, pairs
 from app.storage.scripts import load_script
+
+log = logging.getLogger(__name__)
 
 _SCALE = Decimal(10) ** QTY_DECIMALS
 
@@ -53,7 +60,8 @@ def limit_fields(limits: RiskLimits) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class ReserveOutcome:
-    """``kind``: ok | held (already reserved under this id) | nostate | reject."""
+    """``kind``: ok | held (already reserved under this id) | nostate | reject | abandoned
+    (this attempt was given up before Redis ran it: nothing done)."""
 
     kind: str
     code: str = ""
@@ -116,13 +124,28 @@ class AccountImage:
     reservations: list[tuple[str, str, Side, Decimal, Decimal]]
 
 
+# Longer than a hung Redis plus its backlog could take to run what was sent meanwhile.
+ABANDONED_TTL_MS = 10 * 60 * 1000
+
+
 class RiskStore:
     def __init__(self, redis: MultiplexedRedis) -> None:
         self._redis = redis
-        self._reserve, self._settle, self._load, self._set_limits, self._kill = (
+        self._reserve, self._settle, self._abandon, self._load, self._set_limits, self._kill = (
             load_script(redis, "app.storage", name, prelude="risk_common")
-            for name in ("risk_reserve", "risk_settle", "risk_load", "risk_limits", "risk_kill")
+            for name in (
+                "risk_reserve",
+                "risk_settle",
+                "risk_abandon",
+                "risk_load",
+                "risk_limits",
+                "risk_kill",
+            )
         )
+        # Reservation attempts whose outcome was never learned (Redis hung or the connection
+        # failed), to be given up once Redis answers again: see risk_abandon.lua.
+        self._abandoned: list[tuple[str, str, str]] = []
+        self._abandoner: asyncio.Task[None] | None = None
 
     async def reserve(
         self,
@@ -136,24 +159,68 @@ class RiskStore:
     ) -> ReserveOutcome:
         """Check every stateful limit and reserve the order's exposure, atomically.
         ``duplicate``: (signature, window ms) when the duplicate window applies."""
+        if self._abandoned:
+            await self._give_up_abandoned()
         keys = RiskKeys(account)
         signature, window = duplicate if duplicate is not None else ("-", 0)
-        result = await self._reserve(
-            keys=[*keys.all, keys.duplicate(signature)],
-            args=[
-                client_order_id,
-                symbol,
-                side.value,
-                scaled(qty),
-                format(mark, "f"),
-                str(window) if window > 0 else "",
-                str(int(time.time() * 1000)),
-            ],
-        )
+        attempt = secrets.token_hex(8)
+        try:
+            result = await self._reserve(
+                keys=[*keys.all, keys.duplicate(signature), keys.tombstone(attempt)],
+                args=[
+                    client_order_id,
+                    symbol,
+                    side.value,
+                    scaled(qty),
+                    format(mark, "f"),
+                    str(window) if window > 0 else "",
+                    str(int(time.time() * 1000)),
+                    attempt,
+                ],
+            )
+        except BaseException:
+            # The script may still run (a hung Redis runs what it was sent once it resumes):
+            # the order is refused, so whatever this attempt reserves must not stay.
+            self._abandoned.append((account, client_order_id, attempt))
+            if self._abandoner is None or self._abandoner.done():
+                self._abandoner = asyncio.create_task(self._give_up_when_redis_answers())
+            raise
         kind = _text(result[0])
         if kind == "reject":
             return ReserveOutcome(kind, _text(result[1]), _text(result[2]))
         return ReserveOutcome(kind)
+
+    async def _give_up_when_redis_answers(self) -> None:
+        """Abandoned attempts are given up before the next reservation, and here, in the
+        background, for a process that gets no further order."""
+        delay = 0.05
+        while self._abandoned:
+            await asyncio.sleep(delay)
+            try:
+                await self._give_up_abandoned()
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.debug("abandoned reservations not given up yet: %r", exc)
+                delay = min(delay * 2, 1.0)
+
+    async def close(self) -> None:
+        if self._abandoner is not None:
+            self._abandoner.cancel()
+            await asyncio.gather(self._abandoner, return_exceptions=True)
+
+    async def _give_up_abandoned(self) -> None:
+        """Tombstone every abandoned attempt and release what it reserved, in one trip."""
+        abandoned, self._abandoned = self._abandoned, []
+        try:
+            await self._abandon.many(
+                (
+                    [*RiskKeys(account).all, RiskKeys(account).tombstone(attempt)],
+                    [client_order_id, attempt, str(ABANDONED_TTL_MS)],
+                )
+                for account, client_order_id, attempt in abandoned
+            )
+        except BaseException:
+            self._abandoned = abandoned + self._abandoned
+            raise
 
     async def settle(self, settlements: Iterable[Settlement]) -> None:
         """Turn fills into position and release what ends, for many orders in one trip."""
@@ -245,7 +312,7 @@ class RiskStore:
         ]
         reservations = []
         for coid, record in sorted(raw_resv.items()):
-            symbol, side, qty, filled, at = _text(record).split("|")
+            symbol, side, qty, filled, at, *_attempt = _text(record).split("|")
             reservations.append(
                 Reservation(
                     _text(coid), symbol, Side(side), unscaled(qty), unscaled(filled), int(at)

@@ -511,8 +511,17 @@ async def test_a_hung_or_stopped_redis_fails_closed_fast_and_an_empty_one_is_reb
             assert all(status == (503, "risk.unavailable") for status, _, _ in hung), hung
             assert statistics.median(t for _, _, t in hung) < 0.1, hung
             refused = [coid for _, coid, _ in hung if coid is not None]
-            # Back: decided again, against the same state (position 10, open 5).
+            # Back: what the refused orders' scripts reserved when Redis ran them late is
+            # given up (by each worker, in the background), then orders are decided again
+            # against the same state (position 10, open 5).
             await wait_for(lambda: ready(client), within=10)
+
+            async def only_resting_reserved() -> bool:
+                state = await account_state(client, account)
+                held = [r["client_order_id"] for r in state["reservations"]]
+                return held == [resting["client_order_id"]]
+
+            await wait_for(only_resting_reserved, within=10)
             one_more = await accepted(client, market("AAPL", qty="1", allow_duplicate=True))
             await eventually_status(client, one_more["id"], "filled")
 

@@ -7,9 +7,12 @@ A few example tests cover what the machine rarely reaches."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -24,6 +27,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.domain.orders import Side
 from app.domain.risk import (
@@ -38,6 +42,8 @@ from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.keys import RiskKeys
 from app.storage.redis_mux import MultiplexedRedis
 from app.storage.risk_state import AccountImage, RiskSnapshot, RiskStore, Settlement
+from app.storage.scripts import load_script
+from tests.conftest import free_port
 
 T = TypeVar("T")
 
@@ -604,6 +610,83 @@ async def submit(
 ) -> str:
     outcome = await store.reserve(ACCOUNT, coid, symbol, side, Decimal(qty), MARKS[symbol], None)
     return outcome.code if outcome.kind == "reject" else outcome.kind
+
+
+async def test_a_reservation_redis_runs_after_the_gateway_gave_up_on_it_is_released(
+    tmp_path: Path,
+) -> None:
+    # A hung Redis runs what it was sent once it resumes. The order was refused (503), so
+    # the reservation that late script makes must go as soon as Redis answers again.
+    server = EmbeddedRedis(directory=tmp_path / "redis", port=free_port()).start()
+    commands = MultiplexedRedis(server.url, reply_timeout_s=0.1)
+    store = RiskStore(commands)
+    try:
+        await store.load(ACCOUNT, image())
+        assert await submit(store, "before", 1) == OK  # (Redis now has the script)
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises((RedisError, OSError, TimeoutError)):
+                await submit(store, "refused", 1)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        probe = MultiplexedRedis(server.url)
+        try:  # the late script runs: the refused order's reservation is there for now
+            for _ in range(200):
+                if await probe.execute("HEXISTS", RiskKeys(ACCOUNT).reservations, "refused"):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("the refused order's script never ran")
+        finally:
+            await probe.close()
+        assert await submit(store, "next", 1) == OK  # gives the refused attempt up first
+        snapshot = await store.snapshot(ACCOUNT)
+        assert [r.client_order_id for r in snapshot.reservations] == ["before", "next"]
+        assert [e.open_buy for e in snapshot.exposure] == [Decimal(2)]
+    finally:
+        await store.close()
+        await commands.close()
+        server.stop()
+
+
+async def test_an_abandoned_attempt_reserves_nothing_whichever_script_runs_first(
+    redis_server: EmbeddedRedis,
+) -> None:
+    commands = MultiplexedRedis(db_url(redis_server, EXAMPLES_DB))
+    reserve, abandon = (
+        load_script(commands, "app.storage", name, prelude="risk_common")
+        for name in ("risk_reserve", "risk_abandon")
+    )
+    keys = RiskKeys(ACCOUNT)
+
+    def reserve_call(coid: str, attempt: str) -> Awaitable[list[bytes]]:
+        return reserve(
+            keys=[*keys.all, keys.duplicate("-"), keys.tombstone(attempt)],
+            args=[coid, "AAPL", "buy", "1000000", "100", "", "0", attempt],
+        )
+
+    def abandon_call(coid: str, attempt: str) -> Awaitable[int]:
+        return abandon(keys=[*keys.all, keys.tombstone(attempt)], args=[coid, attempt, "60000"])
+
+    store = RiskStore(commands)
+    try:
+        await commands.execute("FLUSHDB")
+        await store.load(ACCOUNT, image())
+        # Given up before its script ran: the script, arriving late, does nothing.
+        assert await abandon_call("a", "a-1") == 0
+        assert (await reserve_call("a", "a-1"))[0] == b"abandoned"
+        # A retry under the same client_order_id is another attempt, and is decided.
+        assert (await reserve_call("a", "a-2"))[0] == b"ok"
+        # Its script ran first: giving it up releases what it reserved, and only that.
+        assert (await reserve_call("b", "b-1"))[0] == b"ok"
+        assert await abandon_call("b", "b-1") == 1
+        assert await abandon_call("a", "a-1") == 0  # a-1 never held "a"; a-2 does
+        snapshot = await store.snapshot(ACCOUNT)
+        assert [r.client_order_id for r in snapshot.reservations] == ["a"]
+        assert [e.open_buy for e in snapshot.exposure] == [Decimal(1)]
+    finally:
+        await commands.close()
 
 
 async def test_replaying_a_settlement_changes_nothing(store: RiskStore) -> None:

@@ -2,7 +2,8 @@
 -- One account's risk state lives under its hash tag, so every script stays in one slot:
 --   KEYS[1] og:{A}:risk  limits, trading state, kill switches (+ their generations), 'built'
 --   KEYS[2] og:{A}:expo  per symbol: pos:S, buy:S, sell:S (open qty), mark:S, gx:S; gross
---   KEYS[3] og:{A}:resv  client_order_id -> 'symbol|side|qty|filled|reserved_at_ms'
+--   KEYS[3] og:{A}:resv  client_order_id -> 'symbol|side|qty|filled|reserved_at_ms|attempt'
+--                        (attempt: the reserving call's id; empty when rebuilt from the database)
 -- Quantities are integers scaled by 10^6 (exact in a Lua double up to 2^53); notionals are
 -- doubles in currency units (a risk bound, not money accounting).
 local SCALE = 1000000
@@ -50,4 +51,54 @@ local function split(rec)
     parts[#parts + 1] = part
   end
   return parts
+end
+
+-- An order's fills and its end (the body of risk_settle.lua; risk_abandon.lua uses it too).
+-- cum_filled: cumulative filled qty (scaled, '' unknown); final: '1' or '0'; mark_arg: '' keeps
+-- the stored mark. Returns 1 if the reservation changed, else 0.
+local function settle(expo, resv, coid, cum_filled, final, mark_arg)
+  local rec = redis.call('HGET', resv, coid)
+  if not rec then
+    return 0
+  end
+  local p = split(rec)
+  local sym, side, qty, filled = p[1], p[2], tonumber(p[3]), tonumber(p[4])
+  local e = redis.call('HMGET', expo, 'pos:' .. sym, 'buy:' .. sym, 'sell:' .. sym, 'mark:' .. sym)
+  local pos, buys, sells = num(e[1]), num(e[2]), num(e[3])
+  local mark = num(e[4])
+  if mark_arg ~= '' then
+    mark = tonumber(mark_arg)
+  end
+
+  local delta = 0
+  if cum_filled ~= '' then
+    delta = math.min(qty, tonumber(cum_filled)) - filled
+  end
+  local changed = 0
+  if delta > 0 then
+    filled = filled + delta
+    if side == 'buy' then
+      pos, buys = pos + delta, buys - delta
+    else
+      pos, sells = pos - delta, sells - delta
+    end
+    changed = 1
+  end
+  if final == '1' or filled >= qty then
+    local rest = qty - filled
+    if side == 'buy' then
+      buys = buys - rest
+    else
+      sells = sells - rest
+    end
+    redis.call('HDEL', resv, coid)
+    changed = 1
+  elseif changed == 1 then
+    redis.call('HSET', resv, coid,
+      table.concat({sym, side, fmt(qty), fmt(filled), p[5], p[6] or ''}, '|'))
+  end
+  if changed == 1 then
+    store_exposure(expo, sym, pos, buys, sells, mark)
+  end
+  return changed
 end

@@ -1,9 +1,15 @@
 -- The stateful pre-trade checks and the reservation, in one atomic step.
 -- KEYS: risk, expo, resv (see risk_common), dup (the duplicate-window key of this order)
 -- ARGV: client_order_id, symbol, side, qty (scaled), mark price, duplicate window ms ('' off),
---       now in ms (the gateway's clock: only ages reservations for the orphan sweep)
+--       now in ms (the gateway's clock: only ages reservations for the orphan sweep),
+--       attempt id (unique per call; kept in the reservation record)
+-- KEYS[5]: the attempt's tombstone (see risk_abandon.lua)
 -- Returns {'ok'} reserved | {'held'} already reserved under this id | {'nostate'} the account
--- has no risk state here (rebuild it from the database) | {'reject', code, detail}
+-- has no risk state here (rebuild it from the database) | {'reject', code, detail} |
+-- {'abandoned'} the gateway already gave this attempt up: nothing done
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return {'abandoned'}
+end
 local risk, expo, resv, dup = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local coid, sym, side, qty, mark, window = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
   tonumber(ARGV[5]), ARGV[6]
@@ -78,6 +84,6 @@ if window ~= '' and not redis.call('SET', dup, coid, 'NX', 'PX', window) then
     'same symbol, side, qty and price as order %s within %s ms', redis.call('GET', dup), window)}
 end
 
-redis.call('HSET', resv, coid, table.concat({sym, side, ARGV[4], '0', ARGV[7]}, '|'))
+redis.call('HSET', resv, coid, table.concat({sym, side, ARGV[4], '0', ARGV[7], ARGV[8]}, '|'))
 store_exposure(expo, sym, pos, buys, sells, mark, gx_old, gross_old)
 return {'ok'}
