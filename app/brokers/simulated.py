@@ -55,7 +55,7 @@ class SimulatedBroker:
         self._rng = rng or random.Random()
         self._top = _scaled(settings.top_of_book_qty)
         self._place, self._cancel, self._match, self._expire = (
-            load_script(redis, "app.brokers", name, prelude="sim_common")
+            load_script(redis, "app.brokers", name, preludes=("sim_common",))
             for name in ("sim_place", "sim_cancel", "sim_match", "sim_expire")
         )
 

@@ -1,8 +1,9 @@
 """The order path, top to bottom, in ``OrderService.submit``.
 
-identify -> idempotency claim -> pre-trade risk (static checks in process, then one atomic
-reservation in Redis; fails closed) -> write-ahead (pending_new, durable) -> broker.place
-under a timeout -> record the outcome (durable) -> remember the answer.
+identify -> pre-trade risk (static checks in process, then one atomic Redis step that claims
+the idempotency key and reserves the exposure; fails closed) -> write-ahead (pending_new,
+durable) -> broker.place under a timeout -> record the outcome (durable) -> remember the
+answer.
 
 The order is durable *before* the broker sees it, so a crash at any point leaves a row that
 reconciliation resolves by asking the broker, never by placing again.
@@ -39,7 +40,7 @@ from app.domain.orders import Order, OrderIntent, Position
 from app.domain.status import OrderStatus
 from app.domain.views import render_order, render_problem
 from app.services.risk import RiskService
-from app.storage.idempotency import Answer, IdempotencyStore
+from app.storage.idempotency import Answer, IdempotencyStore, KeyClaim, KeyHeld
 from app.storage.order_log import OrderLog
 from app.storage.repositories import OrderRepository
 
@@ -91,30 +92,19 @@ class OrderService:
             # No key from the client: nothing can retry this order, so no claim to make.
             return await self._place(account, new_id(), intent, fingerprint)
 
+        # The key is claimed by the order's first Redis step: the risk reservation, or the
+        # claim alone when the in-process checks refuse the order first.
+        claim = self._idempotency.claim_for(account, client_order_id, fingerprint)
         try:
-            held = await self._idempotency.claim(account, client_order_id, fingerprint)
-        except (RedisError, OSError) as exc:
-            # Redis holds the risk state too: without it no order can be decided.
-            raise RiskUnavailable(f"Redis unreachable: {exc!r}") from exc
-        if held is not None:
-            if held.fingerprint != fingerprint:
-                raise IdempotencyConflict(
-                    f"client_order_id {client_order_id!r} was used for a different order"
-                )
-            if held.answer is not None:
-                return held.answer
-            # In flight per Redis; but the first attempt may have answered a moment ago
-            # (its answer reaches Redis just after the client), so ask the order log.
-            return await self._answer_from_database(
-                account, client_order_id, fingerprint, answered_only=True
-            )
-
-        try:
-            answer = await self._place(account, client_order_id, intent, fingerprint)
+            answer = await self._place(account, client_order_id, intent, fingerprint, claim)
+        except KeyHeld as held:
+            return await self._answer_for_held_key(account, client_order_id, fingerprint, held)
         except GatewayError:
             # Raised only before the order was written: nothing to remember, let a retry in.
-            with contextlib.suppress(RedisError, OSError):  # else the claim expires
-                await self._idempotency.release(account, client_order_id)
+            # (A claim whose outcome is unknown, Redis having failed, expires instead.)
+            if claim.ours:
+                with contextlib.suppress(RedisError, OSError):  # else the claim expires
+                    await self._idempotency.release(account, client_order_id)
             raise
         except BaseException:
             # Unexpected: keep the in-flight claim (it expires) rather than risk a duplicate.
@@ -123,8 +113,29 @@ class OrderService:
         self._idempotency.remember(account, client_order_id, fingerprint, answer)
         return answer
 
+    async def _answer_for_held_key(
+        self, account: str, client_order_id: str, fingerprint: str, held: KeyHeld
+    ) -> Answer:
+        """Another request has this key: its answer, or why there is none to give yet."""
+        if held.claim.fingerprint != fingerprint:
+            raise IdempotencyConflict(
+                f"client_order_id {client_order_id!r} was used for a different order"
+            )
+        if held.claim.answer is not None:
+            return held.claim.answer
+        # In flight per Redis; but the first attempt may have answered a moment ago (its
+        # answer reaches Redis just after the client), so ask the order log.
+        return await self._answer_from_database(
+            account, client_order_id, fingerprint, answered_only=True
+        )
+
     async def _place(
-        self, account: str, client_order_id: str, intent: OrderIntent, fingerprint: str
+        self,
+        account: str,
+        client_order_id: str,
+        intent: OrderIntent,
+        fingerprint: str,
+        claim: KeyClaim | None = None,
     ) -> Answer:
         now = utcnow()
         order = Order(
@@ -144,8 +155,12 @@ class OrderService:
         )
         # Pre-trade risk: decided fresh against live exposure; reserves it when accepted.
         try:
-            reserved = await self._risk.reserve(account, client_order_id, intent)
+            reserved = await self._risk.reserve(account, client_order_id, intent, claim)
         except RiskRejected as rejection:
+            if claim is not None and not claim.ours:
+                # Refused in process, before Redis: the rejection is an answer to keep, so
+                # claim the key now (a retry of an earlier, accepted order may hold it).
+                await self._claim(claim)
             return await self._reject(order, rejection)
 
         # Write-ahead: the order is durable before the broker can act on it.
@@ -183,6 +198,13 @@ class OrderService:
         await self._record(rejected, OrderStatus.PENDING_NEW, answer, reason=reason)
         await self._release(rejected)
         return answer
+
+    async def _claim(self, claim: KeyClaim) -> None:
+        try:
+            await self._idempotency.claim(claim)
+        except (RedisError, OSError) as exc:
+            # Redis holds the risk state too: without it no order can be decided.
+            raise RiskUnavailable(f"Redis unreachable: {exc!r}") from exc
 
     async def _reject(self, order: Order, rejection: RiskRejected) -> Answer:
         """Store an order the risk checks refused, with the check's code as its reason."""

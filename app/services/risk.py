@@ -24,6 +24,7 @@ from app.domain.orders import OrderIntent
 from app.domain.risk import RiskLimits, check_static, duplicate_signature
 from app.services.metrics import RISK_ACCEPTED, RISK_DECISIONS
 from app.services.prices import ReferencePrices
+from app.storage.idempotency import KeyClaim
 from app.storage.keys import RiskKeys
 from app.storage.repositories import OrderRepository
 from app.storage.risk_repository import RiskRepository
@@ -61,19 +62,30 @@ class RiskService:
         self._listener: asyncio.Task[None] | None = None
 
     # -- the decision --------------------------------------------------------------------
-    async def reserve(self, account: str, client_order_id: str, intent: OrderIntent) -> bool:
+    async def reserve(
+        self,
+        account: str,
+        client_order_id: str,
+        intent: OrderIntent,
+        claim: KeyClaim | None = None,
+    ) -> bool:
         """Decide the order; on acceptance its exposure is reserved under ``client_order_id``.
         Returns False if that id already held a reservation (nothing new was reserved).
-        Raises ``RiskRejected`` (with the check's code) or ``RiskUnavailable``."""
+        Raises ``RiskRejected`` (with the check's code) or ``RiskUnavailable``. ``claim``:
+        the order's idempotency key, claimed in the same Redis step as the reservation
+        (``KeyHeld`` if another request has it); the in-process checks come first, so a
+        ``RiskRejected`` from them leaves it unmade."""
         try:
-            created = await self._decide(account, client_order_id, intent)
+            created = await self._decide(account, client_order_id, intent, claim)
         except (RiskRejected, RiskUnavailable) as refusal:
             RISK_DECISIONS.labels(result=refusal.code).inc()
             raise
         RISK_ACCEPTED.inc()
         return created
 
-    async def _decide(self, account: str, client_order_id: str, intent: OrderIntent) -> bool:
+    async def _decide(
+        self, account: str, client_order_id: str, intent: OrderIntent, claim: KeyClaim | None
+    ) -> bool:
         limits = await self.limits(account)
         reference = self.prices.get(intent.symbol)
         price = check_static(intent, limits, reference)
@@ -90,6 +102,7 @@ class RiskService:
                     intent.qty,
                     reference or price,
                     duplicate,
+                    claim,
                 )
             )
             if outcome.kind == "nostate":

@@ -40,28 +40,57 @@ class Claim:
     fingerprint: str
     answer: Answer | None
 
+    @classmethod
+    def parse(cls, value: bytes) -> Claim:
+        kind, fingerprint, *rest = value.decode().split("|", 3)
+        if kind == "P":
+            return cls(fingerprint, None)
+        status, body = rest
+        return cls(fingerprint, Answer(int(status), body))
+
+
+@dataclass(slots=True)
+class KeyClaim:
+    """One request's claim on its idempotency key, made by the first Redis script the
+    request runs: the risk reservation, which claims it in the same atomic step (the key
+    carries the account's hash tag), or ``IdempotencyStore.claim`` alone. ``ours`` once
+    it is made."""
+
+    key: str
+    fingerprint: str
+    ttl_ms: int
+    ours: bool = False
+
+
+class KeyHeld(Exception):
+    """Another request holds (or held) the idempotency key; nothing was done."""
+
+    def __init__(self, claim: Claim) -> None:
+        super().__init__(claim.fingerprint)
+        self.claim = claim
+
 
 class IdempotencyStore:
     def __init__(self, redis: MultiplexedRedis, ttl_s: int, inflight_ttl_s: int) -> None:
         self._redis = redis
         self._ttl_ms = ttl_s * 1000
         self._inflight_ttl_ms = inflight_ttl_s * 1000
-        self._claim = load_script(redis, "app.storage", "idempotency_claim")
+        self._claim = load_script(
+            redis, "app.storage", "idempotency_claim", preludes=("idempotency_common",)
+        )
         self._unsaved: list[tuple[str, str]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def claim(self, account: str, key: str, fingerprint: str) -> Claim | None:
-        """None if the key is now ours; else the current holder's claim."""
-        value = await self._claim(
-            keys=[keys.idempotency(account, key)], args=[fingerprint, self._inflight_ttl_ms]
-        )
-        if value is None:
-            return None
-        kind, held_fingerprint, *rest = value.decode().split("|", 3)
-        if kind == "P":
-            return Claim(held_fingerprint, None)
-        status, body = rest
-        return Claim(held_fingerprint, Answer(int(status), body))
+    def claim_for(self, account: str, key: str, fingerprint: str) -> KeyClaim:
+        """The claim a request will make on ``key`` (not made yet)."""
+        return KeyClaim(keys.idempotency(account, key), fingerprint, self._inflight_ttl_ms)
+
+    async def claim(self, claim: KeyClaim) -> None:
+        """Make the claim; raises ``KeyHeld`` if another request holds the key."""
+        value = await self._claim(keys=[claim.key], args=[claim.fingerprint, claim.ttl_ms])
+        if value is not None:
+            raise KeyHeld(Claim.parse(value))
+        claim.ours = True
 
     def remember(self, account: str, key: str, fingerprint: str, answer: Answer) -> None:
         """Keep the answer given, in the background: the order log already holds it, so the

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from app.domain.orders import QTY_DECIMALS, Side
 from app.domain.risk import RiskLimits
+from app.storage.idempotency import Claim, KeyClaim, KeyHeld
 from app.storage.keys import RiskKeys
 from app.storage.redis_mux import MultiplexedRedis, pairs
 from app.storage.scripts import load_script
@@ -131,16 +132,12 @@ ABANDONED_TTL_MS = 10 * 60 * 1000
 class RiskStore:
     def __init__(self, redis: MultiplexedRedis) -> None:
         self._redis = redis
-        self._reserve, self._settle, self._abandon, self._load, self._set_limits, self._kill = (
-            load_script(redis, "app.storage", name, prelude="risk_common")
-            for name in (
-                "risk_reserve",
-                "risk_settle",
-                "risk_abandon",
-                "risk_load",
-                "risk_limits",
-                "risk_kill",
-            )
+        self._settle, self._abandon, self._load, self._set_limits, self._kill = (
+            load_script(redis, "app.storage", name, preludes=("risk_common",))
+            for name in ("risk_settle", "risk_abandon", "risk_load", "risk_limits", "risk_kill")
+        )
+        self._reserve = load_script(
+            redis, "app.storage", "risk_reserve", preludes=("risk_common", "idempotency_common")
         )
         # Reservation attempts whose outcome was never learned (Redis hung or the connection
         # failed), to be given up once Redis answers again: see risk_abandon.lua.
@@ -156,28 +153,34 @@ class RiskStore:
         qty: Decimal,
         mark: Decimal,
         duplicate: tuple[str, int] | None,
+        claim: KeyClaim | None = None,
     ) -> ReserveOutcome:
         """Check every stateful limit and reserve the order's exposure, atomically.
-        ``duplicate``: (signature, window ms) when the duplicate window applies."""
+        ``duplicate``: (signature, window ms) when the duplicate window applies. ``claim``,
+        unless already ours: the order's idempotency key, claimed first in the same step
+        (raises ``KeyHeld``, with nothing checked or reserved, if another request has it)."""
         if self._abandoned:
             await self._give_up_abandoned()
         keys = RiskKeys(account)
         signature, window = duplicate if duplicate is not None else ("-", 0)
         attempt = secrets.token_hex(8)
+        script_keys = [*keys.all, keys.duplicate(signature), keys.tombstone(attempt)]
+        args = [
+            client_order_id,
+            symbol,
+            side.value,
+            scaled(qty),
+            format(mark, "f"),
+            str(window) if window > 0 else "",
+            str(int(time.time() * 1000)),
+            attempt,
+        ]
+        claiming = claim if claim is not None and not claim.ours else None
+        if claiming is not None:
+            script_keys.append(claiming.key)
+            args += [claiming.fingerprint, str(claiming.ttl_ms)]
         try:
-            result = await self._reserve(
-                keys=[*keys.all, keys.duplicate(signature), keys.tombstone(attempt)],
-                args=[
-                    client_order_id,
-                    symbol,
-                    side.value,
-                    scaled(qty),
-                    format(mark, "f"),
-                    str(window) if window > 0 else "",
-                    str(int(time.time() * 1000)),
-                    attempt,
-                ],
-            )
+            result = await self._reserve(keys=script_keys, args=args)
         except BaseException:
             # The script may still run (a hung Redis runs what it was sent once it resumes):
             # the order is refused, so whatever this attempt reserves must not stay.
@@ -186,6 +189,10 @@ class RiskStore:
                 self._abandoner = asyncio.create_task(self._give_up_when_redis_answers())
             raise
         kind = _text(result[0])
+        if kind == "claimed":
+            raise KeyHeld(Claim.parse(result[1]))
+        if claiming is not None and kind != "abandoned":
+            claiming.ours = True
         if kind == "reject":
             return ReserveOutcome(kind, _text(result[1]), _text(result[2]))
         return ReserveOutcome(kind)
@@ -208,19 +215,18 @@ class RiskStore:
             await asyncio.gather(self._abandoner, return_exceptions=True)
 
     async def _give_up_abandoned(self) -> None:
-        """Tombstone every abandoned attempt and release what it reserved, in one trip."""
-        abandoned, self._abandoned = self._abandoned, []
-        try:
-            await self._abandon.many(
-                (
-                    [*RiskKeys(account).all, RiskKeys(account).tombstone(attempt)],
-                    [client_order_id, attempt, str(ABANDONED_TTL_MS)],
-                )
-                for account, client_order_id, attempt in abandoned
+        """Tombstone every abandoned attempt and release what it reserved, in one trip.
+        The list stays as it is until that succeeds (the background task watches it; giving
+        an attempt up twice changes nothing)."""
+        abandoned = list(self._abandoned)
+        await self._abandon.many(
+            (
+                [*RiskKeys(account).all, RiskKeys(account).tombstone(attempt)],
+                [client_order_id, attempt, str(ABANDONED_TTL_MS)],
             )
-        except BaseException:
-            self._abandoned = abandoned + self._abandoned
-            raise
+            for account, client_order_id, attempt in abandoned
+        )
+        self._abandoned = [a for a in self._abandoned if a not in abandoned]
 
     async def settle(self, settlements: Iterable[Settlement]) -> None:
         """Turn fills into position and release what ends, for many orders in one trip."""

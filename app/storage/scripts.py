@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 
 from app.storage.redis_mux import LuaScript, MultiplexedRedis
 
 
 def load_script(
-    redis: MultiplexedRedis, package: str, name: str, prelude: str | None = None
+    redis: MultiplexedRedis, package: str, name: str, preludes: Sequence[str] = ()
 ) -> LuaScript:
-    """``<package>/lua/<name>.lua``, after ``<prelude>.lua`` (shared helpers) if given."""
+    """``<package>/lua/<name>.lua``, after each ``<prelude>.lua`` (shared helpers)."""
     files = resources.files(package)
-    source = files.joinpath(f"lua/{name}.lua").read_text()
-    if prelude is not None:
-        source = files.joinpath(f"lua/{prelude}.lua").read_text() + "\n" + source
-    return redis.script(source)
+    parts = [files.joinpath(f"lua/{part}.lua").read_text() for part in (*preludes, name)]
+    return redis.script("\n".join(parts))

@@ -39,7 +39,8 @@ from app.domain.risk import (
     worst_case_exposure,
 )
 from app.storage.embedded_redis import EmbeddedRedis
-from app.storage.keys import RiskKeys
+from app.storage.idempotency import KeyClaim, KeyHeld
+from app.storage.keys import RiskKeys, idempotency
 from app.storage.redis_mux import MultiplexedRedis
 from app.storage.risk_state import AccountImage, RiskSnapshot, RiskStore, Settlement
 from app.storage.scripts import load_script
@@ -655,7 +656,7 @@ async def test_an_abandoned_attempt_reserves_nothing_whichever_script_runs_first
 ) -> None:
     commands = MultiplexedRedis(db_url(redis_server, EXAMPLES_DB))
     reserve, abandon = (
-        load_script(commands, "app.storage", name, prelude="risk_common")
+        load_script(commands, "app.storage", name, preludes=("risk_common", "idempotency_common"))
         for name in ("risk_reserve", "risk_abandon")
     )
     keys = RiskKeys(ACCOUNT)
@@ -687,6 +688,28 @@ async def test_an_abandoned_attempt_reserves_nothing_whichever_script_runs_first
         assert [e.open_buy for e in snapshot.exposure] == [Decimal(1)]
     finally:
         await commands.close()
+
+
+async def test_the_reservation_claims_the_idempotency_key_in_the_same_step(
+    store: RiskStore,
+) -> None:
+    await store.load(ACCOUNT, image())
+    key = idempotency(ACCOUNT, "k-1")
+    first = KeyClaim(key, "fp-1", 60_000)
+    outcome = await store.reserve(
+        ACCOUNT, "k-1", "AAPL", Side.BUY, Decimal(1), MARKS["AAPL"], None, first
+    )
+    assert (outcome.kind, first.ours) == ("ok", True)
+    # Another request with the key: told who holds it; nothing checked or reserved.
+    second = KeyClaim(key, "fp-2", 60_000)
+    with pytest.raises(KeyHeld) as held:
+        await store.reserve(
+            ACCOUNT, "k-1-again", "AAPL", Side.BUY, Decimal(1), MARKS["AAPL"], None, second
+        )
+    assert (held.value.claim.fingerprint, held.value.claim.answer) == ("fp-1", None)
+    assert not second.ours
+    snapshot = await store.snapshot(ACCOUNT)
+    assert [r.client_order_id for r in snapshot.reservations] == ["k-1"]
 
 
 async def test_replaying_a_settlement_changes_nothing(store: RiskStore) -> None:

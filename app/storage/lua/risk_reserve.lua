@@ -6,9 +6,18 @@
 -- KEYS[5]: the attempt's tombstone (see risk_abandon.lua)
 -- Returns {'ok'} reserved | {'held'} already reserved under this id | {'nostate'} the account
 -- has no risk state here (rebuild it from the database) | {'reject', code, detail} |
--- {'abandoned'} the gateway already gave this attempt up: nothing done
+-- {'abandoned'} the gateway already gave this attempt up: nothing done |
+-- {'claimed', value} another request holds the idempotency key: nothing checked or reserved
+-- With KEYS[6], the order's idempotency key (same hash tag), the key is claimed first, in the
+-- same atomic step: ARGV[9] request fingerprint, ARGV[10] in-flight claim TTL (ms).
 if redis.call('EXISTS', KEYS[5]) == 1 then
   return {'abandoned'}
+end
+if KEYS[6] then
+  local holder = claim_key(KEYS[6], ARGV[9], ARGV[10])
+  if holder then
+    return {'claimed', holder}
+  end
 end
 local risk, expo, resv, dup = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local coid, sym, side, qty, mark, window = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
