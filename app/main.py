@@ -15,7 +15,6 @@ from prometheus_fastapi_instrumentator import Instrumentator, metrics
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings, get_settings
 from app.deps import Services, document_bearer_auth
@@ -23,10 +22,10 @@ from app.domain.errors import (
     GatewayError,
     HttpProblem,
     InternalError,
-    PayloadTooLarge,
     RequestInvalid,
 )
 from app.routers import account, health, orders, risk, sim
+from app.routers.asgi import BodySizeLimit
 from app.routers.order_entry import OrderEntryLane
 from app.routers.problems import problem_response, unavailable_response
 from app.runtime import open_core, start_applier
@@ -99,52 +98,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gc.collect()
         gc.freeze()
         yield
-
-
-class BodySizeLimit:
-    """Answer 413 before reading more than ``max_bytes`` of a request body."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = problem_response(
-            PayloadTooLarge(f"request bodies are limited to {self.max_bytes} bytes")
-        )
-        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if length is not None:
-            if not length.isdigit() or int(length) > self.max_bytes:
-                await too_large(scope, receive, send)
-                return
-            await self.app(scope, receive, send)  # the server holds it to Content-Length
-            return
-        # Chunked: read it here (at most max_bytes), then hand the app the whole body.
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, receive, send)
-                return
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await too_large(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

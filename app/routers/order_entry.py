@@ -21,21 +21,21 @@ import re
 from collections.abc import Callable, Sequence
 from time import perf_counter
 
-from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_fastapi_instrumentator.metrics import Info
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.deps import Services
+from app.deps import Services, authorize
 from app.domain.errors import GatewayError
 from app.domain.orders import CLIENT_ORDER_ID_PATTERN, OrderIntent
+from app.routers.asgi import read_body, replaying
 from app.routers.orders import ORDERS_PATH
 from app.routers.problems import problem_response, unavailable_response
-from app.services.auth import Principal, Role
+from app.services.auth import Role
 
 Instrumentation = Callable[[Info], None]
 
@@ -76,24 +76,22 @@ class OrderEntryLane:
             await self.app(scope, receive, send)
             return
         services: Services = scope["app"].state.services
-        principal = await _trader(services, headers.get(b"authorization"))
-        if principal is None:  # FastAPI's dependency refuses it, as on every other route
+        authorization = headers.get(b"authorization")
+        try:
+            principal = await authorize(
+                services,
+                None if authorization is None else authorization.decode("latin-1"),
+                Role.TRADER,
+            )
+        except (GatewayError, RedisError, DBAPIError):
+            # Refused, or not checked: FastAPI's dependency answers 401, 403 or 503.
             await self.app(scope, receive, send)
             return
 
-        received: list[Message] = []
-        body = b""
-        while True:
-            message = await receive()
-            received.append(message)
-            if message["type"] != "http.request":
-                break  # the client went away: FastAPI handles that too
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        replayed = _replaying(received, receive)
-        if received[-1]["type"] != "http.request":
-            await self.app(scope, replayed, send)
+        received, body = await read_body(receive, self._max_body_bytes)
+        replayed = replaying(received, receive)
+        if received[-1]["type"] != "http.request" or len(body) > self._max_body_bytes:
+            await self.app(scope, replayed, send)  # gone, or longer than it said: FastAPI's
             return
         try:
             intent = OrderIntent.model_validate_json(body)
@@ -134,22 +132,6 @@ class OrderEntryLane:
             instrumentation(info)
 
 
-async def _trader(services: Services, authorization: bytes | None) -> Principal | None:
-    """The principal of a trader's bearer key; None for no key, a refused key, or a key
-    that could not be checked (FastAPI then answers 401, 403 or 503)."""
-    scheme, api_key = get_authorization_scheme_param(
-        None if authorization is None else authorization.decode("latin-1")
-    )
-    if scheme.lower() != "bearer" or not api_key:
-        return None
-    try:
-        principal = await services.keys.authenticate(api_key)
-        principal.require(Role.TRADER)
-    except (GatewayError, RedisError, DBAPIError):
-        return None
-    return principal
-
-
 def is_json(content_type: str | None) -> bool:
     """Whether FastAPI would parse the body as JSON (no content type counts)."""
     if content_type is None:
@@ -158,15 +140,3 @@ def is_json(content_type: str | None) -> bool:
     return media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
     )
-
-
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
-    """A ``receive`` that hands out ``messages`` again, then the real ones."""
-    pending = list(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay

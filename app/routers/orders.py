@@ -18,6 +18,12 @@ router = APIRouter(prefix=ORDERS_PATH, tags=["orders"])
 OrderId = Annotated[str, Path(max_length=64)]
 
 
+@router.post(
+    "",
+    status_code=201,
+    response_model=OrderView,
+    responses=problem_responses(403, 409, 413, 504, 503),
+)
 async def place_order(
     intent: OrderIntent,
     principal: TraderDep,
@@ -29,16 +35,6 @@ async def place_order(
     are served by ``OrderEntryLane`` in front of FastAPI, with the same service call.)"""
     answer = await services.orders.submit(principal.account, intent, idempotency_key)
     return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
-
-
-router.add_api_route(
-    "",
-    place_order,
-    methods=["POST"],
-    status_code=201,
-    response_model=OrderView,
-    responses=problem_responses(403, 409, 413, 504, 503),
-)
 
 
 @router.get("", response_model=OrderPage, responses=problem_responses())

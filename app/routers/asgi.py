@@ -1,0 +1,67 @@
+"""Request bodies at the ASGI level: reading one within a limit, replaying what was read, and
+the middleware that answers 413 past the limit."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.domain.errors import PayloadTooLarge
+from app.routers.problems import problem_response
+
+
+async def read_body(receive: Receive, max_bytes: int) -> tuple[list[Message], bytes]:
+    """The messages read and the body they carry. Stops at the body's end, at a message that
+    is not part of it (the client went away), or once the body is past ``max_bytes``."""
+    messages: list[Message] = []
+    body = b""
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        if len(body) > max_bytes or not message.get("more_body", False):
+            break
+    return messages, body
+
+
+def replaying(messages: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that hands out ``messages`` again, then the real ones."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+class BodySizeLimit:
+    """Answer 413 before reading more than ``max_bytes`` of a request body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            await self.app(scope, receive, send)  # the server holds it to Content-Length
+            return
+        # Chunked: read it here (at most max_bytes), then hand the app what was read.
+        messages, body = await read_body(receive, self.max_bytes)
+        if len(body) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        await self.app(scope, replaying(messages, receive), send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = PayloadTooLarge(f"request bodies are limited to {self.max_bytes} bytes")
+        await problem_response(error)(scope, receive, send)
