@@ -7,34 +7,18 @@ from typing import Any
 
 from app.domain.orders import Order, OrderType, Side, TimeInForce
 from app.domain.status import OrderStatus
+from app.storage.statements import ORDER_COLUMNS
 from app.storage.tables import decimal_from_db, utc_from_db
 
 
 def order_from_row(row: Mapping[Any, Any]) -> Order:
-    return Order(
-        id=row["id"],
-        client_order_id=row["client_order_id"],
-        account=row["account"],
-        symbol=row["symbol"],
-        side=Side(row["side"]),
-        qty=row["qty"],
-        type=OrderType(row["type"]),
-        limit_price=row["limit_price"],
-        time_in_force=TimeInForce(row["time_in_force"]),
-        status=OrderStatus(row["status"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        filled_qty=row["filled_qty"],
-        avg_fill_price=row["avg_fill_price"],
-        reject_reason=row["reject_reason"],
-        request_hash=row["request_hash"],
-        exec_seq=row["exec_seq"],
-    )
+    """An order from a SQLAlchemy row mapping (values already converted by the columns)."""
+    return order_from_values([row[column] for column in ORDER_COLUMNS])
 
 
 def order_from_values(values: Sequence[Any]) -> Order:
-    """An order from a driver's raw row of ``statements.ORDER_COLUMNS``, converted as the
-    columns' SQLAlchemy types would convert it."""
+    """An order from a row of ``ORDER_COLUMNS``: the driver's raw values (converted here as
+    the columns' SQLAlchemy types would convert them) or already converted ones."""
     (
         id_,
         account,

@@ -2,9 +2,10 @@
 
 Writes are plain SQL run with the driver's ``executemany`` on tuples, values converted by
 the columns' own SQLAlchemy bind processors (so SQLite text decimals and timestamps stay
-exactly what the SQLAlchemy readers expect). Reads are SQLAlchemy statements built once
-with expanding parameters, so their compiled form is cached. Building and compiling
-statements per batch cost more CPU than the database work itself.
+exactly what the SQLAlchemy readers expect). Reads are plain SQL too, one IN list per key
+column, their rows returned as the driver gives them (``rows.order_from_values`` converts
+orders). Building, compiling and result-processing SQLAlchemy statements per batch cost
+more CPU than the database work itself.
 """
 
 from __future__ import annotations
