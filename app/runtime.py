@@ -38,6 +38,14 @@ class Core:
     risk_store: RiskStore
 
 
+def open_commands(url: str, settings: Settings) -> MultiplexedRedis:
+    """The multiplexed client every command goes through. A Redis that answers nothing
+    within the risk budget is treated as down: the order path fails closed instead of
+    waiting (see redis_mux)."""
+    budget_s = settings.risk.redis_timeout_ms / 1000
+    return MultiplexedRedis(url, reply_timeout_s=budget_s, connect_timeout_s=budget_s)
+
+
 def open_redis(url: str) -> Redis:
     """redis-py, for what needs a connection of its own: pub/sub and blocking stream reads
     (everything else goes over ``MultiplexedRedis``).
@@ -65,10 +73,7 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
         stack.callback(embedded.stop)
         redis_url = embedded.url
         log.info("started a private redis-server at %s", redis_url)
-    # A Redis that answers nothing within the risk budget is treated as down: the order
-    # path fails closed instead of waiting (see redis_mux).
-    budget_s = settings.risk.redis_timeout_ms / 1000
-    redis = MultiplexedRedis(redis_url, reply_timeout_s=budget_s, connect_timeout_s=budget_s)
+    redis = open_commands(redis_url, settings)
     stack.push_async_callback(redis.close)
     redis_blocking = open_redis(redis_url)
     stack.push_async_callback(redis_blocking.aclose)

@@ -48,7 +48,7 @@ from app.config import Settings, get_settings
 from app.domain.errors import RiskRejected
 from app.domain.orders import OrderIntent, OrderType, Side
 from app.domain.risk import RiskLimits, SymbolLimits
-from app.runtime import open_redis
+from app.runtime import open_commands, open_redis
 from app.services.prices import ReferencePrices
 from app.services.risk import RiskService
 from app.storage.database import create_engine
@@ -263,8 +263,7 @@ async def measure_risk(
     accounts = [f"{tag}-{i:03d}" for i in range(options.accounts)]
     limits = bench_limits(sorted(prices))
     async with AsyncExitStack() as stack:
-        budget_s = settings.risk.redis_timeout_ms / 1000
-        redis = MultiplexedRedis(redis_url, reply_timeout_s=budget_s, connect_timeout_s=budget_s)
+        redis = open_commands(redis_url, settings)
         stack.push_async_callback(redis.close)
         notices = open_redis(redis_url)
         stack.push_async_callback(notices.aclose)

@@ -104,7 +104,7 @@ class OrderService:
             # (A claim whose outcome is unknown, Redis having failed, expires instead.)
             if claim.ours:
                 with contextlib.suppress(RedisError, OSError):  # else the claim expires
-                    await self._idempotency.release(account, client_order_id)
+                    await self._idempotency.release(claim)
             raise
         except BaseException:
             # Unexpected: keep the in-flight claim (it expires) rather than risk a duplicate.

@@ -117,6 +117,7 @@ class IdempotencyStore:
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
 
-    async def release(self, account: str, key: str) -> None:
-        """Forget an in-flight claim whose request left no trace (so a retry may proceed)."""
-        await self._redis.execute("DEL", keys.idempotency(account, key))
+    async def release(self, claim: KeyClaim) -> None:
+        """Forget this request's claim: it left no trace, so a retry may proceed."""
+        await self._redis.execute("DEL", claim.key)
+        claim.ours = False

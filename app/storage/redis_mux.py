@@ -191,10 +191,7 @@ class MultiplexedRedis:
 
     async def execute(self, *command: Arg) -> Any:
         """One command's reply; an error reply raises redis-py's ``ResponseError``."""
-        protocol = self._protocol
-        if protocol is None or protocol.closed:
-            protocol = await self._connect()
-        reply = await protocol.send(_pack(command))
+        reply = await (await self._connection()).send(_pack(command))
         if isinstance(reply, ResponseError):
             raise _error(reply)
         return reply
@@ -206,10 +203,8 @@ class MultiplexedRedis:
         ``raise_errors`` False, error replies come back in the list as exceptions."""
         if not commands:
             return []
-        protocol = self._protocol
-        if protocol is None or protocol.closed:
-            protocol = await self._connect()
         packed = b"".join(_pack(command) for command in commands)
+        protocol = await self._connection()
         replies: list[Any] = await protocol.send(packed, batch=len(commands))
         replies = [_error(r) if isinstance(r, ResponseError) else r for r in replies]
         return _raise_first_error(replies) if raise_errors else replies
@@ -232,6 +227,12 @@ class MultiplexedRedis:
             self._protocol = None
 
     # -- connecting ----------------------------------------------------------------------
+    async def _connection(self) -> _RespProtocol:
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+        return protocol
+
     async def _connect(self) -> _RespProtocol:
         # Concurrent callers share one attempt; a caller's cancellation does not cancel it.
         if self._connecting is None:
