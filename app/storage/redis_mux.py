@@ -191,7 +191,8 @@ class MultiplexedRedis:
 
     async def execute(self, *command: Arg) -> Any:
         """One command's reply; an error reply raises redis-py's ``ResponseError``."""
-        reply = await (await self._connection()).send(_pack(command))
+        protocol = self._open_protocol() or await self._connect()
+        reply = await protocol.send(_pack(command))
         if isinstance(reply, ResponseError):
             raise _error(reply)
         return reply
@@ -204,7 +205,7 @@ class MultiplexedRedis:
         if not commands:
             return []
         packed = b"".join(_pack(command) for command in commands)
-        protocol = await self._connection()
+        protocol = self._open_protocol() or await self._connect()
         replies: list[Any] = await protocol.send(packed, batch=len(commands))
         replies = [_error(r) if isinstance(r, ResponseError) else r for r in replies]
         return _raise_first_error(replies) if raise_errors else replies
@@ -227,11 +228,10 @@ class MultiplexedRedis:
             self._protocol = None
 
     # -- connecting ----------------------------------------------------------------------
-    async def _connection(self) -> _RespProtocol:
+    def _open_protocol(self) -> _RespProtocol | None:
+        """The connection if it is usable (a plain call: no coroutine per command)."""
         protocol = self._protocol
-        if protocol is None or protocol.closed:
-            protocol = await self._connect()
-        return protocol
+        return None if protocol is None or protocol.closed else protocol
 
     async def _connect(self) -> _RespProtocol:
         # Concurrent callers share one attempt; a caller's cancellation does not cancel it.
