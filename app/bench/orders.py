@@ -29,7 +29,13 @@ from typing import Any
 
 from app.bench.floor import floor_command
 from app.bench.openloop import LoadProcess, LoadSpec
-from app.bench.procs import ServerProcess, free_port, run_command, wait_until_idle
+from app.bench.procs import (
+    ServerProcess,
+    free_port,
+    run_command,
+    tree_cpu_seconds,
+    wait_until_idle,
+)
 from app.bench.report import BenchReport, Row, format_table
 from app.bench.wire import json_post_template
 from app.storage.embedded_redis import EmbeddedRedis
@@ -164,14 +170,26 @@ def run_orders_bench(
                 progress("a server is still busy from the last phase; measuring anyway")
             concurrency = f" c={phase.connections}" if phase.rate is None else ""
             progress(f"{phase.target.name}: {phase.kind}{concurrency}, {phase.duration_s:g} s")
+            cpu_before = phase.target.server.cpu_seconds(), tree_cpu_seconds(redis.pid)
             result = load.run(phase.spec(f"bench-{run_tag}-{number:02d}-"))
+            cpu_after = phase.target.server.cpu_seconds(), tree_cpu_seconds(redis.pid)
             if result.ok == 0:
                 raise RuntimeError(
                     f"{phase.target.name} answered no request with 2xx: {result.errors}"
                 )
             if phase.kind != "warm-up":
-                report.rows.append(Row(phase.target.name, result))
+                server_us, redis_us = (
+                    _per_request_us(before, after, result.ok)
+                    for before, after in zip(cpu_before, cpu_after, strict=True)
+                )
+                report.rows.append(Row(phase.target.name, result, server_us, redis_us))
     return report
+
+
+def _per_request_us(before: float | None, after: float | None, answered: int) -> float | None:
+    if before is None or after is None or answered <= 0:
+        return None
+    return (after - before) / answered * 1e6
 
 
 def _keep_logs(tmp: Path, destination: Path) -> None:

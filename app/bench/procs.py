@@ -72,15 +72,9 @@ class ServerProcess:
         raise RuntimeError(f"{self.name} not ready within {timeout_s}s:\n{self.log_tail()}")
 
     def cpu_seconds(self) -> float | None:
-        """CPU time the server has used so far (Linux ``/proc``); None where unavailable."""
-        if self._process is None:
-            return None
-        try:
-            fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            return None
-        # utime and stime, fields 14 and 15 of proc(5); 12 and 13 once pid and comm are cut.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time the server and its live child processes (the gateway's applier, uvicorn's
+        workers) have used so far (Linux ``/proc``); None where unavailable."""
+        return tree_cpu_seconds(self.pid)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -113,6 +107,34 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def tree_cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime of ``pid`` and its live descendants, from Linux ``/proc``; None where
+    unavailable. (A dead child's time is not counted: only children still running.)"""
+    if pid is None:
+        return None
+    stats: dict[int, tuple[int, int]] = {}  # pid -> (parent pid, ticks)
+    try:
+        entries = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        # ppid, utime and stime: fields 4, 14 and 15 of proc(5); 2, 12 and 13 once pid and
+        # comm are cut.
+        stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    if pid not in stats:
+        return None
+    ticks, frontier = 0, [pid]
+    while frontier:
+        parent = frontier.pop()
+        ticks += stats[parent][1]
+        frontier.extend(child for child, (ppid, _) in stats.items() if ppid == parent)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _answers_200(port: int, path: str) -> bool:

@@ -25,6 +25,10 @@ SUSTAIN_SHARE = 0.99
 class Row:
     target: str  # "floor" or "gateway"
     result: PhaseResult
+    # CPU the phase cost per 2xx answer, in microseconds: the target's processes (the
+    # gateway's include its applier) and the shared redis-server. None where not measurable.
+    server_cpu_us: float | None = None
+    redis_cpu_us: float | None = None
 
 
 @dataclass(slots=True)
@@ -77,7 +81,15 @@ class BenchReport:
                 "platform": platform.platform(),
             },
             "settings": self.settings,
-            "phases": [{"target": row.target, **asdict(row.result)} for row in self.rows],
+            "phases": [
+                {
+                    "target": row.target,
+                    **asdict(row.result),
+                    "server_cpu_us_per_request": row.server_cpu_us,
+                    "redis_cpu_us_per_request": row.redis_cpu_us,
+                }
+                for row in self.rows
+            ],
             "max_throughput_ratio": self.ratio,
             "targets": {
                 "p95_ms": P95_TARGET_MS,
@@ -105,9 +117,11 @@ _HEADER = (
     "p95_ms",
     "p99_ms",
     "max_ms",
+    "cpu_us",
+    "redis_us",
     "errors",
 )
-_WIDTHS = (9, 13, 10, 11, 7, 7, 7, 8, 0)
+_WIDTHS = (9, 13, 10, 11, 7, 7, 7, 8, 7, 9, 0)
 
 
 def format_table(report: BenchReport) -> str:
@@ -127,6 +141,8 @@ def format_table(report: BenchReport) -> str:
                     _ms(r.p95_ms),
                     _ms(r.p99_ms),
                     _ms(r.max_ms),
+                    _us(row.server_cpu_us),
+                    _us(row.redis_cpu_us),
                     _errors(r),
                 )
             )
@@ -150,6 +166,10 @@ def format_table(report: BenchReport) -> str:
         f"gateway at {rate:g}/s: sustained {verdict(verdicts['sustained'])} ; "
         f"P95 target <= {P95_TARGET_MS:g} ms: {verdict(verdicts['p95'])} ; "
         f"P99 target <= {P99_TARGET_MS:g} ms: {verdict(verdicts['p99'])}"
+    )
+    lines.append(
+        "cpu_us / redis_us: CPU per 2xx answer of the target's processes (the gateway's include "
+        "its applier) and of redis-server"
     )
     for row in report.rows:
         for status, body in sorted(row.result.error_samples.items()):
@@ -186,6 +206,10 @@ def _ms(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _errors(result: PhaseResult) -> str:

@@ -11,8 +11,10 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -23,7 +25,7 @@ from app.bench import concurrencies
 from app.bench.floor import floor_command
 from app.bench.openloop import LoadProcess, LoadSpec, PhaseResult
 from app.bench.orders import ORDER_BODIES
-from app.bench.procs import ServerProcess, free_port
+from app.bench.procs import ServerProcess, free_port, tree_cpu_seconds
 from app.bench.report import BenchReport, Row, format_table
 from app.bench.wire import ClientConnection, RequestTemplate, json_post_template
 from app.storage.embedded_redis import EmbeddedRedis
@@ -239,6 +241,29 @@ def test_closed_loop_concurrencies_are_a_positive_list(
         assert concurrencies(text) == parsed
 
 
+def test_a_servers_cpu_time_includes_its_child_processes() -> None:
+    # The gateway's applier is a child process: its CPU is part of what an order costs.
+    spin_in_child = (
+        "import subprocess, sys; subprocess.run([sys.executable, '-c', 'while True: pass'])"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", spin_in_child], start_new_session=True)
+    try:
+        time.sleep(1.0)
+        own = _own_cpu_seconds(parent.pid)
+        tree = tree_cpu_seconds(parent.pid)
+        assert tree is not None
+        assert own < 0.3
+        assert tree - own > 0.5  # the child spun for most of the second
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)  # the parent and its spinning child
+        parent.wait()
+
+
+def _own_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_orders_bench_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERGATE_")}
@@ -285,5 +310,7 @@ def test_orders_bench_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
     for p in data["phases"]:
         assert p["ok"] > 0, p
         assert p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"] <= p["max_ms"]
+        assert p["server_cpu_us_per_request"] > 0, p
+        assert p["redis_cpu_us_per_request"] >= 0, p
     assert data["max_throughput_ratio"] > 0
     assert set(data["targets"]["met"]) == {"sustained", "p95", "p99", "ratio"}
