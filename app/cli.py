@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -160,6 +161,10 @@ def run_applier(args: argparse.Namespace) -> int:
             async with AsyncExitStack() as stack:
                 core = await open_core(settings, stack, checkpoints=True)
                 await start_applier(core, settings, stack)
+                # As in the gateway: what start-up allocated lives as long as the process,
+                # so full collections need not walk it (a 60-80 ms pause here, measured).
+                gc.collect()
+                gc.freeze()
                 await stop.wait()
                 # A shutdown that hangs (a dead Redis, a lost database) must not leave a
                 # headless applier behind.

@@ -26,11 +26,14 @@ from app.storage.risk_state import RiskStore
 
 log = logging.getLogger(__name__)
 
+# A report read blocks up to the applier's 50 ms; past this, Redis is taken for gone.
+REPORT_READ_TIMEOUT_S = 2.0
+
 
 @dataclass(slots=True)
 class Core:
     redis: MultiplexedRedis  # every command but these two kinds:
-    redis_blocking: Redis  # pub/sub and blocking reads, which need connections of their own
+    redis_blocking: Redis  # pub/sub, which needs connections of its own
     engine: AsyncEngine
     order_log: OrderLog
     orders: OrderRepository
@@ -47,7 +50,7 @@ def open_commands(url: str, settings: Settings) -> MultiplexedRedis:
 
 
 def open_redis(url: str) -> Redis:
-    """redis-py, for what needs a connection of its own: pub/sub and blocking stream reads
+    """redis-py, for what needs a connection of its own: pub/sub
     (everything else goes over ``MultiplexedRedis``).
 
     A blocking pool: a caller beyond ``max_connections`` waits for a connection instead of
@@ -77,6 +80,14 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
     stack.push_async_callback(redis.close)
     redis_blocking = open_redis(redis_url)
     stack.push_async_callback(redis_blocking.aclose)
+    # The broker's report stream is read with a blocking XREAD: a connection of its own
+    # (opened on first use, so only the applier opens it).
+    reports = MultiplexedRedis(
+        redis_url,
+        reply_timeout_s=REPORT_READ_TIMEOUT_S,
+        connect_timeout_s=settings.risk.redis_timeout_ms / 1000,
+    )
+    stack.push_async_callback(reports.close)
 
     url = settings.effective_database_url
     engine = create_engine(url)
@@ -88,7 +99,7 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
     order_log.start()
     stack.push_async_callback(order_log.close)
 
-    broker = SimulatedBroker(redis, redis_blocking, settings.sim, dict(settings.universe))
+    broker = SimulatedBroker(redis, reports, settings.sim, dict(settings.universe))
     await broker.start()
     stack.push_async_callback(broker.close)
     risk_store = RiskStore(redis)

@@ -17,14 +17,13 @@ from decimal import Decimal
 from typing import Any
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 
 from app.brokers.base import BrokerTransportError, CancelAck, PlacementAck, ReportBatch
 from app.config import SimulatedBrokerSettings
 from app.domain.orders import QTY_DECIMALS, ExecutionReport, Order, Side
 from app.domain.status import OrderStatus
 from app.storage.keys import SimKeys
-from app.storage.redis_mux import LuaScript, MultiplexedRedis
+from app.storage.redis_mux import LuaScript, MultiplexedRedis, pairs
 from app.storage.scripts import load_script
 
 _SCALE = Decimal(10) ** QTY_DECIMALS
@@ -34,7 +33,7 @@ def _scaled(qty: Decimal) -> str:
     return str(int(qty * _SCALE))
 
 
-def _unscaled(value: str) -> Decimal:
+def _unscaled(value: str | bytes) -> Decimal:
     return Decimal(int(value)) / _SCALE
 
 
@@ -42,7 +41,7 @@ class SimulatedBroker:
     def __init__(
         self,
         redis: MultiplexedRedis,
-        reports_redis: Redis,
+        reports_redis: MultiplexedRedis,
         settings: SimulatedBrokerSettings,
         reference_prices: dict[str, Decimal],
         rng: random.Random | None = None,
@@ -142,13 +141,14 @@ class SimulatedBroker:
             cursor_epoch, _, cursor_position = cursor.partition("/")
             if cursor_epoch == epoch_text:
                 position = cursor_position
-        response: Any = await self._reports_redis.xread(
-            {SimKeys.reports: position}, count=count, block=block_ms
+        block = ("BLOCK", block_ms) if block_ms > 0 else ()  # BLOCK 0 would wait forever
+        response: Any = await self._reports_redis.execute(
+            "XREAD", "COUNT", count, *block, "STREAMS", SimKeys.reports, position
         )
         reports: list[ExecutionReport] = []
         for _stream, entries in response or []:
             for entry_id, fields in entries:
-                reports.append(_report_from_fields(fields))
+                reports.append(_report_from_fields(pairs(fields)))
                 position = entry_id.decode()
         return ReportBatch(reports, f"{epoch_text}/{position}")
 
@@ -185,20 +185,20 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _report_from_fields(fields: dict[bytes, bytes]) -> ExecutionReport:
-    f = {k.decode(): v.decode() for k, v in fields.items()}
-    last_px = f.get("lp") or None
+def _report_from_fields(f: dict[bytes, bytes]) -> ExecutionReport:
+    last_px = f.get(b"lp")
+    reason = f.get(b"r")
     return ExecutionReport(
-        client_order_id=f["c"],
-        exec_id=f["x"],
-        seq=int(f["q"]),
-        status=OrderStatus(f["s"]),
-        cum_qty=_unscaled(f["cum"]),
-        last_qty=_unscaled(f["lq"]),
-        last_px=None if last_px is None else Decimal(last_px),
-        reason=f.get("r") or None,
-        account=f["a"],
-        symbol=f["sym"],
-        side=Side(f["side"]),
-        transact_time=datetime.fromtimestamp(int(f["t"]) / 1000, UTC),
+        client_order_id=f[b"c"].decode(),
+        exec_id=f[b"x"].decode(),
+        seq=int(f[b"q"]),
+        status=OrderStatus(f[b"s"].decode()),
+        cum_qty=_unscaled(f[b"cum"]),
+        last_qty=_unscaled(f[b"lq"]),
+        last_px=Decimal(last_px.decode()) if last_px else None,
+        reason=reason.decode() if reason else None,
+        account=f[b"a"].decode(),
+        symbol=f[b"sym"].decode(),
+        side=Side(f[b"side"].decode()),
+        transact_time=datetime.fromtimestamp(int(f[b"t"]) / 1000, UTC),
     )

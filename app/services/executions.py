@@ -120,7 +120,9 @@ class ExecutionApplier:
             return batch.cursor
         # Risk first: settling is idempotent (cumulative quantities), so a crash before the
         # commit below re-applies it harmlessly, while the reverse order could lose it.
-        await self._risk.settle(_settlements(batch.reports))
+        settlements = risk_settlements(batch.reports)
+        if settlements:
+            await self._risk.settle(settlements)
         await self._log.apply_reports(batch.reports, (CURSOR_NAME, batch.cursor))
         return batch.cursor
 
@@ -175,8 +177,11 @@ class ExecutionApplier:
         return released
 
 
-def _settlements(reports: list[ExecutionReport]) -> list[Settlement]:
+def risk_settlements(reports: list[ExecutionReport]) -> list[Settlement]:
+    """What the risk state needs to hear: fills and ends. A report of neither (the broker's
+    'new', say) cannot change a reservation, so it costs Redis nothing."""
     return [
         Settlement(r.account, r.client_order_id, r.cum_qty, r.status.is_final, r.last_px)
         for r in reports
+        if r.is_fill or r.status.is_final
     ]
