@@ -38,9 +38,9 @@ class ExactDecimal(TypeDecorator[Decimal]):
         return dialect.type_descriptor(Numeric(38, 12, asdecimal=True))
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        return format(value, "f") if dialect.name == "sqlite" else value
+        if value is None or dialect.name != "sqlite":
+            return value
+        return sqlite_decimal(value)
 
     def process_result_value(self, value: str | Decimal | None, dialect: Dialect) -> Decimal | None:
         return decimal_from_db(value)
@@ -61,6 +61,11 @@ def decimal_from_db(value: str | Decimal | None) -> Decimal | None:
     if number == number.to_integral_value():
         return number.quantize(Decimal(1))
     return number.normalize()
+
+
+def sqlite_decimal(value: Decimal) -> str:
+    """An ``ExactDecimal`` as SQLite stores it: exact text, never exponent notation."""
+    return format(value, "f")
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -92,6 +97,14 @@ def utc_from_db(value: str | datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+def sqlite_timestamp(value: datetime) -> str:
+    """A ``UtcDateTime`` as SQLAlchemy stores it on SQLite (``2026-11-24 21:45:00.123456``),
+    for writes that bypass SQLAlchemy's statements."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime")
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 metadata = MetaData()
