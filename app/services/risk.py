@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Iterable
@@ -57,7 +58,7 @@ class RiskService:
         self._limits_ttl_s = limits_ttl_s
         self._limits: dict[str, tuple[float, RiskLimits]] = {}  # account -> (expiry, limits)
         self._generations: dict[str, int] = {}  # bumped by each change notice
-        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._reading: dict[str, asyncio.Task[RiskLimits]] = {}
         self._rebuilding: dict[str, asyncio.Lock] = {}
         self._listener: asyncio.Task[None] | None = None
 
@@ -127,14 +128,31 @@ class RiskService:
     async def limits(self, account: str) -> RiskLimits:
         """The account's limits, never older than ``limits_ttl_s``. In the last fifth of that
         an active account's limits are re-read in the background, so its orders do not
-        wait for the round trip."""
+        wait for the round trip; and however many orders need them at once, one read (and
+        at most one rebuild from the database) is in flight per account."""
         now = time.monotonic()
         cached = self._limits.get(account)
         if cached is None or cached[0] <= now:
-            return await self._load_limits(account)
-        if now >= cached[0] - self._limits_ttl_s / 5 and account not in self._refreshing:
-            self._refreshing[account] = asyncio.create_task(self._refresh_limits(account))
+            return await asyncio.shield(self._read_limits(account))
+        if now >= cached[0] - self._limits_ttl_s / 5:
+            self._read_limits(account)  # in the background
         return cached[1]
+
+    def _read_limits(self, account: str) -> asyncio.Task[RiskLimits]:
+        """The read of ``account``'s limits in flight, started if there is none."""
+        task = self._reading.get(account)
+        if task is None:
+            task = asyncio.create_task(self._load_limits(account))
+            task.add_done_callback(functools.partial(self._limits_read, account))
+            self._reading[account] = task
+        return task
+
+    def _limits_read(self, account: str, task: asyncio.Task[RiskLimits]) -> None:
+        if self._reading.get(account) is task:
+            del self._reading[account]
+        if not task.cancelled() and task.exception() is not None:
+            # The orders that waited got it; a background refresh leaves the entry to expire.
+            log.debug("limits of %s not read: %r", account, task.exception())
 
     async def _load_limits(self, account: str) -> RiskLimits:
         generation = self._generations.get(account, 0)
@@ -150,20 +168,14 @@ class RiskService:
             self._limits[account] = (read_at + self._limits_ttl_s, limits)
         return limits
 
-    async def _refresh_limits(self, account: str) -> None:
-        try:
-            await self._load_limits(account)
-        except RiskUnavailable as exc:
-            log.debug("limits of %s not refreshed: %s", account, exc.detail)
-        finally:
-            self._refreshing.pop(account, None)
-
     def forget_limits(self, account: str) -> None:
         self._generations[account] = self._generations.get(account, 0) + 1
         self._limits.pop(account, None)
+        # A read in flight began before the change: orders from now on read afresh.
+        self._reading.pop(account, None)
 
     def _forget_all_limits(self) -> None:
-        for account in list(self._limits):
+        for account in {*self._limits, *self._reading}:
             self.forget_limits(account)
 
     # -- rebuilding from the database ----------------------------------------------------
@@ -203,7 +215,7 @@ class RiskService:
 
     async def close(self) -> None:
         await self.prices.close()
-        for task in list(self._refreshing.values()):
+        for task in list(self._reading.values()):
             task.cancel()
         if self._listener is not None:
             self._listener.cancel()
