@@ -104,7 +104,9 @@ def sqlite_timestamp(value: datetime) -> str:
     for writes that bypass SQLAlchemy's statements."""
     if value.tzinfo is None:
         raise ValueError("naive datetime")
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    # The wall-clock fields, as SQLAlchemy writes them (the offset is not stored): the
+    # ISO form without its "+00:00" costs less than rebuilding the datetime without it.
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 metadata = MetaData()
