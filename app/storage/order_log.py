@@ -211,9 +211,10 @@ class OrderLog:
         interval, several times per statement; SQLAlchemy's transaction bookkeeping cost
         more than the BEGIN and COMMIT themselves.
 
-        Execution reports are planned before the lock is taken, from what the database holds
-        then (reads need no lock in WAL mode): SQLite has one write lock for every process,
-        and the gateway's commits wait while the applier holds it."""
+        Execution reports are planned, and their rows converted, before the lock is taken,
+        from what the database holds then (reads need no lock in WAL mode): SQLite has one
+        write lock for every process, and the gateway's commits wait while the applier holds
+        it."""
         raw = self._sqlite_connection()
         plain = _Sqlite3(raw)
         try:
@@ -222,6 +223,8 @@ class OrderLog:
                 for i, w in enumerate(writes)
                 if isinstance(w, _Reports)
             }
+            for plan in plans.values():
+                plan.bind(self._sql)  # converted now, not while holding the lock
             await self._lock_sqlite(raw)
             try:
                 results = self._execute(plain, writes, plans)
