@@ -66,6 +66,12 @@ def serve(args: argparse.Namespace) -> int:
     from app.storage.embedded_redis import EmbeddedRedis
 
     settings = get_settings()
+    # uvicorn shuts down on SIGTERM and then raises the signal again for the handler it
+    # found: by default that killed this process on the spot, so the applier and the
+    # private redis-server died together (by the parent-death signal) and the applier's
+    # last iteration failed on a vanished Redis. Exiting through the stack below stops
+    # the applier first and Redis last.
+    signal.signal(signal.SIGTERM, _exit_normally)
     with ExitStack() as stack:
         if settings.redis_url is None:
             # One private redis-server shared by every worker: idempotency, the paper
@@ -94,6 +100,10 @@ def serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=5,
         )
     return 0
+
+
+def _exit_normally(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 class ApplierProcess:

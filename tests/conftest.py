@@ -104,7 +104,7 @@ class Gateway:
 
     base_url: str
     database_url: str
-    redis_url: str
+    redis_url: str | None  # None: serve starts a private redis-server
     env: dict[str, str]
     workers: int
     keys: dict[str, str] = field(default_factory=dict)
@@ -181,7 +181,7 @@ class Gateway:
 def launch_gateway(
     tmp: Path,
     database_url: str,
-    redis_url: str,
+    redis_url: str | None,
     workers: int = 2,
     extra_env: dict[str, str] | None = None,
 ) -> Gateway:
@@ -190,7 +190,6 @@ def launch_gateway(
     env.update(
         {
             "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
             "ORDERGATE_DATA_DIR": str(tmp),
             "ORDERGATE_RECONCILE_AFTER_S": "1.5",
             "ORDERGATE_AUTH_CACHE_TTL_S": "0.2",
@@ -199,6 +198,8 @@ def launch_gateway(
             "PYTHONPATH": str(REPO),
         }
     )
+    if redis_url is not None:  # else serve starts a private redis-server
+        env["REDIS_URL"] = redis_url
     env.update(extra_env or {})
     gateway = Gateway(
         base_url=f"http://127.0.0.1:{free_port()}",

@@ -231,3 +231,47 @@ async def _ready(base_url: str) -> bool:
             return (await client.get("/readyz")).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_sigterm_stops_serve_cleanly_applier_first_then_its_private_redis(
+    database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    """What `docker stop` or systemd sends: serve's own clean-up must run (it once died on
+    uvicorn's re-raised SIGTERM, taking the applier and Redis down at the same instant)."""
+    # No REDIS_URL: serve starts a private redis-server of its own.
+    gateway = launch_gateway(tmp_path, database_factory.create("sqlite"), None, workers=1)
+    assert gateway.process is not None
+    serve = gateway.process
+    children = _children(serve.pid)
+    assert len(children) >= 2  # the applier and the private redis-server
+    serve.send_signal(signal.SIGTERM)  # to serve alone, not its process group
+    assert serve.wait(timeout=20) == 0
+    await wait_for(lambda: _none_alive(children), within=5)
+    gateway.process = None
+    log = (tmp_path / "gateway.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+async def _none_alive(pids: list[int]) -> bool:
+    return not any(_alive(pid) for pid in pids)
