@@ -15,6 +15,7 @@ from app.domain.errors import NotAuthenticated
 from app.services.auth import ApiKeyService, Role
 from app.storage.database import create_engine
 from app.storage.repositories import ApiKeyRecord, ApiKeyRepository
+from tests.conftest import wait_for
 
 
 class CountingKeys(ApiKeyRepository):
@@ -50,15 +51,19 @@ async def test_concurrent_requests_for_an_expired_key_share_one_lookup(
 async def test_a_key_in_use_is_looked_up_again_before_its_entry_expires(
     keys: CountingKeys,
 ) -> None:
-    service = ApiKeyService(keys, cache_ttl_s=0.5)
+    service = ApiKeyService(keys, cache_ttl_s=1.0)
     _, key = await service.create("acct", Role.TRADER)
     await service.authenticate(key)
-    await asyncio.sleep(0.42)  # in the last fifth of the TTL
+    await asyncio.sleep(0.82)  # in the last fifth of the TTL
     before = keys.lookups
     assert (await service.authenticate(key)).account == "acct"  # from the cache
-    await asyncio.sleep(0.05)
-    assert keys.lookups - before == 1  # refreshed in the background
-    await asyncio.sleep(0.2)  # past the first entry's expiry: the refreshed one serves
+    assert keys.lookups == before
+
+    async def refreshed() -> bool:
+        return keys.lookups - before == 1  # looked up again in the background
+
+    await wait_for(refreshed, within=0.5, interval=0.01)
+    await asyncio.sleep(0.3)  # past the first entry's expiry: the refreshed one serves
     await service.authenticate(key)
     assert keys.lookups - before == 1
 

@@ -23,6 +23,7 @@ from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.repositories import OrderRepository
 from app.storage.risk_repository import RiskRepository
 from app.storage.risk_state import RiskStore
+from tests.conftest import wait_for
 
 
 class GatedLimits(RiskRepository):
@@ -74,7 +75,7 @@ async def risk(redis_server: EmbeddedRedis, tmp_path: Path) -> AsyncIterator[Ris
         orders=OrderRepository(engine),
         prices=ReferencePrices(redis, dict(settings.universe)),
         default_limits=settings.risk.default_limits,
-        limits_ttl_s=0.3,
+        limits_ttl_s=1.0,
     )
     # An account Redis has never seen: its first read rebuilds it from the database.
     yield Risk(service, repo, store, f"cache-{secrets.token_hex(4)}")
@@ -107,12 +108,15 @@ async def test_a_limit_change_is_not_answered_by_a_read_begun_before_it(risk: Ri
 
 async def test_an_account_in_use_is_refreshed_before_its_entry_expires(risk: Risk) -> None:
     await risk.service.limits(risk.account)
-    await asyncio.sleep(0.26)  # in the last fifth of the 0.3 s TTL
+    await asyncio.sleep(0.82)  # in the last fifth of the 1 s TTL
     reads = risk.store.reads
     await risk.service.limits(risk.account)  # answered from the cache at once...
     assert risk.store.reads == reads
-    await asyncio.sleep(0.05)
-    assert risk.store.reads == reads + 1  # ...while Redis was read in the background
-    await asyncio.sleep(0.1)  # past the first entry's expiry: the refreshed entry serves
+
+    async def refreshed() -> bool:
+        return risk.store.reads == reads + 1  # ...while Redis is read in the background
+
+    await wait_for(refreshed, within=0.5, interval=0.01)
+    await asyncio.sleep(0.3)  # past the first entry's expiry: the refreshed entry serves
     await risk.service.limits(risk.account)
     assert risk.store.reads == reads + 1
