@@ -32,7 +32,7 @@ REPORT_READ_TIMEOUT_S = 2.0
 
 @dataclass(slots=True)
 class Core:
-    redis: MultiplexedRedis  # every command but these two kinds:
+    redis: MultiplexedRedis  # every command but pub/sub (and the broker's report reads):
     redis_blocking: Redis  # pub/sub, which needs connections of its own
     engine: AsyncEngine
     order_log: OrderLog
@@ -41,12 +41,16 @@ class Core:
     risk_store: RiskStore
 
 
-def open_commands(url: str, settings: Settings) -> MultiplexedRedis:
+def open_commands(
+    url: str, settings: Settings, reply_timeout_s: float | None = None
+) -> MultiplexedRedis:
     """The multiplexed client every command goes through. A Redis that answers nothing
-    within the risk budget is treated as down: the order path fails closed instead of
-    waiting (see redis_mux)."""
+    within the risk budget (or ``reply_timeout_s``, for a client of blocking reads) is
+    treated as down: the order path fails closed instead of waiting (see redis_mux)."""
     budget_s = settings.risk.redis_timeout_ms / 1000
-    return MultiplexedRedis(url, reply_timeout_s=budget_s, connect_timeout_s=budget_s)
+    return MultiplexedRedis(
+        url, reply_timeout_s=reply_timeout_s or budget_s, connect_timeout_s=budget_s
+    )
 
 
 def open_redis(url: str) -> Redis:
@@ -82,11 +86,7 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
     stack.push_async_callback(redis_blocking.aclose)
     # The broker's report stream is read with a blocking XREAD: a connection of its own
     # (opened on first use, so only the applier opens it).
-    reports = MultiplexedRedis(
-        redis_url,
-        reply_timeout_s=REPORT_READ_TIMEOUT_S,
-        connect_timeout_s=settings.risk.redis_timeout_ms / 1000,
-    )
+    reports = open_commands(redis_url, settings, reply_timeout_s=REPORT_READ_TIMEOUT_S)
     stack.push_async_callback(reports.close)
 
     url = settings.effective_database_url

@@ -159,15 +159,10 @@ class Statements:
         # Keys are matched as "a IN (...) AND b IN (...)", not "(a, b) IN (VALUES ...)":
         # SQLite answers the first from the (a, b) index and scans the table for the second.
         # Callers keep only the exact pairs they asked for.
-        self.taken_client_ids = RawLookup(
-            dialect, "SELECT account, client_order_id FROM orders", ("account", "client_order_id")
-        )
-        self.statuses_by_id = RawLookup(
-            dialect, "SELECT id, status FROM orders", ("id",), lock=True
-        )
-        self.orders_by_key = _lookup(
-            dialect, t.orders, ORDER_COLUMNS, ("account", "client_order_id"), lock=True
-        )
+        order_key = ("account", "client_order_id")
+        self.taken_client_ids = _lookup(dialect, t.orders, order_key, order_key, lock=False)
+        self.statuses_by_id = _lookup(dialect, t.orders, ("id", "status"), ("id",), lock=True)
+        self.orders_by_key = _lookup(dialect, t.orders, ORDER_COLUMNS, order_key, lock=True)
         self.known_fills = _lookup(dialect, t.fills, ("exec_id",), ("exec_id",), lock=False)
         self.positions_by_key = _lookup(
             dialect, t.positions, POSITION_COLUMNS, ("account", "symbol"), lock=True
