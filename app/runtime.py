@@ -32,7 +32,7 @@ REPORT_READ_TIMEOUT_S = 2.0
 
 @dataclass(slots=True)
 class Core:
-    redis: MultiplexedRedis  # every command but pub/sub (and the broker's report reads):
+    redis: MultiplexedRedis  # every command but pub/sub (and the broker's report reads)
     redis_blocking: Redis  # pub/sub, which needs connections of its own
     engine: AsyncEngine
     order_log: OrderLog

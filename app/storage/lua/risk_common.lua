@@ -63,7 +63,8 @@ local function settle(expo, resv, coid, cum_filled, final, mark_arg)
   end
   local p = split(rec)
   local sym, side, qty, filled = p[1], p[2], tonumber(p[3]), tonumber(p[4])
-  local e = redis.call('HMGET', expo, 'pos:' .. sym, 'buy:' .. sym, 'sell:' .. sym, 'mark:' .. sym)
+  local e = redis.call('HMGET', expo, 'pos:' .. sym, 'buy:' .. sym, 'sell:' .. sym, 'mark:' .. sym,
+    'gx:' .. sym, 'gross')
   local pos, buys, sells = num(e[1]), num(e[2]), num(e[3])
   local mark = num(e[4])
   if mark_arg ~= '' then
@@ -98,7 +99,7 @@ local function settle(expo, resv, coid, cum_filled, final, mark_arg)
       table.concat({sym, side, fmt(qty), fmt(filled), p[5], p[6] or ''}, '|'))
   end
   if changed == 1 then
-    store_exposure(expo, sym, pos, buys, sells, mark)
+    store_exposure(expo, sym, pos, buys, sells, mark, num(e[5]), num(e[6]))
   end
   return changed
 end
