@@ -33,12 +33,6 @@ def test_timestamps_are_written_as_sqlalchemy_writes_them(value: datetime) -> No
     assert bind_processor(column, DIALECT)(value) == sqlalchemys(column)(value)
 
 
-@given(st.decimals(allow_nan=False, allow_infinity=False, places=12))
-def test_decimals_are_written_as_sqlalchemy_writes_them(value: Decimal) -> None:
-    column = t.orders.c.qty
-    assert bind_processor(column, DIALECT)(value) == sqlalchemys(column)(value)
-
-
 @given(st.datetimes(min_value=datetime(1, 1, 1), timezones=st.just(UTC)))
 def test_a_written_timestamp_reads_back_as_itself(value: datetime) -> None:
     column = t.orders.c.created_at
