@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -14,9 +13,8 @@ from enum import StrEnum
 from app.domain.accounts import check_account_name
 from app.domain.errors import Forbidden, NotAuthenticated
 from app.domain.ids import new_id
+from app.services.inflight import InFlight
 from app.storage.repositories import ApiKeyRepository
-
-log = logging.getLogger(__name__)
 
 
 class Role(StrEnum):
@@ -58,7 +56,7 @@ class ApiKeyService:
         # One database lookup per key at a time, however many requests need it: when a
         # busy key's entry expired, every request in flight used to look it up at once
         # (128 concurrent orders stalled up to ~0.9 s, once a second).
-        self._lookups: dict[str, asyncio.Task[Principal | None]] = {}
+        self._lookups: InFlight[str, Principal | None] = InFlight()
 
     async def create(self, account: str, role: Role) -> tuple[str, str]:
         """Issue a key; returns (key id, the key in clear: shown once, never stored)."""
@@ -79,41 +77,22 @@ class ApiKeyService:
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is None or cached[0] <= now:
-            principal = await asyncio.shield(self._lookup(digest))
+            principal = await asyncio.shield(self._lookups.start(digest, self._find))
         else:
             if now >= cached[0] - self._cache_ttl_s / 5:
-                self._lookup(digest)  # in the background
+                self._lookups.start(digest, self._find)  # in the background
             principal = cached[1]
         if principal is None:
             raise NotAuthenticated("unknown or revoked API key")
         return principal
 
-    def _lookup(self, digest: str) -> asyncio.Task[Principal | None]:
-        """The lookup of ``digest`` in flight, started if there is none."""
-        task = self._lookups.get(digest)
-        if task is None:
-            task = asyncio.create_task(self._find(digest))
-            task.add_done_callback(_log_failed_lookup)
-            self._lookups[digest] = task
-        return task
-
     async def _find(self, digest: str) -> Principal | None:
-        try:
-            read_at = time.monotonic()
-            record = await self._keys.find(digest)
-            principal = None
-            if record is not None and not record.revoked:
-                principal = Principal(record.account, Role(record.role), record.id)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (read_at + self._cache_ttl_s, principal)
-            return principal
-        finally:
-            del self._lookups[digest]
-
-
-def _log_failed_lookup(task: asyncio.Task[Principal | None]) -> None:
-    # Whoever awaited it got the error too; a background refresh that failed leaves the
-    # entry to expire, and the next request after that looks the key up and gets the error.
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("API key lookup failed: %r", task.exception())
+        read_at = time.monotonic()
+        record = await self._keys.find(digest)
+        principal = None
+        if record is not None and not record.revoked:
+            principal = Principal(record.account, Role(record.role), record.id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (read_at + self._cache_ttl_s, principal)
+        return principal

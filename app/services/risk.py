@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Iterable
@@ -23,6 +22,7 @@ from redis.exceptions import RedisError
 from app.domain.errors import RiskRejected, RiskUnavailable
 from app.domain.orders import OrderIntent
 from app.domain.risk import RiskLimits, check_static, duplicate_signature
+from app.services.inflight import InFlight
 from app.services.metrics import RISK_ACCEPTED, RISK_DECISIONS
 from app.services.prices import ReferencePrices
 from app.storage.idempotency import KeyClaim
@@ -58,7 +58,7 @@ class RiskService:
         self._limits_ttl_s = limits_ttl_s
         self._limits: dict[str, tuple[float, RiskLimits]] = {}  # account -> (expiry, limits)
         self._generations: dict[str, int] = {}  # bumped by each change notice
-        self._reading: dict[str, asyncio.Task[RiskLimits]] = {}
+        self._reading: InFlight[str, RiskLimits] = InFlight()
         self._rebuilding: dict[str, asyncio.Lock] = {}
         self._listener: asyncio.Task[None] | None = None
 
@@ -133,26 +133,10 @@ class RiskService:
         now = time.monotonic()
         cached = self._limits.get(account)
         if cached is None or cached[0] <= now:
-            return await asyncio.shield(self._read_limits(account))
+            return await asyncio.shield(self._reading.start(account, self._load_limits))
         if now >= cached[0] - self._limits_ttl_s / 5:
-            self._read_limits(account)  # in the background
+            self._reading.start(account, self._load_limits)  # in the background
         return cached[1]
-
-    def _read_limits(self, account: str) -> asyncio.Task[RiskLimits]:
-        """The read of ``account``'s limits in flight, started if there is none."""
-        task = self._reading.get(account)
-        if task is None:
-            task = asyncio.create_task(self._load_limits(account))
-            task.add_done_callback(functools.partial(self._limits_read, account))
-            self._reading[account] = task
-        return task
-
-    def _limits_read(self, account: str, task: asyncio.Task[RiskLimits]) -> None:
-        if self._reading.get(account) is task:
-            del self._reading[account]
-        if not task.cancelled() and task.exception() is not None:
-            # The orders that waited got it; a background refresh leaves the entry to expire.
-            log.debug("limits of %s not read: %r", account, task.exception())
 
     async def _load_limits(self, account: str) -> RiskLimits:
         generation = self._generations.get(account, 0)
@@ -172,10 +156,10 @@ class RiskService:
         self._generations[account] = self._generations.get(account, 0) + 1
         self._limits.pop(account, None)
         # A read in flight began before the change: orders from now on read afresh.
-        self._reading.pop(account, None)
+        self._reading.forget(account)
 
     def _forget_all_limits(self) -> None:
-        for account in {*self._limits, *self._reading}:
+        for account in {*self._limits, *self._reading.keys()}:
             self.forget_limits(account)
 
     # -- rebuilding from the database ----------------------------------------------------
@@ -215,8 +199,7 @@ class RiskService:
 
     async def close(self) -> None:
         await self.prices.close()
-        for task in list(self._reading.values()):
-            task.cancel()
+        self._reading.cancel_all()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
