@@ -88,7 +88,7 @@ def serve(args: argparse.Namespace) -> int:
             metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="og-metrics-"))
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         uvicorn.run(
-            "app.main:create_app",
+            "app.main:create_served_app",
             factory=True,
             host=args.host or settings.host,
             port=args.port or settings.port,
