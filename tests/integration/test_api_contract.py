@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
+from app.storage.keys import RiskKeys
 from tests.conftest import Gateway
 from tests.integration.test_orders import coid, limit, market
 
@@ -352,6 +354,44 @@ async def test_the_order_entry_lane_and_fastapi_answer_alike_and_are_both_counte
     assert refused.json()["code"] == "request.invalid"
     assert orders_counted(after, "2xx") - orders_counted(before, "2xx") == 2
     assert orders_counted(after, "4xx") - orders_counted(before, "4xx") == 1
+
+
+async def test_an_unexpected_error_is_the_apps_500_problem_from_the_lane_and_the_route(
+    gateway: Gateway,
+) -> None:
+    # A limits document in Redis that does not parse: no order of the account can be
+    # decided, and nothing in the gateway expects it.
+    account = "broken-limits"
+    assert gateway.redis_url is not None
+    redis = Redis.from_url(gateway.redis_url)
+    await redis.hset(RiskKeys(account).state, mapping={"built": "1", "doc": "{not json"})
+    key = gateway.new_key(account)
+
+    async def chunked() -> Any:
+        yield json.dumps(market()).encode()
+
+    try:
+        async with gateway.client(key) as client:
+            before = (await client.get("/metrics")).text
+            by_lane = await client.post("/v1/orders", json=market())
+        # (Starlette re-raises the error after its 500, and uvicorn then drops the
+        # connection: a client of its own.)
+        async with gateway.client(key) as client:
+            by_route = await client.post(
+                "/v1/orders", content=chunked(), headers={"content-type": "application/json"}
+            )
+        async with gateway.client(key) as client:
+            after = (await client.get("/metrics")).text
+            assert await order_count(client) == 0
+    finally:
+        await redis.delete(RiskKeys(account).state)
+        await redis.aclose()
+    for answer in (by_lane, by_route):
+        assert answer.status_code == 500, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+    assert by_lane.json() == by_route.json()
+    assert by_lane.json()["code"] == "internal"
+    assert orders_counted(after, "5xx") - orders_counted(before, "5xx") == 2
 
 
 async def test_body_over_64_kib_is_413(alice: httpx.AsyncClient) -> None:
