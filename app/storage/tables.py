@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, overload
 
 from sqlalchemy import (
@@ -104,6 +105,14 @@ def sqlite_timestamp(value: datetime) -> str:
     for writes that bypass SQLAlchemy's statements."""
     if value.tzinfo is None:
         raise ValueError("naive datetime")
+    # One order's two timestamps are written five times (created, updated, two events, the
+    # transition): remembered, by instant and offset, as equal instants in other offsets
+    # have other wall clocks.
+    return _wall_clock(value, value.utcoffset())
+
+
+@lru_cache(maxsize=1024)
+def _wall_clock(value: datetime, _offset: timedelta | None) -> str:
     # The wall-clock fields, as SQLAlchemy writes them (the offset is not stored): the
     # ISO form without its "+00:00" costs less than rebuilding the datetime without it.
     return value.isoformat(" ", "microseconds")[:26]

@@ -33,6 +33,21 @@ def test_timestamps_are_written_as_sqlalchemy_writes_them(value: datetime) -> No
     assert bind_processor(column, DIALECT)(value) == sqlalchemys(column)(value)
 
 
+def test_one_instant_in_two_offsets_is_written_with_each_ones_wall_clock() -> None:
+    # Conversions are remembered; equal instants must not share an answer.
+    column = t.orders.c.created_at
+    at_utc = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    elsewhere = at_utc.astimezone(timezone(timedelta(hours=-5)))
+    assert at_utc == elsewhere
+    written = [bind_processor(column, DIALECT)(v) for v in (at_utc, elsewhere, at_utc)]
+    assert written == [
+        "2026-11-25 12:00:00.000000",
+        "2026-11-25 07:00:00.000000",
+        "2026-11-25 12:00:00.000000",
+    ]
+    assert written == [sqlalchemys(column)(v) for v in (at_utc, elsewhere, at_utc)]
+
+
 @given(st.datetimes(min_value=datetime(1, 1, 1), timezones=st.just(UTC)))
 def test_a_written_timestamp_reads_back_as_itself(value: datetime) -> None:
     column = t.orders.c.created_at
