@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 CURSOR_NAME = "broker-reports"
 STOP_TIMEOUT_S = 2.0
+# Reports per transaction. On SQLite the gateway's commits wait while the applier holds the
+# write lock: 500 reports held it ~6 ms; at 128 the gateway's orders stall far less, and a
+# backlog is drained by going round again at once (ratio to the floor, six alternating
+# closed-loop runs each: median 0.64 at 500, 0.68 at 128).
+REPORT_BATCH = 128
 
 
 class ExecutionApplier:
@@ -40,6 +45,7 @@ class ExecutionApplier:
         orphan_reservation_after_s: float = 10.0,
         housekeeping_interval_s: float = 0.25,
         commit_interval_s: float = 0.02,
+        report_batch: int = REPORT_BATCH,
     ) -> None:
         self._broker = broker
         self._risk = risk
@@ -50,6 +56,7 @@ class ExecutionApplier:
         self._reconcile_after = timedelta(seconds=reconcile_after_s)
         self._housekeeping_interval_s = housekeeping_interval_s
         self._commit_interval_s = commit_interval_s
+        self._report_batch = report_batch
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.is_leader = False
@@ -92,11 +99,11 @@ class ExecutionApplier:
                 if not self.is_leader:
                     await self._pause(0.5)
                     continue
-                before = cursor
-                cursor = await self.apply_once(cursor, block_ms=50)
-                if cursor != before:
+                cursor, applied = await self.apply_once(cursor, block_ms=50)
+                if 0 < applied < self._report_batch:
                     # Let reports accumulate: fewer, larger transactions hold the database's
                     # write lock (SQLite: shared with the gateway's own commits) less often.
+                    # A full batch means a backlog: no pause, and no longer hold either.
                     await self._pause(self._commit_interval_s)
                 if now >= next_housekeeping:
                     await self._broker.housekeeping()
@@ -114,17 +121,18 @@ class ExecutionApplier:
                 next_renewal = 0.0
                 await self._pause(0.5)
 
-    async def apply_once(self, cursor: str | None, *, block_ms: int) -> str | None:
-        batch = await self._broker.read_reports(cursor, block_ms=block_ms, count=500)
+    async def apply_once(self, cursor: str | None, *, block_ms: int) -> tuple[str | None, int]:
+        """Apply the next batch of reports; the cursor after it, and how many there were."""
+        batch = await self._broker.read_reports(cursor, block_ms=block_ms, count=self._report_batch)
         if not batch.reports:
-            return batch.cursor
+            return batch.cursor, 0
         # Risk first: settling is idempotent (cumulative quantities), so a crash before the
         # commit below re-applies it harmlessly, while the reverse order could lose it.
         settlements = risk_settlements(batch.reports)
         if settlements:
             await self._risk.settle(settlements)
         await self._log.apply_reports(batch.reports, (CURSOR_NAME, batch.cursor))
-        return batch.cursor
+        return batch.cursor, len(batch.reports)
 
     async def reconcile(self) -> int:
         """Resolve placements whose outcome we never learned. Never places again."""
