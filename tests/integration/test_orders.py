@@ -205,3 +205,42 @@ async def test_list_orders_is_newest_first_with_cursor_and_filters(gateway: Gate
         assert [o["id"] for o in canceled["items"]] == [ids[0]]
         by_symbol = (await client.get("/v1/orders", params={"symbol": "AAPL"})).json()
         assert by_symbol["items"] == []
+
+
+async def order_events(gateway: Gateway, order_id: str) -> list[tuple[str | None, str]]:
+    """The order's transitions as the append-only event table holds them, oldest first."""
+    from sqlalchemy import select
+
+    from app.storage.database import create_engine
+    from app.storage.tables import order_events as events
+
+    engine = create_engine(gateway.database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(events.c.from_status, events.c.to_status)
+                .where(events.c.order_id == order_id)
+                .order_by(events.c.id)
+            )
+            return [(row.from_status, row.to_status) for row in rows]
+    finally:
+        await engine.dispose()
+
+
+async def test_every_transition_is_an_event_in_order(gateway: Gateway) -> None:
+    async with gateway.client(gateway.new_key("events-acct")) as client:
+        filled = (await client.post("/v1/orders", json=market())).json()
+        resting = (await client.post("/v1/orders", json=limit("1", symbol="MSFT"))).json()
+        await eventually_status(client, filled["id"], "filled")
+        assert (await client.delete(f"/v1/orders/{resting['id']}")).status_code == 200
+    assert await order_events(gateway, filled["id"]) == [
+        (None, "pending_new"),
+        ("pending_new", "new"),
+        ("new", "filled"),
+    ]
+    assert await order_events(gateway, resting["id"]) == [
+        (None, "pending_new"),
+        ("pending_new", "new"),
+        ("new", "pending_cancel"),
+        ("pending_cancel", "canceled"),
+    ]
