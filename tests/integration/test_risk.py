@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import statistics
+import threading
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -15,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
+import redis as syncredis
 
 from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.keys import RiskKeys
@@ -341,30 +342,33 @@ async def test_position_limit_holds_for_200_concurrent_orders_over_two_workers(
     account = new_account("race")
     key = gateway.new_key(account)
     await put_limits(admin, account, max_position="100")
-    redis = aioredis.Redis.from_url(gateway.redis_url)
+    assert gateway.redis_url is not None
+    redis = syncredis.Redis.from_url(gateway.redis_url)
     keys = RiskKeys(account)
     samples: list[int] = []
-    done = asyncio.Event()
+    done = threading.Event()
 
-    async def sample() -> None:
+    def sample() -> None:
+        # A thread of its own: on the test's event loop, busy sending the 200 orders, it got
+        # a handful of turns in all once the gateway got fast.
         while not done.is_set():
-            position, open_buy = await redis.hmget(keys.exposure, ["pos:AAPL", "buy:AAPL"])
+            position, open_buy = redis.hmget(keys.exposure, ["pos:AAPL", "buy:AAPL"])
             samples.append(int(position or 0) + int(open_buy or 0))
-            await asyncio.sleep(0)
 
     clients = [gateway.client(key) for _ in range(4)]
-    await redis.ping()  # connected before the race, so the sampler samples during it
+    redis.ping()  # connected before the race, so the sampler samples during it
+    sampler = threading.Thread(target=sample)
     try:
-        sampler = asyncio.create_task(sample())
+        sampler.start()
         responses = await asyncio.gather(
             *(clients[i % 4].post("/v1/orders", json=market("AAPL", qty="1")) for i in range(200))
         )
-        done.set()
-        await sampler
     finally:
+        done.set()
+        sampler.join()
         for client in clients:
             await client.aclose()
-        await redis.aclose()
+        redis.close()
 
     statuses = [r.status_code for r in responses]
     assert statuses.count(201) == 100, statuses
