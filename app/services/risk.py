@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Iterable
 from typing import TypeVar
 
@@ -22,7 +21,7 @@ from redis.exceptions import RedisError
 from app.domain.errors import RiskRejected, RiskUnavailable
 from app.domain.orders import OrderIntent
 from app.domain.risk import RiskLimits, check_static, duplicate_signature
-from app.services.inflight import InFlight
+from app.services.cache import ReadThroughCache
 from app.services.metrics import RISK_ACCEPTED, RISK_DECISIONS
 from app.services.prices import ReferencePrices
 from app.storage.idempotency import KeyClaim
@@ -55,10 +54,11 @@ class RiskService:
         self._orders = orders
         self.prices = prices
         self._default_limits = default_limits
-        self._limits_ttl_s = limits_ttl_s
-        self._limits: dict[str, tuple[float, RiskLimits]] = {}  # account -> (expiry, limits)
-        self._generations: dict[str, int] = {}  # bumped by each change notice
-        self._reading: InFlight[str, RiskLimits] = InFlight()
+        # One read (and at most one rebuild from the database) in flight per account,
+        # however many orders need its limits at once.
+        self._limits: ReadThroughCache[str, RiskLimits] = ReadThroughCache(
+            self._read_limits, limits_ttl_s
+        )
         self._rebuilding: dict[str, asyncio.Lock] = {}
         self._listener: asyncio.Task[None] | None = None
 
@@ -126,41 +126,21 @@ class RiskService:
 
     # -- limits, cached ------------------------------------------------------------------
     async def limits(self, account: str) -> RiskLimits:
-        """The account's limits, never older than ``limits_ttl_s``. In the last fifth of that
-        an active account's limits are re-read in the background, so its orders do not
-        wait for the round trip; and however many orders need them at once, one read (and
-        at most one rebuild from the database) is in flight per account."""
-        now = time.monotonic()
-        cached = self._limits.get(account)
-        if cached is None or cached[0] <= now:
-            return await asyncio.shield(self._reading.start(account, self._load_limits))
-        if now >= cached[0] - self._limits_ttl_s / 5:
-            self._reading.start(account, self._load_limits)  # in the background
-        return cached[1]
+        """The account's limits, never older than ``limits_ttl_s`` (re-read in the
+        background while in use, and at once after a change notice)."""
+        return await self._limits.get(account)
 
-    async def _load_limits(self, account: str) -> RiskLimits:
-        generation = self._generations.get(account, 0)
-        read_at = time.monotonic()
+    async def _read_limits(self, account: str) -> RiskLimits:
         built, doc = await self._redis_call(self._store.limits_document(account))
         if not built or doc is None:
             await self.rebuild(account)
             built, doc = await self._redis_call(self._store.limits_document(account))
-        limits = self._default_limits if doc is None else RiskLimits.model_validate_json(doc)
-        # A change notice that arrived during the read makes what was read stale: keep
-        # nothing (the next order reads again).
-        if self._generations.get(account, 0) == generation:
-            self._limits[account] = (read_at + self._limits_ttl_s, limits)
-        return limits
+        return self._default_limits if doc is None else RiskLimits.model_validate_json(doc)
 
     def forget_limits(self, account: str) -> None:
-        self._generations[account] = self._generations.get(account, 0) + 1
-        self._limits.pop(account, None)
-        # A read in flight began before the change: orders from now on read afresh.
-        self._reading.forget(account)
-
-    def _forget_all_limits(self) -> None:
-        for account in {*self._limits, *self._reading.keys()}:
-            self.forget_limits(account)
+        """A change notice: a read in flight began before the change, so orders from now
+        on read afresh."""
+        self._limits.forget(account)
 
     # -- rebuilding from the database ----------------------------------------------------
     async def image(self, account: str) -> AccountImage:
@@ -199,7 +179,7 @@ class RiskService:
 
     async def close(self) -> None:
         await self.prices.close()
-        self._reading.cancel_all()
+        self._limits.close()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -213,14 +193,14 @@ class RiskService:
                 async with self._notices.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(RiskKeys.limits_channel)
                     # Notices sent while we were not listening are lost: forget everything.
-                    self._forget_all_limits()
+                    self._limits.forget_all()
                     while True:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None:
                             self.forget_limits(message["data"].decode())
             except (RedisError, OSError) as exc:
                 log.debug("risk limits listener reconnecting: %r", exc)
-                self._forget_all_limits()
+                self._limits.forget_all()
                 await asyncio.sleep(0.5)
 
     async def _redis_call(self, call: Awaitable[T]) -> T:

@@ -51,10 +51,10 @@ async def test_concurrent_requests_for_an_expired_key_share_one_lookup(
 async def test_a_key_in_use_is_looked_up_again_before_its_entry_expires(
     keys: CountingKeys,
 ) -> None:
-    service = ApiKeyService(keys, cache_ttl_s=1.0)
+    service = ApiKeyService(keys, cache_ttl_s=2.0)
     _, key = await service.create("acct", Role.TRADER)
     await service.authenticate(key)
-    await asyncio.sleep(0.82)  # in the last fifth of the TTL
+    await asyncio.sleep(1.65)  # in the last fifth of the TTL (0.35 s before it ends)
     before = keys.lookups
     assert (await service.authenticate(key)).account == "acct"  # from the cache
     assert keys.lookups == before
@@ -63,7 +63,7 @@ async def test_a_key_in_use_is_looked_up_again_before_its_entry_expires(
         return keys.lookups - before == 1  # looked up again in the background
 
     await wait_for(refreshed, within=0.5, interval=0.01)
-    await asyncio.sleep(0.3)  # past the first entry's expiry: the refreshed one serves
+    await asyncio.sleep(0.5)  # past the first entry's expiry: the refreshed one serves
     await service.authenticate(key)
     assert keys.lookups - before == 1
 

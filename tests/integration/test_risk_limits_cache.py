@@ -75,7 +75,7 @@ async def risk(redis_server: EmbeddedRedis, tmp_path: Path) -> AsyncIterator[Ris
         orders=OrderRepository(engine),
         prices=ReferencePrices(redis, dict(settings.universe)),
         default_limits=settings.risk.default_limits,
-        limits_ttl_s=1.0,
+        limits_ttl_s=2.0,
     )
     # An account Redis has never seen: its first read rebuilds it from the database.
     yield Risk(service, repo, store, f"cache-{secrets.token_hex(4)}")
@@ -108,7 +108,7 @@ async def test_a_limit_change_is_not_answered_by_a_read_begun_before_it(risk: Ri
 
 async def test_an_account_in_use_is_refreshed_before_its_entry_expires(risk: Risk) -> None:
     await risk.service.limits(risk.account)
-    await asyncio.sleep(0.82)  # in the last fifth of the 1 s TTL
+    await asyncio.sleep(1.65)  # in the last fifth of the 2 s TTL (0.35 s before it ends)
     reads = risk.store.reads
     await risk.service.limits(risk.account)  # answered from the cache at once...
     assert risk.store.reads == reads
@@ -117,6 +117,6 @@ async def test_an_account_in_use_is_refreshed_before_its_entry_expires(risk: Ris
         return risk.store.reads == reads + 1  # ...while Redis is read in the background
 
     await wait_for(refreshed, within=0.5, interval=0.01)
-    await asyncio.sleep(0.3)  # past the first entry's expiry: the refreshed entry serves
+    await asyncio.sleep(0.5)  # past the first entry's expiry: the refreshed entry serves
     await risk.service.limits(risk.account)
     assert risk.store.reads == reads + 1
