@@ -45,7 +45,6 @@ class ExecutionApplier:
         orphan_reservation_after_s: float = 10.0,
         housekeeping_interval_s: float = 0.25,
         commit_interval_s: float = 0.02,
-        report_batch: int = REPORT_BATCH,
     ) -> None:
         self._broker = broker
         self._risk = risk
@@ -56,7 +55,6 @@ class ExecutionApplier:
         self._reconcile_after = timedelta(seconds=reconcile_after_s)
         self._housekeeping_interval_s = housekeeping_interval_s
         self._commit_interval_s = commit_interval_s
-        self._report_batch = report_batch
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.is_leader = False
@@ -100,7 +98,7 @@ class ExecutionApplier:
                     await self._pause(0.5)
                     continue
                 cursor, applied = await self.apply_once(cursor, block_ms=50)
-                if 0 < applied < self._report_batch:
+                if 0 < applied < REPORT_BATCH:
                     # Let reports accumulate: fewer, larger transactions hold the database's
                     # write lock (SQLite: shared with the gateway's own commits) less often.
                     # A full batch means a backlog: no pause, and no longer hold either.
@@ -123,7 +121,7 @@ class ExecutionApplier:
 
     async def apply_once(self, cursor: str | None, *, block_ms: int) -> tuple[str | None, int]:
         """Apply the next batch of reports; the cursor after it, and how many there were."""
-        batch = await self._broker.read_reports(cursor, block_ms=block_ms, count=self._report_batch)
+        batch = await self._broker.read_reports(cursor, block_ms=block_ms, count=REPORT_BATCH)
         if not batch.reports:
             return batch.cursor, 0
         # Risk first: settling is idempotent (cumulative quantities), so a crash before the
