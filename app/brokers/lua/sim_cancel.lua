@@ -1,13 +1,13 @@
 -- Cancel a resting order. KEYS[1] order hash.
 -- Returns {'canceled'} or {<current status>} when too late, {'unknown'} when never seen.
-local okey = KEYS[1]
-local status = redis.call('HGET', okey, 'status')
-if not status then
+local o = load_order(KEYS[1])
+if not o then
   return {'unknown'}
 end
-if status == 'new' or status == 'partially_filled' then
-  unrest(okey)
-  emit(okey, 'canceled', '0', '', 'canceled')
+if o.status == 'new' or o.status == 'partially_filled' then
+  unrest(o)
+  emit(o, 'canceled', '0', '', 'canceled')
+  save(o)
   return {'canceled'}
 end
-return {status}
+return {o.status}

@@ -2,36 +2,71 @@
 -- The whole exchange lives under the hash tag {sim} (one venue, one slot).
 -- Quantities are integers scaled by 10^6 (exact in a Lua double up to 2^53); prices are
 -- decimal strings, compared as numbers and copied verbatim into fills.
+-- A script reads an order's hash once into a table, works on the table and writes it back
+-- once (`save`); the venue's clock and epoch are read once per script. Every redis.call
+-- costs the venue's one thread about a microsecond: a market order took 19, now 9.
+
+local FIELDS = {'acct', 'coid', 'sym', 'side', 'qty', 'filled', 'limit', 'tif', 'status',
+  'seq', 'member'}
 
 local function fmt(n)
   return string.format('%d', n)
 end
 
+local clock_ms
 local function now_ms()
-  local t = redis.call('TIME')
-  return fmt(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  if not clock_ms then
+    local t = redis.call('TIME')
+    clock_ms = fmt(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  end
+  return clock_ms
+end
+
+local venue_epoch
+local function epoch()
+  if not venue_epoch then
+    venue_epoch = redis.call('GET', '{sim}:epoch')
+    if not venue_epoch then
+      -- The venue's Redis came back empty: a new incarnation, until start-up names it.
+      venue_epoch = 'r' .. now_ms()
+      redis.call('SET', '{sim}:epoch', venue_epoch)
+    end
+  end
+  return venue_epoch
+end
+
+-- The order in hash `okey` as a table (quantities and seq as numbers), or nil if unknown.
+local function load_order(okey)
+  local v = redis.call('HMGET', okey, unpack(FIELDS))
+  if not v[9] then
+    return nil
+  end
+  local o = {key = okey}
+  for i, name in ipairs(FIELDS) do
+    o[name] = v[i] or ''
+  end
+  o.qty, o.filled, o.seq = tonumber(o.qty), tonumber(o.filled), tonumber(o.seq)
+  return o
+end
+
+local function save(o)
+  redis.call('HSET', o.key, 'acct', o.acct, 'coid', o.coid, 'sym', o.sym, 'side', o.side,
+    'qty', fmt(o.qty), 'filled', fmt(o.filled), 'limit', o.limit, 'tif', o.tif,
+    'status', o.status, 'seq', fmt(o.seq), 'member', o.member)
 end
 
 -- One execution report per event, sequenced per order (FIX-like: cumulative quantity).
-local function emit(okey, status, last_qty, last_px, reason)
-  local seq = redis.call('HINCRBY', okey, 'seq', 1)
-  redis.call('HSET', okey, 'status', status)
-  local o = redis.call('HMGET', okey, 'acct', 'coid', 'sym', 'side', 'filled')
-  local epoch = redis.call('GET', '{sim}:epoch')
-  if not epoch then
-    -- The venue's Redis came back empty: a new incarnation, until start-up names it.
-    epoch = 'r' .. now_ms()
-    redis.call('SET', '{sim}:epoch', epoch)
-  end
-  local exec_id = epoch .. '-' .. redis.call('INCR', '{sim}:seq')
+local function emit(o, status, last_qty, last_px, reason)
+  o.seq = o.seq + 1
+  o.status = status
+  local exec_id = epoch() .. '-' .. redis.call('INCR', '{sim}:seq')
   redis.call('XADD', '{sim}:exec', 'MAXLEN', '~', '1000000', '*',
-    'a', o[1], 'c', o[2], 'x', exec_id, 'q', seq, 's', status, 'cum', o[5],
-    'lq', last_qty, 'lp', last_px, 'r', reason, 'sym', o[3], 'side', o[4], 't', now_ms())
+    'a', o.acct, 'c', o.coid, 'x', exec_id, 'q', fmt(o.seq), 's', status, 'cum', fmt(o.filled),
+    'lq', last_qty, 'lp', last_px, 'r', reason, 'sym', o.sym, 'side', o.side, 't', now_ms())
 end
 
-local function book_key(okey)
-  local o = redis.call('HMGET', okey, 'sym', 'side')
-  return '{sim}:book:' .. o[1] .. ':' .. o[2]
+local function book_key(o)
+  return '{sim}:book:' .. o.sym .. ':' .. o.side
 end
 
 local function marketable(side, limit, px)
@@ -45,42 +80,36 @@ local function marketable(side, limit, px)
 end
 
 -- Fill up to `avail` of the order's remaining quantity at `px`; returns the new status.
-local function fill(okey, px, avail)
-  local o = redis.call('HMGET', okey, 'qty', 'filled')
-  local qty, filled = tonumber(o[1]), tonumber(o[2])
-  local n = math.min(qty - filled, avail)
+local function fill(o, px, avail)
+  local n = math.min(o.qty - o.filled, avail)
   if n <= 0 then
-    return redis.call('HGET', okey, 'status')
+    return o.status
   end
-  filled = filled + n
-  redis.call('HSET', okey, 'filled', fmt(filled))
+  o.filled = o.filled + n
   local status = 'partially_filled'
-  if filled >= qty then
+  if o.filled >= o.qty then
     status = 'filled'
   end
-  emit(okey, status, fmt(n), px, '')
+  emit(o, status, fmt(n), px, '')
   return status
 end
 
 -- Put the order on its side of the book: price priority by score, time priority by member.
-local function rest(okey)
-  local o = redis.call('HMGET', okey, 'side', 'limit', 'tif')
-  local score = o[2]
+local function rest(o)
+  local score = o.limit
   if score == '' then
-    score = (o[1] == 'buy') and '+inf' or '-inf'
+    score = (o.side == 'buy') and '+inf' or '-inf'
   end
-  local member = string.format('%016d', redis.call('INCR', '{sim}:seq')) .. '|' .. okey
-  redis.call('HSET', okey, 'member', member)
-  redis.call('ZADD', book_key(okey), score, member)
-  if o[3] == 'day' then
-    redis.call('SADD', '{sim}:day', okey)
+  o.member = string.format('%016d', redis.call('INCR', '{sim}:seq')) .. '|' .. o.key
+  redis.call('ZADD', book_key(o), score, o.member)
+  if o.tif == 'day' then
+    redis.call('SADD', '{sim}:day', o.key)
   end
 end
 
-local function unrest(okey)
-  local member = redis.call('HGET', okey, 'member')
-  if member then
-    redis.call('ZREM', book_key(okey), member)
+local function unrest(o)
+  if o.member ~= '' then
+    redis.call('ZREM', book_key(o), o.member)
   end
-  redis.call('SREM', '{sim}:day', okey)
+  redis.call('SREM', '{sim}:day', o.key)
 end

@@ -14,11 +14,14 @@ local sides = {
 for _, s in ipairs(sides) do
   local members = redis.call('ZRANGEBYSCORE', s[1], s[2], s[3], 'LIMIT', 0, 1000)
   for _, member in ipairs(members) do
-    local okey = string.sub(member, 18)
-    if fill(okey, px, top) == 'filled' then
-      unrest(okey)
+    local o = load_order(string.sub(member, 18))
+    if o then
+      if fill(o, px, top) == 'filled' then
+        unrest(o)
+      end
+      save(o)
+      fills = fills + 1
     end
-    fills = fills + 1
   end
 end
 return fills

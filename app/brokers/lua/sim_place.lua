@@ -7,33 +7,40 @@ local okey = KEYS[1]
 if redis.call('EXISTS', okey) == 1 then
   return {'duplicate', redis.call('HGET', okey, 'status')}
 end
-local side, limit, tif = ARGV[4], ARGV[6], ARGV[7]
-redis.call('HSET', okey, 'acct', ARGV[1], 'coid', ARGV[2], 'sym', ARGV[3], 'side', side,
-  'qty', ARGV[5], 'filled', '0', 'limit', limit, 'tif', tif, 'status', 'pending_new', 'seq', 0)
-if ARGV[9] ~= '' then
-  emit(okey, 'rejected', '0', '', ARGV[9])
-  return {'rejected', ARGV[9]}
-end
-local px = redis.call('HGET', '{sim}:px', ARGV[3])
-if not px then
-  emit(okey, 'rejected', '0', '', 'broker.no_reference_price')
-  return {'rejected', 'broker.no_reference_price'}
-end
-emit(okey, 'new', '0', '', '')
-local top = tonumber(ARGV[8])
-local status = 'new'
-if marketable(side, limit, px) then
-  if tif == 'fok' and tonumber(ARGV[5]) > top then
-    emit(okey, 'canceled', '0', '', 'broker.fok_unfilled')
-    return {'new'}
+local o = {key = okey, acct = ARGV[1], coid = ARGV[2], sym = ARGV[3], side = ARGV[4],
+  qty = tonumber(ARGV[5]), filled = 0, limit = ARGV[6], tif = ARGV[7], status = 'pending_new',
+  seq = 0, member = ''}
+
+local function place()
+  if ARGV[9] ~= '' then
+    emit(o, 'rejected', '0', '', ARGV[9])
+    return {'rejected', ARGV[9]}
   end
-  status = fill(okey, px, top)
-end
-if status ~= 'filled' then
-  if tif == 'ioc' or tif == 'fok' then
-    emit(okey, 'canceled', '0', '', 'broker.ioc_remainder')
-  else
-    rest(okey)
+  local px = redis.call('HGET', '{sim}:px', o.sym)
+  if not px then
+    emit(o, 'rejected', '0', '', 'broker.no_reference_price')
+    return {'rejected', 'broker.no_reference_price'}
   end
+  emit(o, 'new', '0', '', '')
+  local top = tonumber(ARGV[8])
+  local status = 'new'
+  if marketable(o.side, o.limit, px) then
+    if o.tif == 'fok' and o.qty > top then
+      emit(o, 'canceled', '0', '', 'broker.fok_unfilled')
+      return {'new'}
+    end
+    status = fill(o, px, top)
+  end
+  if status ~= 'filled' then
+    if o.tif == 'ioc' or o.tif == 'fok' then
+      emit(o, 'canceled', '0', '', 'broker.ioc_remainder')
+    else
+      rest(o)
+    end
+  end
+  return {'new'}
 end
-return {'new'}
+
+local reply = place()
+save(o)
+return reply
