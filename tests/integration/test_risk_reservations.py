@@ -731,6 +731,33 @@ async def test_replaying_a_settlement_changes_nothing(store: RiskStore) -> None:
     assert await store.snapshot(ACCOUNT) == after_done
 
 
+async def test_one_batch_settles_each_account_in_its_own_order(store: RiskStore) -> None:
+    # One script call per account: the batch is split by account, and each account's
+    # settlements must still apply in the order given (a release before the fill it
+    # follows would give the filled quantity back).
+    other = "acct-2"
+    for account in (ACCOUNT, other):
+        await store.load(account, image())
+        for coid in ("o1", "o2"):
+            outcome = await store.reserve(
+                account, coid, "AAPL", Side.BUY, Decimal(4), MARKS["AAPL"], None
+            )
+            assert outcome.kind == OK
+    await store.settle(
+        [
+            Settlement(ACCOUNT, "o1", Decimal(3), final=False),
+            Settlement(other, "o2", Decimal(4), final=True),
+            Settlement(ACCOUNT, "o1", None, final=True),
+            Settlement(other, "o1", Decimal(2), final=False),
+        ]
+    )
+    mine, theirs = await store.snapshot(ACCOUNT), await store.snapshot(other)
+    assert [r.client_order_id for r in mine.reservations] == ["o2"]
+    assert [(e.position, e.open_buy) for e in mine.exposure] == [(Decimal(3), Decimal(4))]
+    assert [(r.client_order_id, r.filled) for r in theirs.reservations] == [("o1", Decimal(2))]
+    assert [(e.position, e.open_buy) for e in theirs.exposure] == [(Decimal(6), Decimal(2))]
+
+
 async def test_a_released_reservation_frees_capacity_for_the_next_order(
     store: RiskStore,
 ) -> None:
