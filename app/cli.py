@@ -94,7 +94,8 @@ def serve(args: argparse.Namespace) -> int:
             port=args.port or settings.port,
             workers=args.workers,
             loop="uvloop",
-            http="httptools",
+            # httptools, with each response's head and body sent in one write.
+            http="app.routers.http_protocol:CoalescingHttpToolsProtocol",
             access_log=False,
             log_level=settings.log_level,
             timeout_graceful_shutdown=5,

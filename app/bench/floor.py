@@ -2,9 +2,9 @@
 
 ``POST /v1/orders`` validates the same ``OrderIntent`` body and makes exactly one Redis round
 trip, through the gateway's own Redis client, then answers 201. Served by uvicorn with the
-gateway's own options (uvloop, httptools, one worker, no access log), its throughput is the
-ceiling the gateway is compared against: the ratio says what the gateway's risk, pacing,
-broker and persistence steps cost on this machine.
+gateway's own options (uvloop, httptools with a response's writes joined, one worker, no
+access log), its throughput is the ceiling the gateway is compared against: the ratio says
+what the gateway's risk, pacing, broker and persistence steps cost on this machine.
 
 Run: ``python -m app.bench.floor --host 127.0.0.1 --port 8099 --redis-url redis://...``
 """
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http="app.routers.http_protocol:CoalescingHttpToolsProtocol",
         access_log=False,
         log_level="warning",
         workers=1,
