@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,11 +43,28 @@ log = logging.getLogger(__name__)
 LOCK_WAIT_S = 30.0
 LOCK_POLL_S = 0.001
 CHECKPOINT_INTERVAL_S = 1.0
+# Past this, a checkpoint empties the WAL (see ``checkpoint``). A WAL of 16 MiB of 4 KiB
+# pages fills one block of SQLite's WAL index; every page read searches every block.
+WAL_LIMIT_BYTES = 8 * 1024 * 1024
 
 
-def _checkpoint(database: str) -> None:
+def checkpoint(database: str, limit_bytes: int = WAL_LIMIT_BYTES) -> None:
+    """Copy the WAL into the database, and keep the WAL from growing without end.
+
+    PASSIVE copies what it can and blocks nobody, but SQLite starts writing the WAL from its
+    beginning again only once a checkpoint has reached the WAL's end, which PASSIVE never
+    does while commits keep coming: at ~6,000 orders/s the WAL grew by ~30 MB a second,
+    391 MB in a benchmark. So past ``limit_bytes``, a TRUNCATE: it waits its turn for the
+    write lock (the writers wait for it in turn, while it copies what PASSIVE left and
+    syncs), then for readers of older snapshots, and empties the WAL file."""
     with contextlib.closing(sqlite3.connect(database, timeout=5)) as conn:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        try:
+            size = os.path.getsize(f"{database}-wal")
+        except FileNotFoundError:
+            return
+        if size > limit_bytes:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +287,7 @@ class OrderLog:
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL_S)
             try:
-                await loop.run_in_executor(self._checkpoint_thread, _checkpoint, database)
+                await loop.run_in_executor(self._checkpoint_thread, checkpoint, database)
             except sqlite3.Error as exc:
                 log.warning("WAL checkpoint failed: %r", exc)
 

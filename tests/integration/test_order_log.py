@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +17,7 @@ from app.bench.risk import create_database
 from app.domain.orders import ExecutionReport, Order, OrderType, Side, TimeInForce
 from app.domain.status import OrderStatus
 from app.storage.database import create_writer_engine
-from app.storage.order_log import OrderLog
+from app.storage.order_log import OrderLog, checkpoint
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -121,3 +122,32 @@ async def test_reports_planned_before_the_order_moved_are_planned_again_under_th
         other.close()
     assert applied.order is not None
     assert applied.order.status is OrderStatus.CANCELED
+
+
+async def test_a_checkpoint_empties_a_wal_past_its_limit_and_only_then(tmp_path: Path) -> None:
+    # Under a steady stream of commits a PASSIVE checkpoint never reaches the WAL's end, and
+    # SQLite starts the WAL over only after one has: 391 MB of WAL in one benchmark. Past
+    # the limit, the checkpoint empties it (TRUNCATE); under it, PASSIVE blocks no writer.
+    path = tmp_path / "log.db"
+    log = OrderLog(create_writer_engine(create_database(path)), checkpoints=False)
+    log.start()
+    try:
+        orders = [
+            replace(resting_buy(), id=f"01WAL{n:06d}", client_order_id=f"c{n}") for n in range(1000)
+        ]
+        assert all(await asyncio.gather(*(log.insert_new(order) for order in orders)))
+    finally:
+        await log.close()
+    assert_checkpoint_empties_past_the_limit_only(path)
+
+
+def assert_checkpoint_empties_past_the_limit_only(path: Path) -> None:
+    wal = Path(f"{path}-wal")
+    size = wal.stat().st_size
+    assert size > 256 * 1024
+    checkpoint(str(path), limit_bytes=size)  # at the limit: PASSIVE alone
+    assert wal.stat().st_size == size
+    checkpoint(str(path), limit_bytes=256 * 1024)
+    assert wal.stat().st_size == 0
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM orders").fetchone() == (1000,)
