@@ -13,4 +13,7 @@ local rec = redis.call('HGET', resv, ARGV[1])
 if not rec or split(rec)[6] ~= ARGV[2] then
   return 0
 end
-return settle(expo, resv, ARGV[1], '', '1', '')
+local view = exposure_view(expo)
+local released = settle(view, resv, ARGV[1], '', '1', '')
+write_exposure(view)
+return released

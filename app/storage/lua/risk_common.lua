@@ -53,23 +53,51 @@ local function split(rec)
   return parts
 end
 
--- An order's fills and its end (the body of risk_settle.lua; risk_abandon.lua uses it too).
+-- Several settlements' view of the account's exposure: each symbol is read once, on first
+-- use, and written once, by `write_exposure` (a batch is mostly one account's few symbols:
+-- reading and writing them per order was most of a settlement's time in Redis).
+local function exposure_view(expo)
+  return {expo = expo, symbols = {}, gross = nil}
+end
+
+local function view_symbol(view, sym)
+  local s = view.symbols[sym]
+  if not s then
+    local e = redis.call('HMGET', view.expo, 'pos:' .. sym, 'buy:' .. sym, 'sell:' .. sym,
+      'mark:' .. sym, 'gx:' .. sym, 'gross')
+    s = {pos = num(e[1]), buys = num(e[2]), sells = num(e[3]), mark = num(e[4]),
+      gx = num(e[5]), changed = false}
+    if view.gross == nil then
+      view.gross = num(e[6])
+    end
+    view.symbols[sym] = s
+  end
+  return s
+end
+
+local function write_exposure(view)
+  for sym, s in pairs(view.symbols) do
+    if s.changed then
+      s.gx, view.gross = store_exposure(view.expo, sym, s.pos, s.last_buys, s.last_sells,
+        s.mark, s.gx, view.gross)
+      s.changed = false
+    end
+  end
+end
+
+-- An order's fills and its end (the body of risk_settle.lua; risk_abandon.lua uses it too),
+-- applied to `view`, which `write_exposure` then stores.
 -- cum_filled: cumulative filled qty (scaled, '' unknown); final: '1' or '0'; mark_arg: '' keeps
 -- the stored mark. Returns 1 if the reservation changed, else 0.
-local function settle(expo, resv, coid, cum_filled, final, mark_arg)
+local function settle(view, resv, coid, cum_filled, final, mark_arg)
   local rec = redis.call('HGET', resv, coid)
   if not rec then
     return 0
   end
   local p = split(rec)
   local sym, side, qty, filled = p[1], p[2], tonumber(p[3]), tonumber(p[4])
-  local e = redis.call('HMGET', expo, 'pos:' .. sym, 'buy:' .. sym, 'sell:' .. sym, 'mark:' .. sym,
-    'gx:' .. sym, 'gross')
-  local pos, buys, sells = num(e[1]), num(e[2]), num(e[3])
-  local mark = num(e[4])
-  if mark_arg ~= '' then
-    mark = tonumber(mark_arg)
-  end
+  local s = view_symbol(view, sym)
+  local pos, buys, sells = s.pos, s.buys, s.sells
 
   local delta = 0
   if cum_filled ~= '' then
@@ -99,7 +127,14 @@ local function settle(expo, resv, coid, cum_filled, final, mark_arg)
       table.concat({sym, side, fmt(qty), fmt(filled), p[5], p[6] or ''}, '|'))
   end
   if changed == 1 then
-    store_exposure(expo, sym, pos, buys, sells, mark, num(e[5]), num(e[6]))
+    -- The next settlement of this symbol starts from what a read would give (stored open
+    -- quantities are clamped at zero); the write uses this one's own, as store_exposure did.
+    s.pos, s.buys, s.sells = pos, math.max(0, buys), math.max(0, sells)
+    s.last_buys, s.last_sells = buys, sells
+    if mark_arg ~= '' then
+      s.mark = tonumber(mark_arg)
+    end
+    s.changed = true
   end
   return changed
 end

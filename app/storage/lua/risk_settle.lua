@@ -5,8 +5,10 @@
 -- ARGV: four per order: client_order_id, cumulative filled qty (scaled, '' unknown),
 --       final ('1' or '0'), mark price ('' keeps the stored one)
 -- Returns how many reservations changed.
+local view = exposure_view(KEYS[2])
 local changed = 0
 for i = 1, #ARGV, 4 do
-  changed = changed + settle(KEYS[2], KEYS[3], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  changed = changed + settle(view, KEYS[3], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
 end
+write_exposure(view)
 return changed
