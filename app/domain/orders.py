@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -97,9 +97,13 @@ def _canonical(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
-@dataclass(frozen=True, slots=True)
-class Order:
-    """An order as the gateway records it. Immutable: every change is a new value."""
+class Order(NamedTuple):
+    """An order as the gateway records it. Immutable: every change is a new value.
+
+    A NamedTuple rather than a frozen dataclass: each order is built and moved several
+    times on its way (the gateway, then the applier per report), and a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) cost 5.6 us against 1.3 us here,
+    ``replace`` 6.2 us against 2.6 us for ``_replace`` (timeit, 17 fields)."""
 
     id: str
     client_order_id: str
@@ -123,12 +127,12 @@ class Order:
     def transition(self, status: OrderStatus, at: datetime, **changes: object) -> Order:
         """Return the order in ``status``; raises ``InvalidTransition`` if that is illegal."""
         check_transition(self.status, status)
-        return replace(self, status=status, updated_at=at, **changes)  # type: ignore[arg-type]
+        return self._replace(status=status, updated_at=at, **changes)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True, slots=True)
-class ExecutionReport:
-    """One event from the broker about one order (after FIX 35=8: cumulative, sequenced)."""
+class ExecutionReport(NamedTuple):
+    """One event from the broker about one order (after FIX 35=8: cumulative, sequenced).
+    A NamedTuple, as ``Order`` is: the applier builds one per report."""
 
     client_order_id: str
     exec_id: str

@@ -13,7 +13,7 @@ just read). The planning, not SQLite, was most of the time the lock was held.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -223,7 +223,7 @@ def _next_state(
             log.info(
                 "keeping %s over %s for %s (seq %d)", order.status, status, order.id, report.seq
             )
-        return replace(order, updated_at=at, **changes)
+        return order._replace(updated_at=at, **changes)
     if status is OrderStatus.REJECTED:
         changes["reject_reason"] = report.reason or "broker.rejected"
     return order.transition(status, at, **changes)

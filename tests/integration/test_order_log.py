@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -138,7 +137,7 @@ async def test_a_checkpoint_starts_the_wal_over_past_its_limit_and_only_then(
     log.start()
     try:
         orders = [
-            replace(resting_buy(), id=f"01WAL{n:06d}", client_order_id=f"c{n}") for n in range(1000)
+            resting_buy()._replace(id=f"01WAL{n:06d}", client_order_id=f"c{n}") for n in range(1000)
         ]
         assert all(await asyncio.gather(*(log.insert_new(order) for order in orders)))
     finally:
