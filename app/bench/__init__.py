@@ -69,6 +69,13 @@ def add_orders_arguments(parser: argparse.ArgumentParser) -> None:
         "best closed loop (32,128)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="closed-loop rounds: each target's --max-duration at a concurrency is run as this "
+        "many slices, the targets taking turns (5)",
+    )
+    parser.add_argument(
         "--warmup", type=float, default=3.0, help="seconds of warm-up per target at --rate (3)"
     )
     parser.add_argument(

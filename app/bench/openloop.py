@@ -20,6 +20,7 @@ import asyncio
 import multiprocessing
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -72,10 +73,57 @@ class PhaseResult:
     # Share of one core the generator used: near 1.0 means the client, not the server, was
     # the limit and the throughput figure is a floor on the server's real capacity.
     client_cpu_share: float
+    # The 2xx latencies themselves (seconds), so that phases can be merged (``merge_phases``);
+    # left out of the JSON.
+    latencies_s: list[float] = field(default_factory=list, repr=False)
 
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+
+def merge_phases(phases: Sequence[PhaseResult]) -> PhaseResult:
+    """Slices of one phase run apart (closed-loop rounds) as one phase: counts added,
+    throughput over their summed time, percentiles of all their latencies together."""
+    if not phases:
+        raise ValueError("no phases to merge")
+    first = phases[0]
+    if any(p.mode != first.mode for p in phases):
+        raise ValueError(f"phases of different modes: {sorted({p.mode for p in phases})}")
+    duration = sum(p.duration_s for p in phases)
+    windows = sum(p.ok / p.achieved_per_s if p.achieved_per_s > 0 else p.duration_s for p in phases)
+    errors: Counter[str] = Counter()
+    samples: dict[str, str] = {}
+    for p in phases:
+        errors.update(p.errors)
+        for status, body in p.error_samples.items():
+            samples.setdefault(status, body)
+    latencies = [s for p in phases for s in p.latencies_s]
+    ok = sum(p.ok for p in phases)
+    lat = percentiles_ms(latencies, (50, 95, 99, 100))
+    lags = [p.send_lag_p50_ms for p in phases if p.send_lag_p50_ms is not None]
+    lags99 = [p.send_lag_p99_ms for p in phases if p.send_lag_p99_ms is not None]
+    return PhaseResult(
+        mode=first.mode,
+        offered_per_s=first.offered_per_s,
+        duration_s=duration,
+        sent=sum(p.sent for p in phases),
+        ok=ok,
+        errors=dict(errors),
+        error_samples=samples,
+        achieved_per_s=ok / windows if windows > 0 else 0.0,
+        p50_ms=lat[0],
+        p95_ms=lat[1],
+        p99_ms=lat[2],
+        max_ms=lat[3],
+        send_lag_p50_ms=max(lags) if lags else None,
+        send_lag_p99_ms=max(lags99) if lags99 else None,
+        peak_connections=max(p.peak_connections for p in phases),
+        client_cpu_share=sum(p.client_cpu_share * p.duration_s for p in phases) / duration
+        if duration > 0
+        else 0.0,
+        latencies_s=latencies,
+    )
 
 
 @dataclass(slots=True)
@@ -294,6 +342,7 @@ def _summarize(
         send_lag_p99_ms=lag[1],
         peak_connections=peak,
         client_cpu_share=cpu_share,
+        latencies_s=rec.latencies,
     )
 
 

@@ -5,9 +5,10 @@ uvicorn worker; the floor app (``app.bench.floor``) on the same Redis. Then, fro
 load-generator process: warm-up of both, an open-loop phase at ``--rate`` against each (latency
 from the intended send), and closed-loop phases at each of ``--connections`` against each
 (maximum throughput: a target's best closed loop, since one concurrency can leave a target
-that waits more than it computes short of saturation). Both targets are measured under the
-same conditions minutes apart, so the gateway/floor ratio holds up on a noisy machine better
-than any absolute number does.
+that waits more than it computes short of saturation). A closed loop runs as ``--rounds``
+slices, the two targets taking turns (ABBA), merged per target: on a shared machine whose
+speed moves by half within a minute, both targets then see the same moments, and the
+gateway/floor ratio holds up better than any absolute number does.
 
 Every process started here is stopped on the way out, on success, error or Ctrl-C.
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from app.bench.floor import floor_command
-from app.bench.openloop import LoadProcess, LoadSpec
+from app.bench.openloop import LoadProcess, LoadSpec, PhaseResult, merge_phases
 from app.bench.procs import (
     ServerProcess,
     free_port,
@@ -64,6 +65,9 @@ class BenchOptions:
     duration_s: float = 20.0
     max_duration_s: float = 10.0
     connections: tuple[int, ...] = (32, 128)
+    # Each closed loop runs as this many slices of max_duration_s / rounds, the two targets
+    # taking turns: the machine's speed moves within seconds, and both must see the same.
+    rounds: int = 5
     warmup_s: float = 3.0
     workers: int = 1
     gateway_env: dict[str, str] = field(default_factory=dict)
@@ -76,6 +80,8 @@ class BenchOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> BenchOptions:
+        if args.rounds < 1:
+            raise ValueError(f"--rounds must be at least 1, got {args.rounds}")
         env: dict[str, str] = {}
         for item in args.gateway_env:
             key, sep, value = item.partition("=")
@@ -87,6 +93,7 @@ class BenchOptions:
             duration_s=args.duration,
             max_duration_s=args.max_duration,
             connections=args.connections,
+            rounds=args.rounds,
             warmup_s=args.warmup,
             workers=args.workers,
             gateway_env=env,
@@ -158,11 +165,15 @@ def run_orders_bench(
 
         phases = [_Phase(t, "warm-up", options.warmup_s, options.rate) for t in targets]
         phases += [_Phase(t, "open loop", options.duration_s, options.rate) for t in targets]
-        phases += [
-            _Phase(t, "closed loop", options.max_duration_s, None, connections)
-            for connections in options.connections
-            for t in targets
-        ]
+        rounds = options.rounds
+        for connections in options.connections:
+            for turn in range(rounds):
+                # ABBA: neither target always goes first after the other's backlog.
+                for t in targets if turn % 2 == 0 else targets[::-1]:
+                    phases.append(
+                        _Phase(t, "closed loop", options.max_duration_s / rounds, None, connections)
+                    )
+        measured: dict[tuple[str, str], list[_Measured]] = {}
         for number, phase in enumerate(phases):
             if phase.duration_s <= 0:
                 continue
@@ -171,25 +182,53 @@ def run_orders_bench(
             concurrency = f" c={phase.connections}" if phase.rate is None else ""
             progress(f"{phase.target.name}: {phase.kind}{concurrency}, {phase.duration_s:g} s")
             cpu_before = phase.target.server.cpu_seconds(), tree_cpu_seconds(redis.pid)
-            result = load.run(phase.spec(f"bench-{run_tag}-{number:02d}-"))
+            result = load.run(phase.spec(f"bench-{run_tag}-{number:03d}-"))
             cpu_after = phase.target.server.cpu_seconds(), tree_cpu_seconds(redis.pid)
             if result.ok == 0:
                 raise RuntimeError(
                     f"{phase.target.name} answered no request with 2xx: {result.errors}"
                 )
             if phase.kind != "warm-up":
-                server_us, redis_us = (
-                    _per_request_us(before, after, result.ok)
-                    for before, after in zip(cpu_before, cpu_after, strict=True)
-                )
-                report.rows.append(Row(phase.target.name, result, server_us, redis_us))
+                cpu = [_delta(b, a) for b, a in zip(cpu_before, cpu_after, strict=True)]
+                slices = measured.setdefault((phase.target.name, result.mode), [])
+                slices.append(_Measured(result, cpu[0], cpu[1]))
+        # In the order first measured: open loops, then each concurrency, floor first.
+        for (target, _mode), slices in measured.items():
+            result = merge_phases([m.result for m in slices])
+            server_us, redis_us = (
+                _per_request_us(_sum(m.server_cpu_s for m in slices), result.ok),
+                _per_request_us(_sum(m.redis_cpu_s for m in slices), result.ok),
+            )
+            report.rows.append(Row(target, result, server_us, redis_us))
     return report
 
 
-def _per_request_us(before: float | None, after: float | None, answered: int) -> float | None:
-    if before is None or after is None or answered <= 0:
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    """One measured slice and the CPU it cost (seconds; None where unmeasurable)."""
+
+    result: PhaseResult
+    server_cpu_s: float | None
+    redis_cpu_s: float | None
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+def _sum(values: Iterator[float | None]) -> float | None:
+    total = 0.0
+    for value in values:
+        if value is None:
+            return None
+        total += value
+    return total
+
+
+def _per_request_us(cpu_s: float | None, answered: int) -> float | None:
+    if cpu_s is None or answered <= 0:
         return None
-    return (after - before) / answered * 1e6
+    return cpu_s / answered * 1e6
 
 
 def _keep_logs(tmp: Path, destination: Path) -> None:

@@ -84,7 +84,7 @@ class BenchReport:
             "phases": [
                 {
                     "target": row.target,
-                    **asdict(row.result),
+                    **{k: v for k, v in asdict(row.result).items() if k != "latencies_s"},
                     "server_cpu_us_per_request": row.server_cpu_us,
                     "redis_cpu_us_per_request": row.redis_cpu_us,
                 }

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,7 +24,7 @@ import pytest
 
 from app.bench import concurrencies
 from app.bench.floor import floor_command
-from app.bench.openloop import LoadProcess, LoadSpec, PhaseResult
+from app.bench.openloop import LoadProcess, LoadSpec, PhaseResult, merge_phases
 from app.bench.orders import ORDER_BODIES
 from app.bench.procs import ServerProcess, free_port, tree_cpu_seconds
 from app.bench.report import BenchReport, Row, format_table
@@ -228,6 +229,28 @@ def test_maximum_throughput_is_each_targets_best_closed_loop() -> None:
     assert "floor 2000.0/s (closed c=32), gateway 1000.0/s (closed c=128)" in table
 
 
+def test_slices_of_a_closed_loop_merge_into_one_phase() -> None:
+    def slice_(ok: int, seconds: float, latencies_ms: list[float]) -> PhaseResult:
+        return PhaseResult(
+            mode="closed c=4", offered_per_s=None, duration_s=seconds, sent=ok + 1, ok=ok,
+            errors={"503": 1}, error_samples={"503": f"busy {ok}"}, achieved_per_s=ok / seconds,
+            p50_ms=None, p95_ms=None, p99_ms=None, max_ms=None, send_lag_p50_ms=None,
+            send_lag_p99_ms=None, peak_connections=4, client_cpu_share=0.5,
+            latencies_s=[ms / 1000 for ms in latencies_ms],
+        )  # fmt: skip
+
+    merged = merge_phases([slice_(300, 1.0, [1.0] * 300), slice_(100, 1.0, [9.0] * 100)])
+    assert (merged.ok, merged.sent, merged.duration_s) == (400, 402, 2.0)
+    assert merged.achieved_per_s == 200.0  # 400 answers over the two slices' 2 s
+    assert merged.errors == {"503": 2}
+    assert merged.error_samples == {"503": "busy 300"}  # the first seen
+    assert merged.p50_ms == pytest.approx(1.0)
+    assert merged.max_ms == pytest.approx(9.0)
+    assert merged.p95_ms == pytest.approx(9.0)  # a quarter of all answers took 9 ms
+    with pytest.raises(ValueError, match="different modes"):
+        merge_phases([slice_(1, 1.0, [1.0]), replace(slice_(1, 1.0, [1.0]), mode="closed c=8")])
+
+
 @pytest.mark.parametrize(
     ("text", "parsed"), [("32", (32,)), ("32,128", (32, 128)), ("x", None), ("0,4", None)]
 )
@@ -288,6 +311,8 @@ def test_orders_bench_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
             "0.5",
             "--connections",
             "2,4",
+            "--rounds",
+            "2",
             "--warmup",
             "0.5",
             "--json",
