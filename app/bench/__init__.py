@@ -59,7 +59,10 @@ def add_orders_arguments(parser: argparse.ArgumentParser) -> None:
         "--duration", type=float, default=20.0, help="seconds of each open-loop phase (20)"
     )
     parser.add_argument(
-        "--max-duration", type=float, default=10.0, help="seconds of each closed-loop phase (10)"
+        "--max-duration",
+        type=float,
+        default=12.0,
+        help="seconds of each target's closed loop at each concurrency, over all rounds (12)",
     )
     parser.add_argument(
         "--connections",
@@ -71,9 +74,9 @@ def add_orders_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=5,
+        default=4,
         help="closed-loop rounds: each target's --max-duration at a concurrency is run as this "
-        "many slices, the targets taking turns (5)",
+        "many slices, the targets taking turns (4: floor, gateway, gateway, floor, ...)",
     )
     parser.add_argument(
         "--warmup", type=float, default=3.0, help="seconds of warm-up per target at --rate (3)"

@@ -63,11 +63,11 @@ ORDER_BODIES = tuple(
 class BenchOptions:
     rate: float = 500.0
     duration_s: float = 20.0
-    max_duration_s: float = 10.0
+    max_duration_s: float = 12.0
     connections: tuple[int, ...] = (32, 128)
     # Each closed loop runs as this many slices of max_duration_s / rounds, the two targets
     # taking turns: the machine's speed moves within seconds, and both must see the same.
-    rounds: int = 5
+    rounds: int = 4
     warmup_s: float = 3.0
     workers: int = 1
     gateway_env: dict[str, str] = field(default_factory=dict)
