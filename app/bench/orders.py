@@ -180,10 +180,13 @@ def run_orders_bench(
             if not wait_until_idle(servers):
                 progress("a server is still busy from the last phase; measuring anyway")
             concurrency = f" c={phase.connections}" if phase.rate is None else ""
-            progress(f"{phase.target.name}: {phase.kind}{concurrency}, {phase.duration_s:g} s")
             cpu_before = phase.target.server.cpu_seconds(), tree_cpu_seconds(redis.pid)
             result = load.run(phase.spec(f"bench-{run_tag}-{number:03d}-"))
             cpu_after = phase.target.server.cpu_seconds(), tree_cpu_seconds(redis.pid)
+            progress(
+                f"{phase.target.name}: {phase.kind}{concurrency}, {phase.duration_s:g} s: "
+                f"{result.achieved_per_s:.0f}/s"
+            )
             if result.ok == 0:
                 raise RuntimeError(
                     f"{phase.target.name} answered no request with 2xx: {result.errors}"
