@@ -50,6 +50,17 @@ def concurrencies(text: str) -> tuple[int, ...]:
     return values
 
 
+def positive_int(text: str) -> int:
+    """``4`` -> 4: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
 def add_orders_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``bench orders`` (shared with ``python -m app.bench.orders``)."""
     parser.add_argument(
@@ -73,7 +84,7 @@ def add_orders_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=positive_int,
         default=4,
         help="closed-loop rounds: each target's --max-duration at a concurrency is run as this "
         "many slices, the targets taking turns (4: floor, gateway, gateway, floor, ...)",

@@ -73,9 +73,12 @@ class PhaseResult:
     # Share of one core the generator used: near 1.0 means the client, not the server, was
     # the limit and the throughput figure is a floor on the server's real capacity.
     client_cpu_share: float
-    # The 2xx latencies themselves (seconds), so that phases can be merged (``merge_phases``);
-    # left out of the JSON.
+    # Seconds from the first send to the last answer (or the phase's length, if longer).
+    window_s: float
+    # The raw samples (seconds) behind the percentiles, so that slices of one phase can be
+    # merged (``merge_phases``); left out of the JSON.
     latencies_s: list[float] = field(default_factory=list, repr=False)
+    send_lags_s: list[float] = field(default_factory=list, repr=False)
 
     @property
     def error_count(self) -> int:
@@ -84,45 +87,34 @@ class PhaseResult:
 
 def merge_phases(phases: Sequence[PhaseResult]) -> PhaseResult:
     """Slices of one phase run apart (closed-loop rounds) as one phase: counts added,
-    throughput over their summed time, percentiles of all their latencies together."""
+    throughput over their summed windows, percentiles of all their samples together."""
     if not phases:
         raise ValueError("no phases to merge")
     first = phases[0]
     if any(p.mode != first.mode for p in phases):
         raise ValueError(f"phases of different modes: {sorted({p.mode for p in phases})}")
-    duration = sum(p.duration_s for p in phases)
-    windows = sum(p.ok / p.achieved_per_s if p.achieved_per_s > 0 else p.duration_s for p in phases)
     errors: Counter[str] = Counter()
     samples: dict[str, str] = {}
     for p in phases:
         errors.update(p.errors)
         for status, body in p.error_samples.items():
             samples.setdefault(status, body)
-    latencies = [s for p in phases for s in p.latencies_s]
-    ok = sum(p.ok for p in phases)
-    lat = percentiles_ms(latencies, (50, 95, 99, 100))
-    lags = [p.send_lag_p50_ms for p in phases if p.send_lag_p50_ms is not None]
-    lags99 = [p.send_lag_p99_ms for p in phases if p.send_lag_p99_ms is not None]
-    return PhaseResult(
+    duration = sum(p.duration_s for p in phases)
+    return _phase_result(
         mode=first.mode,
         offered_per_s=first.offered_per_s,
         duration_s=duration,
+        window_s=sum(p.window_s for p in phases),
         sent=sum(p.sent for p in phases),
-        ok=ok,
+        ok=sum(p.ok for p in phases),
         errors=dict(errors),
         error_samples=samples,
-        achieved_per_s=ok / windows if windows > 0 else 0.0,
-        p50_ms=lat[0],
-        p95_ms=lat[1],
-        p99_ms=lat[2],
-        max_ms=lat[3],
-        send_lag_p50_ms=max(lags) if lags else None,
-        send_lag_p99_ms=max(lags99) if lags99 else None,
+        latencies_s=[x for p in phases for x in p.latencies_s],
+        send_lags_s=[x for p in phases for x in p.send_lags_s],
         peak_connections=max(p.peak_connections for p in phases),
         client_cpu_share=sum(p.client_cpu_share * p.duration_s for p in phases) / duration
         if duration > 0
         else 0.0,
-        latencies_s=latencies,
     )
 
 
@@ -321,28 +313,61 @@ async def _run(spec: LoadSpec) -> PhaseResult:
 def _summarize(
     spec: LoadSpec, rec: _Recorder, peak: int, t0: float, cpu_share: float
 ) -> PhaseResult:
-    window = max(spec.duration_s, rec.last_done - t0)
-    lat = percentiles_ms(rec.latencies, (50, 95, 99, 100))
-    lag = percentiles_ms(rec.send_lags, (50, 99))
     mode = f"open@{spec.rate:g}" if spec.rate is not None else f"closed c={spec.connections}"
-    return PhaseResult(
+    return _phase_result(
         mode=mode,
         offered_per_s=spec.rate,
         duration_s=spec.duration_s,
+        window_s=max(spec.duration_s, rec.last_done - t0),
         sent=rec.sent,
         ok=rec.ok,
         errors=dict(rec.errors),
         error_samples=rec.error_samples,
-        achieved_per_s=rec.ok / window if window > 0 else 0.0,
+        latencies_s=rec.latencies,
+        send_lags_s=rec.send_lags,
+        peak_connections=peak,
+        client_cpu_share=cpu_share,
+    )
+
+
+def _phase_result(
+    *,
+    mode: str,
+    offered_per_s: float | None,
+    duration_s: float,
+    window_s: float,
+    sent: int,
+    ok: int,
+    errors: dict[str, int],
+    error_samples: dict[str, str],
+    latencies_s: list[float],
+    send_lags_s: list[float],
+    peak_connections: int,
+    client_cpu_share: float,
+) -> PhaseResult:
+    """A phase's result from its counts and raw samples (one phase, or merged slices)."""
+    lat = percentiles_ms(latencies_s, (50, 95, 99, 100))
+    lag = percentiles_ms(send_lags_s, (50, 99))
+    return PhaseResult(
+        mode=mode,
+        offered_per_s=offered_per_s,
+        duration_s=duration_s,
+        sent=sent,
+        ok=ok,
+        errors=errors,
+        error_samples=error_samples,
+        achieved_per_s=ok / window_s if window_s > 0 else 0.0,
         p50_ms=lat[0],
         p95_ms=lat[1],
         p99_ms=lat[2],
         max_ms=lat[3],
         send_lag_p50_ms=lag[0],
         send_lag_p99_ms=lag[1],
-        peak_connections=peak,
-        client_cpu_share=cpu_share,
-        latencies_s=rec.latencies,
+        peak_connections=peak_connections,
+        client_cpu_share=client_cpu_share,
+        window_s=window_s,
+        latencies_s=latencies_s,
+        send_lags_s=send_lags_s,
     )
 
 

@@ -17,6 +17,8 @@ from app.bench.openloop import PhaseResult
 P95_TARGET_MS = 5.0
 P99_TARGET_MS = 10.0
 RATIO_TARGET = 0.60
+# PhaseResult's raw samples: what the percentiles came from, not printed or written.
+_RAW_SAMPLES = ("latencies_s", "send_lags_s")
 # "Sustains" the rate: nearly all of it answered 2xx within the phase.
 SUSTAIN_SHARE = 0.99
 
@@ -84,7 +86,7 @@ class BenchReport:
             "phases": [
                 {
                     "target": row.target,
-                    **{k: v for k, v in asdict(row.result).items() if k != "latencies_s"},
+                    **{k: v for k, v in asdict(row.result).items() if k not in _RAW_SAMPLES},
                     "server_cpu_us_per_request": row.server_cpu_us,
                     "redis_cpu_us_per_request": row.redis_cpu_us,
                 }

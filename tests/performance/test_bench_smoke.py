@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import pytest
 
-from app.bench import concurrencies
+from app.bench import concurrencies, positive_int
 from app.bench.floor import floor_command
 from app.bench.openloop import LoadProcess, LoadSpec, PhaseResult, merge_phases
 from app.bench.orders import ORDER_BODIES
@@ -188,7 +188,7 @@ def test_report_prints_ratio_and_verdicts() -> None:
             mode=mode, offered_per_s=rate, duration_s=1.0, sent=int(achieved),
             ok=int(achieved), errors={}, error_samples={}, achieved_per_s=achieved,
             p50_ms=1.0, p95_ms=2.0, p99_ms=3.0, max_ms=4.0, send_lag_p50_ms=0.1,
-            send_lag_p99_ms=0.2, peak_connections=2, client_cpu_share=0.1,
+            send_lag_p99_ms=0.2, peak_connections=2, client_cpu_share=0.1, window_s=1.0,
         )  # fmt: skip
 
     report = BenchReport(
@@ -212,7 +212,7 @@ def test_maximum_throughput_is_each_targets_best_closed_loop() -> None:
             sent=int(achieved), ok=int(achieved), errors={}, error_samples={},
             achieved_per_s=achieved, p50_ms=1.0, p95_ms=2.0, p99_ms=3.0, max_ms=4.0,
             send_lag_p50_ms=0.1, send_lag_p99_ms=0.2, peak_connections=connections,
-            client_cpu_share=0.1,
+            client_cpu_share=0.1, window_s=1.0,
         )  # fmt: skip
 
     report = BenchReport(
@@ -230,18 +230,20 @@ def test_maximum_throughput_is_each_targets_best_closed_loop() -> None:
 
 
 def test_slices_of_a_closed_loop_merge_into_one_phase() -> None:
-    def slice_(ok: int, seconds: float, latencies_ms: list[float]) -> PhaseResult:
+    def slice_(ok: int, window_s: float, latencies_ms: list[float]) -> PhaseResult:
         return PhaseResult(
-            mode="closed c=4", offered_per_s=None, duration_s=seconds, sent=ok + 1, ok=ok,
-            errors={"503": 1}, error_samples={"503": f"busy {ok}"}, achieved_per_s=ok / seconds,
-            p50_ms=None, p95_ms=None, p99_ms=None, max_ms=None, send_lag_p50_ms=None,
-            send_lag_p99_ms=None, peak_connections=4, client_cpu_share=0.5,
-            latencies_s=[ms / 1000 for ms in latencies_ms],
+            mode="closed c=4", offered_per_s=None, duration_s=1.0, sent=ok + 1, ok=ok,
+            errors={"503": 1}, error_samples={"503": f"busy {ok}"},
+            achieved_per_s=ok / window_s, p50_ms=None, p95_ms=None, p99_ms=None, max_ms=None,
+            send_lag_p50_ms=None, send_lag_p99_ms=None, peak_connections=4,
+            client_cpu_share=0.5, window_s=window_s,
+            latencies_s=[ms / 1000 for ms in latencies_ms], send_lags_s=[0.0] * ok,
         )  # fmt: skip
 
-    merged = merge_phases([slice_(300, 1.0, [1.0] * 300), slice_(100, 1.0, [9.0] * 100)])
-    assert (merged.ok, merged.sent, merged.duration_s) == (400, 402, 2.0)
-    assert merged.achieved_per_s == 200.0  # 400 answers over the two slices' 2 s
+    # The second slice's last answers came 0.5 s after its end: its window is 1.5 s.
+    merged = merge_phases([slice_(300, 1.0, [1.0] * 300), slice_(100, 1.5, [9.0] * 100)])
+    assert (merged.ok, merged.sent, merged.duration_s, merged.window_s) == (400, 402, 2.0, 2.5)
+    assert merged.achieved_per_s == 160.0  # 400 answers over the two windows' 2.5 s
     assert merged.errors == {"503": 2}
     assert merged.error_samples == {"503": "busy 300"}  # the first seen
     assert merged.p50_ms == pytest.approx(1.0)
@@ -262,6 +264,15 @@ def test_closed_loop_concurrencies_are_a_positive_list(
             concurrencies(text)
     else:
         assert concurrencies(text) == parsed
+
+
+@pytest.mark.parametrize(("text", "parsed"), [("4", 4), ("1", 1), ("0", None), ("x", None)])
+def test_closed_loop_rounds_are_a_positive_integer(text: str, parsed: int | None) -> None:
+    if parsed is None:
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_int(text)
+    else:
+        assert positive_int(text) == parsed
 
 
 def test_a_servers_cpu_time_includes_its_child_processes() -> None:
