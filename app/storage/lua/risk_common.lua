@@ -37,10 +37,13 @@ local function store_exposure(expo, sym, pos, buys, sells, mark, gx_old, gross_o
     local e = redis.call('HMGET', expo, 'gx:' .. sym, 'gross')
     gx_old, gross_old = num(e[1]), num(e[2])
   end
+  -- Open quantities never go below zero (a release of more than was reserved); the worst
+  -- case is judged on what is stored.
+  buys, sells = math.max(0, buys), math.max(0, sells)
   local gx = worst_notional(pos, buys, sells, mark)
   local gross = math.max(0, gross_old - gx_old + gx)
-  redis.call('HSET', expo, 'pos:' .. sym, fmt(pos), 'buy:' .. sym, fmt(math.max(0, buys)),
-    'sell:' .. sym, fmt(math.max(0, sells)), 'mark:' .. sym, string.format('%.17g', mark),
+  redis.call('HSET', expo, 'pos:' .. sym, fmt(pos), 'buy:' .. sym, fmt(buys),
+    'sell:' .. sym, fmt(sells), 'mark:' .. sym, string.format('%.17g', mark),
     'gx:' .. sym, string.format('%.17g', gx), 'gross', string.format('%.17g', gross))
   return gx, gross
 end
@@ -78,8 +81,8 @@ end
 local function write_exposure(view)
   for sym, s in pairs(view.symbols) do
     if s.changed then
-      s.gx, view.gross = store_exposure(view.expo, sym, s.pos, s.last_buys, s.last_sells,
-        s.mark, s.gx, view.gross)
+      s.gx, view.gross = store_exposure(view.expo, sym, s.pos, s.buys, s.sells, s.mark, s.gx,
+        view.gross)
       s.changed = false
     end
   end
@@ -127,10 +130,9 @@ local function settle(view, resv, coid, cum_filled, final, mark_arg)
       table.concat({sym, side, fmt(qty), fmt(filled), p[5], p[6] or ''}, '|'))
   end
   if changed == 1 then
-    -- The next settlement of this symbol starts from what a read would give (stored open
-    -- quantities are clamped at zero); the write uses this one's own, as store_exposure did.
+    -- Clamped as store_exposure stores them: the next settlement of this symbol in the
+    -- batch starts from what a read would give.
     s.pos, s.buys, s.sells = pos, math.max(0, buys), math.max(0, sells)
-    s.last_buys, s.last_sells = buys, sells
     if mark_arg ~= '' then
       s.mark = tonumber(mark_arg)
     end
