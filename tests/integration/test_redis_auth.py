@@ -1,0 +1,194 @@
+"""A Redis that asks for credentials, as a production one does: the password or ACL user in
+``REDIS_URL`` is presented on every connection the gateway opens, a wrong one is refused
+with a clear error, and a least-privilege ACL user (only the gateway's own keys and
+channel) is enough for the whole order path."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from app.storage.embedded_redis import find_redis_server
+from app.storage.redis_mux import MultiplexedRedis
+from tests.conftest import DatabaseFactory, free_port, launch_gateway, wait_for
+
+ADMIN_PASSWORD = "admin-secret"
+GATEWAY_USER = "gateway"
+GATEWAY_PASSWORD = "gateway-secret"
+# What the gateway needs and no more: its own key spaces and its limits channel.
+GATEWAY_ACL = ["on", f">{GATEWAY_PASSWORD}", "~og:*", "~{sim}:*", "&og:*", "+@all", "-@admin"]
+
+
+@dataclass
+class SecuredRedis:
+    port: int
+
+    def url(self, user: str = "", password: str = "", db: int = 0) -> str:
+        credentials = f"{user}:{password}@" if password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/{db}"
+
+
+@pytest.fixture(scope="module")
+def secured_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredRedis]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            find_redis_server(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path_factory.mktemp("secured-redis")),
+            "--requirepass",
+            ADMIN_PASSWORD,
+            "--user",
+            GATEWAY_USER,
+            *GATEWAY_ACL,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_until_it_answers(process, port)
+        yield SecuredRedis(port)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr:
+            process.stderr.close()
+
+
+def _wait_until_it_answers(process: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            err = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"redis-server exited at start: {err.strip()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(f"AUTH {ADMIN_PASSWORD}\r\n".encode())
+                if sock.recv(16).startswith(b"+OK"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError("redis-server did not answer within 10 s")
+
+
+@pytest.fixture
+async def admin(secured_redis: SecuredRedis) -> AsyncIterator[Redis]:
+    client = Redis.from_url(secured_redis.url(password=ADMIN_PASSWORD))
+    yield client
+    await client.aclose()
+
+
+async def _clients(admin: Redis) -> list[dict[str, object]]:
+    listed: list[dict[str, object]] = await admin.client_list()
+    return listed
+
+
+async def test_the_password_in_the_url_authenticates_and_the_database_is_selected(
+    secured_redis: SecuredRedis,
+) -> None:
+    mux = MultiplexedRedis(secured_redis.url(password=ADMIN_PASSWORD, db=4), reply_timeout_s=1.0)
+    try:
+        await mux.execute("SET", "where", "db4")
+        assert await mux.execute("ACL", "WHOAMI") == b"default"
+    finally:
+        await mux.close()
+    db4 = Redis.from_url(secured_redis.url(password=ADMIN_PASSWORD, db=4))
+    try:
+        assert await db4.get("where") == b"db4"
+        await db4.delete("where")
+    finally:
+        await db4.aclose()
+
+
+async def test_an_acl_user_in_the_url_connects_as_that_user_with_its_rights(
+    secured_redis: SecuredRedis,
+) -> None:
+    mux = MultiplexedRedis(secured_redis.url(GATEWAY_USER, GATEWAY_PASSWORD), reply_timeout_s=1.0)
+    try:
+        assert await mux.execute("ACL", "WHOAMI") == GATEWAY_USER.encode()
+        assert await mux.execute("SET", "og:acl-probe", "1") is not None
+        with pytest.raises(ResponseError, match="NOPERM"):
+            await mux.execute("SET", "not-the-gateways", "1")
+    finally:
+        await mux.close()
+
+
+async def test_a_wrong_password_is_refused_clearly_and_leaves_no_connection(
+    secured_redis: SecuredRedis, admin: Redis
+) -> None:
+    before = len(await _clients(admin))
+    mux = MultiplexedRedis(secured_redis.url(GATEWAY_USER, "not-the-password"), reply_timeout_s=1.0)
+    try:
+        for _ in range(2):  # a second command tries again, and is refused again
+            with pytest.raises(RedisConnectionError, match=r"refused.*WRONGPASS"):
+                await mux.execute("PING")
+    finally:
+        await mux.close()
+    assert len(await _clients(admin)) == before  # the refused sockets were closed
+
+
+async def test_no_password_for_a_server_that_wants_one_gets_noauth(
+    secured_redis: SecuredRedis,
+) -> None:
+    mux = MultiplexedRedis(secured_redis.url(), reply_timeout_s=1.0)
+    try:
+        with pytest.raises(ResponseError, match="NOAUTH"):
+            await mux.execute("PING")
+    finally:
+        await mux.close()
+
+
+async def test_the_order_path_runs_as_a_least_privilege_acl_user(
+    secured_redis: SecuredRedis,
+    database_factory: DatabaseFactory,
+    tmp_path: Path,
+) -> None:
+    """Every connection of the gateway (the multiplexed client, pub/sub, the applier's
+    stream read and leader lease) authenticates, and the ACL user's key patterns cover
+    every key and channel the order path uses."""
+    gateway = launch_gateway(
+        tmp_path,
+        database_factory.create("sqlite"),
+        secured_redis.url(GATEWAY_USER, GATEWAY_PASSWORD),
+        workers=1,
+    )
+    try:
+        key = gateway.new_key("acl-desk")
+        async with gateway.client(key) as client:
+            placed = await client.post(
+                "/v1/orders",
+                json={"symbol": "AAPL", "side": "buy", "qty": "5", "type": "market"},
+            )
+            assert placed.status_code == 201, placed.text
+            order_id = placed.json()["id"]
+
+            async def filled() -> bool:
+                order = (await client.get(f"/v1/orders/{order_id}")).json()
+                return bool(order["status"] == "filled")
+
+            await wait_for(filled)  # the applier read the report stream and applied it
+            positions = (await client.get("/v1/positions")).json()
+            assert [(p["symbol"], p["qty"]) for p in positions] == [("AAPL", "5")]
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200, ready.text
+    finally:
+        gateway.stop()
+    assert "NOPERM" not in (gateway.log_path.read_text() if gateway.log_path else "")
