@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -32,9 +33,15 @@ def find_redis_server() -> str:
 
 
 class EmbeddedRedis:
-    """Start/stop a redis-server on a unix socket (or a TCP port when ``port`` is given)."""
+    """Start/stop a redis-server on a unix socket (or a TCP port when ``port`` is given);
+    ``extra_args`` are passed to the server as they are (e.g. ``--requirepass``)."""
 
-    def __init__(self, directory: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self._owned_dir: tempfile.TemporaryDirectory[str] | None = None
         if directory is None:
             # Short path: unix socket paths are limited to ~107 bytes.
@@ -43,6 +50,7 @@ class EmbeddedRedis:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.port = port
+        self.extra_args = list(extra_args)
         self.socket_path = directory / "redis.sock"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -67,6 +75,7 @@ class EmbeddedRedis:
             str(self.directory),
             "--loglevel",
             "warning",
+            *self.extra_args,
         ]
         if self.port is None:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
@@ -105,7 +114,8 @@ class EmbeddedRedis:
             sock.settimeout(0.5)
             try:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                # Up either way: a server that wants a password answers NOAUTH.
+                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
             except OSError:
                 return False
 

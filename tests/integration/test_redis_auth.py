@@ -5,9 +5,6 @@ channel) is enough for the whole order path."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from app.storage.embedded_redis import find_redis_server
+from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.redis_mux import MultiplexedRedis
 from tests.conftest import DatabaseFactory, free_port, launch_gateway, wait_for
 
@@ -38,55 +35,11 @@ class SecuredRedis:
 
 
 @pytest.fixture(scope="module")
-def secured_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredRedis]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            find_redis_server(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path_factory.mktemp("secured-redis")),
-            "--requirepass",
-            ADMIN_PASSWORD,
-            "--user",
-            GATEWAY_USER,
-            *GATEWAY_ACL,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_until_it_answers(process, port)
-        yield SecuredRedis(port)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        if process.stderr:
-            process.stderr.close()
-
-
-def _wait_until_it_answers(process: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            err = process.stderr.read().decode() if process.stderr else ""
-            raise RuntimeError(f"redis-server exited at start: {err.strip()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.sendall(f"AUTH {ADMIN_PASSWORD}\r\n".encode())
-                if sock.recv(16).startswith(b"+OK"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.02)
-    raise RuntimeError("redis-server did not answer within 10 s")
+def secured_redis() -> Iterator[SecuredRedis]:
+    credentials = ["--requirepass", ADMIN_PASSWORD, "--user", GATEWAY_USER, *GATEWAY_ACL]
+    with EmbeddedRedis(port=free_port(), extra_args=credentials) as server:
+        assert server.port is not None
+        yield SecuredRedis(server.port)
 
 
 @pytest.fixture
