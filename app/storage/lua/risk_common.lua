@@ -130,9 +130,9 @@ local function settle(view, resv, coid, cum_filled, final, mark_arg)
       table.concat({sym, side, fmt(qty), fmt(filled), p[5], p[6] or ''}, '|'))
   end
   if changed == 1 then
-    -- Clamped as store_exposure stores them: the next settlement of this symbol in the
-    -- batch starts from what a read would give.
-    s.pos, s.buys, s.sells = pos, math.max(0, buys), math.max(0, sells)
+    -- Not clamped here: settlements only take from the open quantities, so clamping once,
+    -- when store_exposure writes them, gives the same as clamping after each.
+    s.pos, s.buys, s.sells = pos, buys, sells
     if mark_arg ~= '' then
       s.mark = tonumber(mark_arg)
     end
