@@ -6,7 +6,6 @@ channel) is enough for the whole order path."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,45 +24,35 @@ GATEWAY_PASSWORD = "gateway-secret"
 GATEWAY_ACL = ["on", f">{GATEWAY_PASSWORD}", "~og:*", "~{sim}:*", "&og:*", "+@all", "-@admin"]
 
 
-@dataclass
-class SecuredRedis:
-    port: int
-
-    def url(self, user: str = "", password: str = "", db: int = 0) -> str:
-        credentials = f"{user}:{password}@" if password else ""
-        return f"redis://{credentials}127.0.0.1:{self.port}/{db}"
+def url(server: EmbeddedRedis, user: str = "", password: str = "", db: int = 0) -> str:
+    credentials = f"{user}:{password}@" if password else ""
+    return f"redis://{credentials}127.0.0.1:{server.port}/{db}"
 
 
 @pytest.fixture(scope="module")
-def secured_redis() -> Iterator[SecuredRedis]:
+def secured_redis() -> Iterator[EmbeddedRedis]:
     credentials = ["--requirepass", ADMIN_PASSWORD, "--user", GATEWAY_USER, *GATEWAY_ACL]
     with EmbeddedRedis(port=free_port(), extra_args=credentials) as server:
-        assert server.port is not None
-        yield SecuredRedis(server.port)
+        yield server
 
 
 @pytest.fixture
-async def admin(secured_redis: SecuredRedis) -> AsyncIterator[Redis]:
-    client = Redis.from_url(secured_redis.url(password=ADMIN_PASSWORD))
+async def admin(secured_redis: EmbeddedRedis) -> AsyncIterator[Redis]:
+    client = Redis.from_url(url(secured_redis, password=ADMIN_PASSWORD))
     yield client
     await client.aclose()
 
 
-async def _clients(admin: Redis) -> list[dict[str, object]]:
-    listed: list[dict[str, object]] = await admin.client_list()
-    return listed
-
-
 async def test_the_password_in_the_url_authenticates_and_the_database_is_selected(
-    secured_redis: SecuredRedis,
+    secured_redis: EmbeddedRedis,
 ) -> None:
-    mux = MultiplexedRedis(secured_redis.url(password=ADMIN_PASSWORD, db=4), reply_timeout_s=1.0)
+    mux = MultiplexedRedis(url(secured_redis, password=ADMIN_PASSWORD, db=4), reply_timeout_s=1.0)
     try:
         await mux.execute("SET", "where", "db4")
         assert await mux.execute("ACL", "WHOAMI") == b"default"
     finally:
         await mux.close()
-    db4 = Redis.from_url(secured_redis.url(password=ADMIN_PASSWORD, db=4))
+    db4 = Redis.from_url(url(secured_redis, password=ADMIN_PASSWORD, db=4))
     try:
         assert await db4.get("where") == b"db4"
         await db4.delete("where")
@@ -72,9 +61,9 @@ async def test_the_password_in_the_url_authenticates_and_the_database_is_selecte
 
 
 async def test_an_acl_user_in_the_url_connects_as_that_user_with_its_rights(
-    secured_redis: SecuredRedis,
+    secured_redis: EmbeddedRedis,
 ) -> None:
-    mux = MultiplexedRedis(secured_redis.url(GATEWAY_USER, GATEWAY_PASSWORD), reply_timeout_s=1.0)
+    mux = MultiplexedRedis(url(secured_redis, GATEWAY_USER, GATEWAY_PASSWORD), reply_timeout_s=1.0)
     try:
         assert await mux.execute("ACL", "WHOAMI") == GATEWAY_USER.encode()
         assert await mux.execute("SET", "og:acl-probe", "1") is not None
@@ -85,23 +74,25 @@ async def test_an_acl_user_in_the_url_connects_as_that_user_with_its_rights(
 
 
 async def test_a_wrong_password_is_refused_clearly_and_leaves_no_connection(
-    secured_redis: SecuredRedis, admin: Redis
+    secured_redis: EmbeddedRedis, admin: Redis
 ) -> None:
-    before = len(await _clients(admin))
-    mux = MultiplexedRedis(secured_redis.url(GATEWAY_USER, "not-the-password"), reply_timeout_s=1.0)
+    before = len(await admin.client_list())
+    mux = MultiplexedRedis(
+        url(secured_redis, GATEWAY_USER, "not-the-password"), reply_timeout_s=1.0
+    )
     try:
         for _ in range(2):  # a second command tries again, and is refused again
             with pytest.raises(RedisConnectionError, match=r"refused.*WRONGPASS"):
                 await mux.execute("PING")
     finally:
         await mux.close()
-    assert len(await _clients(admin)) == before  # the refused sockets were closed
+    assert len(await admin.client_list()) == before  # the refused sockets were closed
 
 
 async def test_no_password_for_a_server_that_wants_one_gets_noauth(
-    secured_redis: SecuredRedis,
+    secured_redis: EmbeddedRedis,
 ) -> None:
-    mux = MultiplexedRedis(secured_redis.url(), reply_timeout_s=1.0)
+    mux = MultiplexedRedis(url(secured_redis), reply_timeout_s=1.0)
     try:
         with pytest.raises(ResponseError, match="NOAUTH"):
             await mux.execute("PING")
@@ -110,7 +101,7 @@ async def test_no_password_for_a_server_that_wants_one_gets_noauth(
 
 
 async def test_the_order_path_runs_as_a_least_privilege_acl_user(
-    secured_redis: SecuredRedis,
+    secured_redis: EmbeddedRedis,
     database_factory: DatabaseFactory,
     tmp_path: Path,
 ) -> None:
@@ -120,7 +111,7 @@ async def test_the_order_path_runs_as_a_least_privilege_acl_user(
     gateway = launch_gateway(
         tmp_path,
         database_factory.create("sqlite"),
-        secured_redis.url(GATEWAY_USER, GATEWAY_PASSWORD),
+        url(secured_redis, GATEWAY_USER, GATEWAY_PASSWORD),
         workers=1,
     )
     try:
