@@ -22,8 +22,9 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import uvloop
@@ -76,13 +77,20 @@ class PhaseResult:
     # Seconds from the first send to the last answer (or the phase's length, if longer).
     window_s: float
     # The raw samples (seconds) behind the percentiles, so that slices of one phase can be
-    # merged (``merge_phases``); left out of the JSON.
+    # merged (``merge_phases``); left out of the summary.
     latencies_s: list[float] = field(default_factory=list, repr=False)
     send_lags_s: list[float] = field(default_factory=list, repr=False)
 
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+    def summary(self) -> dict[str, Any]:
+        """The result's fields for a report, without the raw samples."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _RAW_SAMPLES}
+
+
+_RAW_SAMPLES = frozenset({"latencies_s", "send_lags_s"})
 
 
 def merge_phases(phases: Sequence[PhaseResult]) -> PhaseResult:

@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,6 @@ from app.bench.openloop import PhaseResult
 P95_TARGET_MS = 5.0
 P99_TARGET_MS = 10.0
 RATIO_TARGET = 0.60
-# PhaseResult's raw samples: what the percentiles came from, not printed or written.
-_RAW_SAMPLES = ("latencies_s", "send_lags_s")
 # "Sustains" the rate: nearly all of it answered 2xx within the phase.
 SUSTAIN_SHARE = 0.99
 
@@ -86,7 +84,7 @@ class BenchReport:
             "phases": [
                 {
                     "target": row.target,
-                    **{k: v for k, v in asdict(row.result).items() if k not in _RAW_SAMPLES},
+                    **row.result.summary(),
                     "server_cpu_us_per_request": row.server_cpu_us,
                     "redis_cpu_us_per_request": row.redis_cpu_us,
                 }

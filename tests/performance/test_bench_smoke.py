@@ -353,5 +353,7 @@ def test_orders_bench_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
         assert p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"] <= p["max_ms"]
         assert p["server_cpu_us_per_request"] > 0, p
         assert p["redis_cpu_us_per_request"] >= 0, p
+        assert p["window_s"] >= 0.5, p
+        assert not {"latencies_s", "send_lags_s"} & set(p), "raw samples kept out of the JSON"
     assert data["max_throughput_ratio"] > 0
     assert set(data["targets"]["met"]) == {"sustained", "p95", "p99", "ratio"}
