@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+import redis
 from sqlalchemy import make_url
 
 from app.storage.embedded_redis import EmbeddedRedis
@@ -236,6 +237,37 @@ def gateway(
     }
     yield gw
     gw.stop()
+
+
+Launch = Callable[..., Gateway]
+
+
+@pytest.fixture
+def fresh(
+    redis_server: EmbeddedRedis, database_factory: DatabaseFactory, tmp_path: Path
+) -> Iterator[Launch]:
+    """Launch gateways with a clean Redis db and database each; stop them at the end."""
+    launched: list[Gateway] = []
+
+    def launch(backend: str = "sqlite", workers: int = 1, **env: str) -> Gateway:
+        redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{4 + len(launched)}"
+        gateway = launch_gateway(
+            tmp_path / f"gw{len(launched)}",
+            database_factory.create(backend),
+            redis_url,
+            workers=workers,
+            extra_env=env,
+        )
+        launched.append(gateway)
+        return gateway
+
+    yield launch
+    for gateway in launched:
+        gateway.stop()
+    for index in range(len(launched)):
+        flush = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + f"/{4 + index}")
+        flush.flushdb()
+        flush.close()
 
 
 @pytest.fixture

@@ -178,7 +178,7 @@ class _Targets:
             return exc.code
         if not reserved:
             return HELD
-        self._open.append(Settlement(order.account, order.client_order_id, None, final=True))
+        self._open.append(Settlement(order.account, order.client_order_id, Decimal(0), final=True))
         return ACCEPTED
 
     def orders(self, count: int) -> list[BenchOrder]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Protocol
 
 from app.domain.orders import ExecutionReport, Order
@@ -23,10 +24,15 @@ class PlacementAck:
 
 @dataclass(frozen=True, slots=True)
 class CancelAck:
-    """``canceled`` True when the broker canceled it; else its status at the broker."""
+    """``canceled`` True when the broker canceled it; else its status at the broker (None:
+    the broker does not know the order). ``cum_qty``: what the broker had filled when it
+    canceled, its last word on the order (FIX CumQty on the cancel's report); None when
+    the broker does not say, and then only its final execution report ends the order's
+    reservation."""
 
     canceled: bool
     broker_status: OrderStatus | None
+    cum_qty: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

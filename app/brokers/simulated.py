@@ -124,7 +124,7 @@ class SimulatedBroker:
         )
         status = result[0].decode()
         if status == "canceled":
-            return CancelAck(canceled=True, broker_status=OrderStatus.CANCELED)
+            return CancelAck(True, OrderStatus.CANCELED, cum_qty=_unscaled(result[1]))
         return CancelAck(
             canceled=False, broker_status=None if status == "unknown" else OrderStatus(status)
         )

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from app.brokers.base import Broker
 from app.domain.orders import ExecutionReport
@@ -154,7 +155,7 @@ class ExecutionApplier:
             if await self._log.record_transition(
                 rejected, order.status, reason="broker.not_received"
             ):
-                await self._risk.release(order.account, order.client_order_id)
+                await self._risk.release(order.account, order.client_order_id, Decimal(0))
                 resolved += 1
                 log.warning("order %s never reached the broker: rejected", order.id)
         return resolved
@@ -173,11 +174,13 @@ class ExecutionApplier:
             ]
             if not old:
                 continue
-            statuses = await self._orders.statuses(account, old)
+            progress = await self._orders.progress(account, old)
             for client_order_id in old:
-                status = statuses.get(client_order_id)
-                if status is None or status.is_final:
-                    await self._risk.release(account, client_order_id)
+                order = progress.get(client_order_id)
+                if order is None or order.status.is_final:
+                    # No order: it never reached the broker. Ended: what the log holds.
+                    filled = Decimal(0) if order is None else order.filled_qty
+                    await self._risk.release(account, client_order_id, filled)
                     log.warning("released orphan reservation %s/%s", account, client_order_id)
                     released += 1
         return released

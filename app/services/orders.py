@@ -166,7 +166,7 @@ class OrderService:
         # Write-ahead: the order is durable before the broker can act on it.
         if not await self._log.insert_new(order):
             if reserved:  # the id is taken in the order log: undo what was just reserved
-                await self._release(order)
+                await self._release(order, filled=Decimal(0))
             return await self._answer_from_database(account, client_order_id, fingerprint)
 
         try:
@@ -196,7 +196,7 @@ class OrderService:
             BrokerRejected(f"the broker rejected the order: {reason}", reason=reason), rejected
         )
         await self._record(rejected, OrderStatus.PENDING_NEW, answer, reason=reason)
-        await self._release(rejected)
+        await self._release(rejected, filled=Decimal(0))  # a rejected order never traded
         return answer
 
     async def _claim(self, claim: KeyClaim) -> None:
@@ -219,11 +219,12 @@ class OrderService:
             )
         return answer
 
-    async def _release(self, order: Order) -> None:
-        """Free an ended order's reservation now. Best effort: the broker's final report
-        does the same (idempotently) through the execution applier."""
+    async def _release(self, order: Order, *, filled: Decimal) -> None:
+        """Settle an ended order's reservation now, ``filled`` being the broker's final
+        cumulative fill. Best effort: the broker's final report does the same
+        (idempotently) through the execution applier."""
         try:
-            await self._risk.release(order.account, order.client_order_id)
+            await self._risk.release(order.account, order.client_order_id, filled)
         except (RedisError, OSError) as exc:
             log.warning("reservation of %s not released now: %r", order.id, exc)
 
@@ -323,7 +324,10 @@ class OrderService:
         if ack.canceled:
             canceled = pending.transition(OrderStatus.CANCELED, utcnow())
             await self._log.record_transition(canceled, OrderStatus.PENDING_CANCEL, reason="client")
-            await self._release(canceled)
+            if ack.cum_qty is not None:
+                # With what the broker had filled: fills whose reports are still on their
+                # way become position now, so they cannot be lost when they arrive.
+                await self._release(canceled, filled=ack.cum_qty)
             return await self.get(pending.account, pending.id)
         # Too late: the broker already finished it. Undo our pending_cancel; its reports
         # bring the fills.

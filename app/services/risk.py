@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Iterable
+from decimal import Decimal
 from typing import TypeVar
 
 from redis.asyncio import Redis
@@ -117,9 +118,10 @@ class RiskService:
             return outcome.kind == "ok"
         raise RiskUnavailable("risk state could not be rebuilt; order not accepted")
 
-    async def release(self, account: str, client_order_id: str) -> None:
-        """Give back what an order that ended without filling (all of) it had reserved."""
-        await self._store.release(account, client_order_id)
+    async def release(self, account: str, client_order_id: str, cum_qty: Decimal) -> None:
+        """An order ended with ``cum_qty`` filled, the broker's last word on it: that much
+        is position, the rest of its reservation is given back."""
+        await self._store.release(account, client_order_id, cum_qty)
 
     async def settle(self, settlements: Iterable[Settlement]) -> None:
         await self._store.settle(settlements)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +22,12 @@ class StoredAck:
     order: Order
     ack_status: int | None
     ack_body: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderProgress:
+    status: OrderStatus
+    filled_qty: Decimal
 
 
 class OrderRepository:
@@ -110,13 +117,14 @@ class OrderRepository:
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
-    async def statuses(self, account: str, client_order_ids: list[str]) -> dict[str, OrderStatus]:
-        query = select(t.orders.c.client_order_id, t.orders.c.status).where(
+    async def progress(self, account: str, client_order_ids: list[str]) -> dict[str, OrderProgress]:
+        """Status and filled quantity of the account's orders with these ids (those it has)."""
+        query = select(t.orders.c.client_order_id, t.orders.c.status, t.orders.c.filled_qty).where(
             t.orders.c.account == account, t.orders.c.client_order_id.in_(client_order_ids)
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return {row[0]: OrderStatus(row[1]) for row in rows}
+        return {row[0]: OrderProgress(OrderStatus(row[1]), row[2]) for row in rows}
 
     async def stream_cursor(self, name: str) -> str | None:
         query = select(t.stream_cursors.c.position).where(t.stream_cursors.c.name == name)

@@ -71,11 +71,18 @@ class ReserveOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """What the broker says about one order: cumulative fill, and whether it has ended."""
+    """What the broker says about one order: its cumulative fill, and whether it has ended.
+
+    Every settlement carries the cumulative quantity, an end included: the end is the
+    broker's last word, so no fill can come after it that it does not already count. That
+    is what makes settling commutative. Fills, ends and releases may reach Redis in any
+    order (the applier's reports, the gateway's cancel acknowledgement) and leave the same
+    exposure; an end that said nothing of fills would release a reservation whose fills were
+    still on their way, and they would then find nothing to settle against."""
 
     account: str
     client_order_id: str
-    cum_qty: Decimal | None
+    cum_qty: Decimal
     final: bool
     mark: Decimal | None = None
 
@@ -236,9 +243,10 @@ class RiskStore:
             by_account.setdefault(s.account, []).extend(_settle_args(s))
         await self._settle.many((RiskKeys(a).all, args) for a, args in by_account.items())
 
-    async def release(self, account: str, client_order_id: str) -> None:
-        """Give back the unfilled rest of an order that ended (idempotent)."""
-        settlement = Settlement(account, client_order_id, None, final=True)
+    async def release(self, account: str, client_order_id: str, cum_qty: Decimal) -> None:
+        """An order ended with ``cum_qty`` filled (the broker's last word on it): that much
+        becomes position, the rest is given back. Idempotent."""
+        settlement = Settlement(account, client_order_id, cum_qty, final=True)
         await self._settle(keys=RiskKeys(account).all, args=_settle_args(settlement))
 
     async def load(self, account: str, image: AccountImage, *, replace: bool = False) -> bool:
@@ -346,7 +354,7 @@ def _settle_args(s: Settlement) -> list[str]:
     """One settlement's four values in risk_settle.lua's ARGV."""
     return [
         s.client_order_id,
-        "" if s.cum_qty is None else scaled(s.cum_qty),
+        scaled(s.cum_qty),
         "1" if s.final else "0",
         "" if s.mark is None else format(s.mark, "f"),
     ]

@@ -12,7 +12,6 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,38 +23,9 @@ import redis.asyncio as aioredis
 
 from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.keys import SimKeys
-from tests.conftest import DatabaseFactory, Gateway, _backends, launch_gateway, wait_for
+from tests.conftest import DatabaseFactory, Gateway, Launch, _backends, launch_gateway, wait_for
+from tests.helpers import processes
 from tests.integration.test_orders import eventually_status, market
-
-Launch = Callable[..., Gateway]
-
-
-@pytest.fixture
-def fresh(
-    redis_server: EmbeddedRedis, database_factory: DatabaseFactory, tmp_path: Path
-) -> Iterator[Launch]:
-    """Launch gateways with a clean Redis db and database each; stop them at the end."""
-    launched: list[Gateway] = []
-
-    def launch(backend: str = "sqlite", workers: int = 1, **env: str) -> Gateway:
-        redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{4 + len(launched)}"
-        gateway = launch_gateway(
-            tmp_path / f"gw{len(launched)}",
-            database_factory.create(backend),
-            redis_url,
-            workers=workers,
-            extra_env=env,
-        )
-        launched.append(gateway)
-        return gateway
-
-    yield launch
-    for gateway in launched:
-        gateway.stop()
-    for index in range(len(launched)):
-        flush = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + f"/{4 + index}")
-        flush.flushdb()
-        flush.close()
 
 
 @pytest.mark.parametrize("backend", _backends())
@@ -182,14 +152,7 @@ async def _own_risk_state(client: httpx.AsyncClient) -> dict[str, Any]:
 async def test_a_killed_applier_is_restarted_and_fills_keep_flowing(fresh: Launch) -> None:
     gateway: Gateway = fresh()
     assert gateway.process is not None
-    children = subprocess.run(
-        ["pgrep", "-f", "-P", str(gateway.process.pid), "app.cli applier"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    assert len(children) == 1, children
-    os.kill(int(children[0]), signal.SIGKILL)
+    os.kill(processes.applier_of(gateway.process.pid), signal.SIGKILL)
     async with gateway.client(gateway.new_key("after-crash")) as client:
         ack = (await client.post("/v1/orders", json=market("AAPL"))).json()
         # The lease of the dead applier expires (3 s); the restarted one takes over.
@@ -233,19 +196,6 @@ async def _ready(base_url: str) -> bool:
         return False
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -263,7 +213,7 @@ async def test_sigterm_stops_serve_cleanly_applier_first_then_its_private_redis(
     gateway = launch_gateway(tmp_path, database_factory.create("sqlite"), None, workers=1)
     assert gateway.process is not None
     serve = gateway.process
-    children = _children(serve.pid)
+    children = processes.children(serve.pid)
     assert len(children) >= 2  # the applier and the private redis-server
     serve.send_signal(signal.SIGTERM)  # to serve alone, not its process group
     assert serve.wait(timeout=20) == 0

@@ -2,6 +2,9 @@
 scripts: a hypothesis state machine reserves, fills, cancels, rejects, replays, rebuilds and
 changes limits and kill switches, and after every step compares Redis with a plain-Python
 model of the account (positions, open orders, the checks in the order the Lua makes them).
+What the broker does to an order reaches Redis by two ways, in any interleaving: its reports,
+in order, through the applier, and the gateway's release when a cancel or a reject is
+acknowledged; once both have been delivered, Redis holds exactly what the broker did.
 A few example tests cover what the machine rarely reaches."""
 
 from __future__ import annotations
@@ -228,6 +231,17 @@ class Account:
         return found
 
 
+@dataclass
+class BrokerOrder:
+    """An order as the broker knows it: what it has filled, and whether it has ended."""
+
+    symbol: str
+    side: Side
+    qty: Decimal
+    filled: Decimal = Decimal(0)
+    ended: bool = False
+
+
 # -- strategies ------------------------------------------------------------------------------
 quantities = st.one_of(
     st.integers(1, 40).map(Decimal),
@@ -296,6 +310,10 @@ class RiskReservationMachine(RuleBasedStateMachine):
         self.store = RiskStore(self.commands)
         self.account: Account | None = None
         self.sent: list[Settlement] = []  # every settlement sent, for replays
+        self.broker: dict[str, BrokerOrder] = {}  # every order the broker has
+        self.truth: dict[str, Decimal] = {}  # positions by what the broker filled
+        self.reports: list[Settlement] = []  # the broker's reports, not yet applied, in order
+        self.releases: list[Settlement] = []  # the gateway's releases, not yet sent
         self.unknown: list[str] = []  # ids Redis never held or has forgotten
         self.tolerated: set[str] = set()  # breaches a limit change or image caused
         self.ids = 0
@@ -350,6 +368,12 @@ class RiskReservationMachine(RuleBasedStateMachine):
         self.run(self.redis.flushdb())
         self.account = Account(limits, kill_account, kill_global, positions)
         self.model.orders = {f"db{i}": order for i, order in enumerate(orders)}
+        self.broker = {
+            coid: BrokerOrder(o.symbol, o.side, o.qty, o.filled)
+            for coid, o in self.model.orders.items()
+        }
+        self.truth = dict(positions)
+        self.reports, self.releases = [], []
         assert self.run(self.store.load(ACCOUNT, self.model.image())) is True
         self.tolerated = self.model.breaches()
 
@@ -370,6 +394,7 @@ class RiskReservationMachine(RuleBasedStateMachine):
         )
         if answer == OK:
             self.model.orders[coid] = OpenOrder(symbol, side, qty)
+            self.broker[coid] = BrokerOrder(symbol, side, qty)
             if signature is not None:
                 self.model.duplicates.add(signature)
         else:
@@ -426,41 +451,66 @@ class RiskReservationMachine(RuleBasedStateMachine):
         )
         assert outcome.kind == "held"
 
-    @precondition(lambda self: self.account is not None and self.account.orders)
+    def live_at_the_broker(self) -> list[str]:
+        return sorted(c for c, o in self.broker.items() if not o.ended)
+
+    @precondition(lambda self: self.account is not None and self.live_at_the_broker())
     @rule(data=st.data())
-    def fill_some_orders(self, data: st.DataObject) -> None:
-        """A batch of cumulative fills (a report may overstate: capped at the order's qty)."""
+    def the_broker_fills_some_orders(self, data: st.DataObject) -> None:
+        """Fills, each reported with the cumulative quantity; a complete fill ends the order
+        (its report may overstate it: capped at the order's qty)."""
         coids = data.draw(
             st.lists(
-                st.sampled_from(sorted(self.model.orders)), min_size=1, max_size=3, unique=True
+                st.sampled_from(self.live_at_the_broker()), min_size=1, max_size=3, unique=True
             )
         )
-        batch = []
         for coid in coids:
-            order = self.model.orders[coid]
-            filled, qty = cents(order.filled), cents(order.qty)
-            cum = data.draw(st.integers(filled, qty) | st.sampled_from([qty, qty + 100]))
+            order = self.broker[coid]
+            cum = Decimal(data.draw(st.integers(cents(order.filled) + 1, cents(order.qty)))) / 100
+            self.truth[order.symbol] = self.truth.get(order.symbol, Decimal(0)) + signed(
+                order.side, cum - order.filled
+            )
+            order.filled, order.ended = cum, cum == order.qty
+            if order.ended:  # a report may overstate a complete fill
+                reported = cum + data.draw(st.sampled_from([Decimal(0), Decimal(1)]))
+            else:
+                reported = cum
             mark = data.draw(st.sampled_from([None, MARKS[order.symbol]]))
-            batch.append(Settlement(ACCOUNT, coid, Decimal(cum) / 100, final=False, mark=mark))
+            self.reports.append(Settlement(ACCOUNT, coid, reported, order.ended, mark))
+
+    @precondition(lambda self: self.account is not None and self.live_at_the_broker())
+    @rule(data=st.data(), how=st.sampled_from(["cancel", "expire", "reject"]))
+    def the_broker_ends_an_order(self, data: st.DataObject, how: str) -> None:
+        """Its final report carries what it had filled. A cancel or a reject is also
+        acknowledged to the gateway, which releases with the same quantity."""
+        coid = data.draw(st.sampled_from(self.live_at_the_broker()))
+        order = self.broker[coid]
+        if how == "reject" and order.filled > 0:
+            how = "cancel"  # a broker rejects only what never traded
+        order.ended = True
+        end = Settlement(ACCOUNT, coid, order.filled, final=True)
+        self.reports.append(end)
+        if how != "expire":
+            self.releases.append(end)
+
+    @precondition(lambda self: self.account is not None and self.reports)
+    @rule(data=st.data())
+    def the_applier_settles_reports(self, data: st.DataObject) -> None:
+        """The oldest reports, in the broker's order, in one batch."""
+        count = data.draw(st.integers(1, len(self.reports)))
+        batch, self.reports = self.reports[:count], self.reports[count:]
         self.settle(batch)
 
-    @precondition(lambda self: self.account is not None and self.account.orders)
+    @precondition(lambda self: self.account is not None and self.releases)
     @rule(data=st.data())
-    def cancel_or_expire_an_order(self, data: st.DataObject) -> None:
-        coid = data.draw(st.sampled_from(sorted(self.model.orders)))
-        order = self.model.orders[coid]
-        cum = data.draw(st.none() | st.integers(cents(order.filled), cents(order.qty)))
-        self.settle(
-            [Settlement(ACCOUNT, coid, None if cum is None else Decimal(cum) / 100, final=True)]
-        )
-
-    @precondition(lambda self: self.account is not None and self.account.orders)
-    @rule(data=st.data())
-    def broker_rejects_an_order(self, data: st.DataObject) -> None:
-        coid = data.draw(st.sampled_from(sorted(self.model.orders)))
-        self.run(self.store.release(ACCOUNT, coid))
-        self.model.settle(Settlement(ACCOUNT, coid, None, final=True))
-        self.unknown.append(coid)
+    def the_gateway_releases_an_ended_order(self, data: st.DataObject) -> None:
+        """Before, between or after the order's reports: any interleaving."""
+        release = self.releases.pop(data.draw(st.integers(0, len(self.releases) - 1)))
+        self.run(self.store.release(ACCOUNT, release.client_order_id, release.cum_qty))
+        self.model.settle(release)
+        self.sent.append(release)
+        if release.client_order_id not in self.model.orders:
+            self.unknown.append(release.client_order_id)
 
     @precondition(lambda self: self.account is not None and (self.sent or self.unknown))
     @rule(data=st.data())
@@ -477,7 +527,7 @@ class RiskReservationMachine(RuleBasedStateMachine):
                 replays.append(Settlement(ACCOUNT, coid, Decimal(cum) / 100, final=False))
         if self.unknown:
             unknown = data.draw(st.lists(st.sampled_from(self.unknown), max_size=2))
-            replays += [Settlement(ACCOUNT, coid, None, final=True) for coid in unknown]
+            replays += [Settlement(ACCOUNT, coid, Decimal(0), final=True) for coid in unknown]
         before = self.snapshot()
         self.run(self.store.settle(replays))
         assert self.snapshot() == before
@@ -551,6 +601,16 @@ class RiskReservationMachine(RuleBasedStateMachine):
         gross = Decimal(0) if raw_gross is None else Decimal(text(raw_gross))
         assert abs(gross - model.gross()) <= GROSS_TOLERANCE
         assert abs(snap.gross_notional - model.gross()) <= Decimal("0.01")
+
+    @invariant()
+    def once_everything_is_delivered_redis_holds_what_the_broker_did(self) -> None:
+        """No fill lost, whichever way and order the reports and releases came."""
+        if self.reports or self.releases:
+            return
+        for symbol in SYMBOLS:
+            assert self.model.position(symbol) == self.truth.get(symbol, Decimal(0)), symbol
+        ended = {c for c, o in self.broker.items() if o.ended}
+        assert not ended & set(self.model.orders), "an ended order still holds a reservation"
 
     @invariant()
     def redis_holds_the_newest_kill_switches(self) -> None:
@@ -727,14 +787,13 @@ async def test_replaying_a_settlement_changes_nothing(store: RiskStore) -> None:
     assert after_done.reservations == []
     assert [(e.position, e.open_buy) for e in after_done.exposure] == [(Decimal(7), Decimal(0))]
     await store.settle([done, fill, Settlement(ACCOUNT, "o1", Decimal(10), final=False)])
-    await store.release(ACCOUNT, "o1")
+    await store.release(ACCOUNT, "o1", Decimal(7))
     assert await store.snapshot(ACCOUNT) == after_done
 
 
 async def test_one_batch_settles_each_account_in_its_own_order(store: RiskStore) -> None:
-    # One script call per account: the batch is split by account, and each account's
-    # settlements must still apply in the order given (a release before the fill it
-    # follows would give the filled quantity back).
+    # One script call per account: the batch is split by account, and every settlement
+    # reaches its own account.
     other = "acct-2"
     for account in (ACCOUNT, other):
         await store.load(account, image())
@@ -747,7 +806,7 @@ async def test_one_batch_settles_each_account_in_its_own_order(store: RiskStore)
         [
             Settlement(ACCOUNT, "o1", Decimal(3), final=False),
             Settlement(other, "o2", Decimal(4), final=True),
-            Settlement(ACCOUNT, "o1", None, final=True),
+            Settlement(ACCOUNT, "o1", Decimal(3), final=True),
             Settlement(other, "o1", Decimal(2), final=False),
         ]
     )
@@ -766,9 +825,9 @@ async def test_a_released_reservation_frees_capacity_for_the_next_order(
     assert await submit(store, "o2", 4) == OK
     assert await submit(store, "o3", 1) == RiskCode.POSITION_LIMIT
     await store.settle([Settlement(ACCOUNT, "o1", Decimal(2), final=False)])
-    await store.release(ACCOUNT, "o2")  # the broker rejected it: nothing filled
+    await store.release(ACCOUNT, "o2", Decimal(0))  # the broker rejected it: nothing filled
     assert await submit(store, "o4", 9) == RiskCode.POSITION_LIMIT  # 2 held + 4 open + 9 > 10
-    await store.release(ACCOUNT, "o1")  # 2 filled, 4 given back
+    await store.release(ACCOUNT, "o1", Decimal(2))  # 2 filled, 4 given back
     assert await submit(store, "o5", 8) == OK  # 2 + 8 = 10
     assert await submit(store, "o6", 1) == RiskCode.POSITION_LIMIT
 

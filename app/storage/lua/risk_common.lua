@@ -90,8 +90,11 @@ end
 
 -- An order's fills and its end (the body of risk_settle.lua; risk_abandon.lua uses it too),
 -- applied to `view`, which `write_exposure` then stores.
--- cum_filled: cumulative filled qty (scaled, '' unknown); final: '1' or '0'; mark_arg: '' keeps
--- the stored mark. Returns 1 if the reservation changed, else 0.
+-- cum_filled: cumulative filled qty (scaled; '' only from risk_abandon.lua, for an attempt that
+-- was never placed); final: '1' or '0'; mark_arg: '' keeps the stored mark.
+-- An end carries the broker's final cumulative quantity, so the reservation can go with it:
+-- any fill that reaches Redis later is already counted (its cum_filled is no larger).
+-- Returns 1 if the reservation changed, else 0.
 local function settle(view, resv, coid, cum_filled, final, mark_arg)
   local rec = redis.call('HGET', resv, coid)
   if not rec then

@@ -1,8 +1,9 @@
--- Fills and ends of one account's orders, applied in order: reserved exposure becomes
--- position, what is left is released. Idempotent: each carries the cumulative filled
--- quantity, so a report applied twice (or a release after the final report) changes nothing.
+-- Fills and ends of one account's orders: reserved exposure becomes position, what is left
+-- is released. Idempotent and commutative: each carries the cumulative filled quantity (an
+-- end, the broker's final one), so a report applied twice, a fill after its order's end, or
+-- a release after the final report changes nothing.
 -- KEYS: risk, expo, resv
--- ARGV: four per order: client_order_id, cumulative filled qty (scaled, '' unknown),
+-- ARGV: four per order: client_order_id, cumulative filled qty (scaled),
 --       final ('1' or '0'), mark price ('' keeps the stored one)
 -- Returns how many reservations changed.
 local view = exposure_view(KEYS[2])

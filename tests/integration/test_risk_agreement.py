@@ -1,0 +1,73 @@
+"""The risk state in Redis and the order log agree whatever order a partial fill, a cancel
+and their reports arrive in, through a real gateway whose applier process is frozen
+(SIGSTOP) between the fill and the cancel."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from tests.conftest import Gateway, Launch, wait_for
+from tests.helpers.processes import applier_of, stopped
+from tests.integration.test_orders import limit
+
+
+def resting_buy(price: str, qty: str) -> dict[str, Any]:
+    """A good-till-canceled AAPL buy (AAPL's reference price is far above)."""
+    return limit(price, symbol="AAPL", qty=qty, tif="gtc")
+
+
+async def redis_position(client: httpx.AsyncClient, symbol: str) -> tuple[Decimal, Decimal]:
+    """(position, open buys) of ``symbol`` as the risk state in Redis holds them."""
+    [state] = (await client.get("/v1/risk/state")).json()["accounts"]
+    for exposure in state["exposure"]:
+        if exposure["symbol"] == symbol:
+            return Decimal(exposure["position"]), Decimal(exposure["open_buy"])
+    return Decimal(0), Decimal(0)
+
+
+async def database_position(client: httpx.AsyncClient, symbol: str) -> Decimal:
+    positions: list[dict[str, Any]] = (await client.get("/v1/positions")).json()
+    return next((Decimal(p["qty"]) for p in positions if p["symbol"] == symbol), Decimal(0))
+
+
+async def test_a_cancel_racing_a_partial_fill_keeps_the_fill_in_the_position(
+    fresh: Launch,
+) -> None:
+    gateway: Gateway = fresh()  # the paper exchange fills at most 100 per match
+    assert gateway.process is not None
+    account = "racing"
+    async with (
+        gateway.client(gateway.new_key(account)) as client,
+        gateway.client(gateway.new_key("ops", "admin")) as admin,
+    ):
+        limits = await admin.put(f"/v1/risk/limits/{account}", json={"max_position": "200"})
+        assert limits.status_code == 200, limits.text
+        resting = await client.post("/v1/orders", json=resting_buy("1.00", qty="200"))
+        assert resting.status_code == 201, resting.text
+
+        # The applier is held back: the partial fill's report waits in the broker's stream
+        # while the cancel is answered.
+        with stopped(applier_of(gateway.process.pid)):
+            moved = await admin.post("/v1/sim/prices", json={"symbol": "AAPL", "price": "0.99"})
+            assert moved.json()["matched_orders"] == 1  # 100 of the 200 filled
+            canceled = await client.delete(f"/v1/orders/{resting.json()['id']}")
+            assert canceled.status_code == 200, canceled.text
+            assert canceled.json()["status"] == "canceled"
+            # The fill the cancel found is position now; nothing is open.
+            assert await redis_position(client, "AAPL") == (100, 0)
+            # 100 held + 200 > 200: the limit holds though the order log has not heard yet.
+            over = await client.post("/v1/orders", json=resting_buy("0.50", qty="200"))
+            assert over.status_code == 422, over.text
+            assert over.json()["code"] == "risk.position_limit"
+            within = await client.post("/v1/orders", json=resting_buy("0.50", qty="100"))
+            assert within.status_code == 201, within.text
+
+        async def fill_recorded() -> bool:
+            return await database_position(client, "AAPL") == 100
+
+        await wait_for(fill_recorded, within=10)
+        # The late reports changed nothing in Redis: it agrees with the order log.
+        assert await redis_position(client, "AAPL") == (100, 100)
