@@ -107,6 +107,7 @@ class SimulatedBroker:
                 order.time_in_force.value,
                 self._top,
                 reject,
+                self._configured_price(order.symbol),
             ],
         )
         if hang_after_placing:
@@ -154,17 +155,27 @@ class SimulatedBroker:
 
     async def housekeeping(self) -> None:
         await self.ping()  # a Redis that came back empty gets its venue (prices) again
-        await self._match.many(([], [symbol, self._top]) for symbol in self._reference_prices)
+        await self._match.many(
+            ([], [symbol, self._top, self._configured_price(symbol)])
+            for symbol in self._reference_prices
+        )
 
     # -- paper-exchange controls (admin API and tests) --------------------------------
     async def set_reference_price(self, symbol: str, price: Decimal) -> int:
         await self._redis.execute("HSET", SimKeys.prices, symbol, format(price, "f"))
-        matched: int = await self._script(self._match, [], [symbol, self._top])
+        matched: int = await self._script(
+            self._match, [], [symbol, self._top, self._configured_price(symbol)]
+        )
         return matched
 
     async def close_session(self) -> int:
         expired: int = await self._script(self._expire, [], [])
         return expired
+
+    def _configured_price(self, symbol: str) -> str:
+        """What the venue's scripts fall back on when its Redis lost the symbol's price."""
+        price = self._reference_prices.get(symbol)
+        return "" if price is None else format(price, "f")
 
     async def _script(self, script: LuaScript, keys: list[str], args: list[str]) -> Any:
         try:

@@ -35,6 +35,18 @@ local function epoch()
   return venue_epoch
 end
 
+-- The symbol's reference price. A venue whose Redis came back empty (FLUSHALL, a restart
+-- without persistence) lost it: the script that first finds it missing sets it again from
+-- `configured` (the price the gateway is configured with), in the same atomic step.
+local function reference_price(sym, configured)
+  local px = redis.call('HGET', '{sim}:px', sym)
+  if not px and configured ~= '' then
+    redis.call('HSET', '{sim}:px', sym, configured)
+    px = configured
+  end
+  return px
+end
+
 -- The order in hash `okey` as a table (quantities and seq as numbers), or nil if unknown.
 local function load_order(okey)
   local v = redis.call('HMGET', okey, unpack(FIELDS))

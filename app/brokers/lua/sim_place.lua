@@ -1,7 +1,8 @@
 -- Accept an order, match what is marketable against the reference price, rest the rest.
 -- KEYS[1] order hash
 -- ARGV: account, client_order_id, symbol, side, qty (scaled), limit ('' for market),
---       time_in_force, top-of-book qty (scaled), injected reject reason ('' for none)
+--       time_in_force, top-of-book qty (scaled), injected reject reason ('' for none),
+--       the symbol's configured reference price ('' for none)
 -- Returns {'new'} | {'rejected', reason} | {'duplicate', status}
 local okey = KEYS[1]
 if redis.call('EXISTS', okey) == 1 then
@@ -16,7 +17,7 @@ local function place()
     emit(o, 'rejected', '0', '', ARGV[9])
     return {'rejected', ARGV[9]}
   end
-  local px = redis.call('HGET', '{sim}:px', o.sym)
+  local px = reference_price(o.sym, ARGV[10])
   if not px then
     emit(o, 'rejected', '0', '', 'broker.no_reference_price')
     return {'rejected', 'broker.no_reference_price'}
