@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     idempotency_inflight_ttl_s: int = 60
     # Orders still pending_new / unknown after this long are reconciled with the broker.
     reconcile_after_s: float = 5.0
+    # Every live order is checked with the broker this often (and at once when the venue's
+    # state may have been lost): one it no longer knows ends canceled, broker.order_lost.
+    live_order_check_interval_s: float = Field(30.0, gt=0)
     auth_cache_ttl_s: float = 1.0
 
     @model_validator(mode="after")

@@ -117,6 +117,7 @@ async def start_applier(core: Core, settings: Settings, stack: AsyncExitStack) -
         lease=Lease(core.redis, "execution-applier"),
         risk=core.risk_store,
         reconcile_after_s=settings.reconcile_after_s,
+        live_order_check_interval_s=settings.live_order_check_interval_s,
         orphan_reservation_after_s=settings.risk.orphan_reservation_after_s,
     )
     applier.start()

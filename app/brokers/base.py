@@ -37,8 +37,13 @@ class CancelAck:
 
 @dataclass(frozen=True, slots=True)
 class ReportBatch:
+    """Reports after a cursor, and the cursor after them. ``restarted``: the venue's report
+    stream began anew since that cursor (the venue lost its state, e.g. its Redis came back
+    empty), so orders it held may be gone from it."""
+
     reports: list[ExecutionReport]
     cursor: str
+    restarted: bool = False
 
 
 class Broker(Protocol):

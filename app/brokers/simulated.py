@@ -138,10 +138,13 @@ class SimulatedBroker:
         epoch = await self._redis.execute("GET", SimKeys.epoch)
         epoch_text = _text(epoch) if epoch else ""
         position = "0-0"
+        restarted = False
         if cursor:
             cursor_epoch, _, cursor_position = cursor.partition("/")
             if cursor_epoch == epoch_text:
                 position = cursor_position
+            else:
+                restarted = True
         block = ("BLOCK", block_ms) if block_ms > 0 else ()  # BLOCK 0 would wait forever
         response: Any = await self._reports_redis.execute(
             "XREAD", "COUNT", count, *block, "STREAMS", SimKeys.reports, position
@@ -151,7 +154,7 @@ class SimulatedBroker:
             for entry_id, fields in entries:
                 reports.append(_report_from_fields(pairs(fields)))
                 position = entry_id.decode()
-        return ReportBatch(reports, f"{epoch_text}/{position}")
+        return ReportBatch(reports, f"{epoch_text}/{position}", restarted)
 
     async def housekeeping(self) -> None:
         await self.ping()  # a Redis that came back empty gets its venue (prices) again

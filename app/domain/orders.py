@@ -51,6 +51,16 @@ class TimeInForce(StrEnum):
     FOK = "fok"
 
 
+class OrderReason(StrEnum):
+    """Why the gateway itself, not a report of the broker's, moved an order (in
+    ``order_events.reason``, and ``reject_reason`` for a rejection)."""
+
+    # The broker never received the placement (reconciliation asked it).
+    NOT_RECEIVED = "broker.not_received"
+    # The broker no longer knows an order it acknowledged: lost with the venue's state.
+    ORDER_LOST = "broker.order_lost"
+
+
 class OrderIntent(BaseModel):
     """What a strategy or a person asks for. Validated fully before any side effect."""
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from app.brokers.base import Broker
-from app.domain.orders import ExecutionReport
+from app.domain.orders import ExecutionReport, Order, OrderReason
 from app.domain.status import OrderStatus
 from app.services.leader import Lease
 from app.storage.order_log import OrderLog
@@ -31,6 +31,8 @@ STOP_TIMEOUT_S = 2.0
 # backlog is drained by going round again at once (ratio to the floor, six alternating
 # closed-loop runs each: median 0.64 at 500, 0.68 at 128).
 REPORT_BATCH = 128
+# Live orders asked about at once (one status call each, pipelined).
+LIVE_CHECK_BATCH = 256
 
 
 class ExecutionApplier:
@@ -43,6 +45,7 @@ class ExecutionApplier:
         lease: Lease,
         risk: RiskStore,
         reconcile_after_s: float,
+        live_order_check_interval_s: float = 30.0,
         orphan_reservation_after_s: float = 10.0,
         housekeeping_interval_s: float = 0.25,
         commit_interval_s: float = 0.02,
@@ -54,6 +57,7 @@ class ExecutionApplier:
         self._orders = orders
         self._lease = lease
         self._reconcile_after = timedelta(seconds=reconcile_after_s)
+        self._live_check_interval_s = live_order_check_interval_s
         self._housekeeping_interval_s = housekeeping_interval_s
         self._commit_interval_s = commit_interval_s
         self._task: asyncio.Task[None] | None = None
@@ -85,7 +89,7 @@ class ExecutionApplier:
 
     async def _run(self) -> None:
         cursor: str | None = None
-        next_renewal = next_housekeeping = next_reconcile = next_audit = 0.0
+        next_renewal = next_housekeeping = next_reconcile = next_audit = next_live = 0.0
         while not self._stopping.is_set():
             try:
                 now = time.monotonic()
@@ -93,12 +97,17 @@ class ExecutionApplier:
                     was_leader, self.is_leader = self.is_leader, await self._lease.hold()
                     next_renewal = now + 1.0
                     if self.is_leader and not was_leader:
+                        # Also after Redis or the database failed an iteration: what the
+                        # venue held may have gone meanwhile, so ask it about live orders.
                         cursor = await self._orders.stream_cursor(CURSOR_NAME)
+                        next_live = now
                         log.info("execution applier leading (holder %s)", self._lease.holder)
                 if not self.is_leader:
                     await self._pause(0.5)
                     continue
-                cursor, applied = await self.apply_once(cursor, block_ms=50)
+                cursor, applied, restarted = await self.apply_once(cursor, block_ms=50)
+                if restarted:
+                    next_live = now  # the venue lost its state: which live orders with it?
                 if 0 < applied < REPORT_BATCH:
                     # Let reports accumulate: fewer, larger transactions hold the database's
                     # write lock (SQLite: shared with the gateway's own commits) less often.
@@ -110,6 +119,9 @@ class ExecutionApplier:
                 if now >= next_reconcile:
                     await self.reconcile()
                     next_reconcile = now + 1.0
+                if now >= next_live:
+                    await self.reconcile_live_orders()
+                    next_live = now + self._live_check_interval_s
                 if now >= next_audit:
                     await self.release_orphan_reservations()
                     next_audit = now + 5.0
@@ -120,18 +132,21 @@ class ExecutionApplier:
                 next_renewal = 0.0
                 await self._pause(0.5)
 
-    async def apply_once(self, cursor: str | None, *, block_ms: int) -> tuple[str | None, int]:
-        """Apply the next batch of reports; the cursor after it, and how many there were."""
+    async def apply_once(
+        self, cursor: str | None, *, block_ms: int
+    ) -> tuple[str | None, int, bool]:
+        """Apply the next batch of reports: the cursor after it, how many there were, and
+        whether the venue's stream began anew since ``cursor``."""
         batch = await self._broker.read_reports(cursor, block_ms=block_ms, count=REPORT_BATCH)
         if not batch.reports:
-            return batch.cursor, 0
+            return batch.cursor, 0, batch.restarted
         # Risk first: settling is idempotent (cumulative quantities), so a crash before the
         # commit below re-applies it harmlessly, while the reverse order could lose it.
         settlements = risk_settlements(batch.reports)
         if settlements:
             await self._risk.settle(settlements)
         await self._log.apply_reports(batch.reports, (CURSOR_NAME, batch.cursor))
-        return batch.cursor, len(batch.reports)
+        return batch.cursor, len(batch.reports), batch.restarted
 
     async def reconcile(self) -> int:
         """Resolve placements whose outcome we never learned. Never places again."""
@@ -140,25 +155,52 @@ class ExecutionApplier:
         for order in await self._orders.stale_unresolved(cutoff):
             at_broker = await self._broker.status(order.account, order.client_order_id)
             if order.status is OrderStatus.PENDING_CANCEL:
-                # A cancel that never reached the broker: the order is still live there.
                 if at_broker in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED):
+                    # A cancel that never reached the broker: the order is still live there.
                     live = order.transition(at_broker, datetime.now(UTC))
                     resolved += await self._log.record_transition(
                         live, order.status, reason="cancel_not_received"
                     )
+                elif at_broker is None:
+                    resolved += await self._end_lost(order)
                 continue
             if at_broker is not None:
                 continue  # the broker has it: its reports (already streaming) settle it
+            reason = OrderReason.NOT_RECEIVED
             rejected = order.transition(
-                OrderStatus.REJECTED, datetime.now(UTC), reject_reason="broker.not_received"
+                OrderStatus.REJECTED, datetime.now(UTC), reject_reason=reason
             )
-            if await self._log.record_transition(
-                rejected, order.status, reason="broker.not_received"
-            ):
+            if await self._log.record_transition(rejected, order.status, reason=reason):
                 await self._risk.release(order.account, order.client_order_id, Decimal(0))
                 resolved += 1
                 log.warning("order %s never reached the broker: rejected", order.id)
         return resolved
+
+    async def reconcile_live_orders(self) -> int:
+        """Ask the broker about every order the log holds live (acknowledged, not final):
+        one it no longer knows was lost with the venue's state, and ends canceled. Run
+        after Redis recovers, when the venue's stream began anew, and periodically."""
+        live = await self._orders.live_orders()
+        lost = 0
+        for start in range(0, len(live), LIVE_CHECK_BATCH):
+            batch = live[start : start + LIVE_CHECK_BATCH]
+            at_broker = await asyncio.gather(
+                *(self._broker.status(o.account, o.client_order_id) for o in batch)
+            )
+            for order, status in zip(batch, at_broker, strict=True):
+                if status is None:
+                    lost += await self._end_lost(order)
+        return lost
+
+    async def _end_lost(self, order: Order) -> bool:
+        """End an acknowledged order the broker no longer knows: canceled, with what the
+        log holds filled (the venue's own record of it is gone), its reservation released."""
+        lost = order.transition(OrderStatus.CANCELED, datetime.now(UTC))
+        if not await self._log.record_transition(lost, order.status, reason=OrderReason.ORDER_LOST):
+            return False  # it moved meanwhile (a report, a cancel): that settles it
+        await self._risk.release(order.account, order.client_order_id, order.filled_qty)
+        log.warning("order %s is unknown to the broker: canceled as lost", order.id)
+        return True
 
     async def release_orphan_reservations(self) -> int:
         """Release reservations that no open order stands behind: the process died between

@@ -36,7 +36,7 @@ from app.domain.errors import (
     UnknownSymbol,
 )
 from app.domain.ids import new_id
-from app.domain.orders import Order, OrderIntent, Position
+from app.domain.orders import Order, OrderIntent, OrderReason, Position
 from app.domain.status import OrderStatus
 from app.domain.views import render_order, render_problem
 from app.services.risk import RiskService
@@ -329,13 +329,21 @@ class OrderService:
                 # way become position now, so they cannot be lost when they arrive.
                 await self._release(canceled, filled=ack.cum_qty)
             return await self.get(pending.account, pending.id)
+        if ack.broker_status is None:
+            # The broker no longer knows an order it acknowledged: lost with the venue's
+            # state. It trades no more, so the cancel is done; what it filled, the log holds.
+            lost = pending.transition(OrderStatus.CANCELED, utcnow())
+            reason = OrderReason.ORDER_LOST
+            await self._log.record_transition(lost, OrderStatus.PENDING_CANCEL, reason=reason)
+            await self._release(lost, filled=pending.filled_qty)
+            return await self.get(pending.account, pending.id)
         # Too late: the broker already finished it. Undo our pending_cancel; its reports
         # bring the fills.
         restored = pending.transition(before.status, utcnow())
         await self._log.record_transition(
             restored, OrderStatus.PENDING_CANCEL, reason="cancel_rejected"
         )
-        broker_status = ack.broker_status.value if ack.broker_status else "unknown"
+        broker_status = ack.broker_status.value
         raise OrderNotCancelable(
             f"the broker reports the order {broker_status}", status=broker_status
         )

@@ -81,6 +81,14 @@ class OrderRepository:
             rows = (await conn.execute(query.order_by(t.orders.c.id))).mappings().all()
         return [order_from_row(row) for row in rows]
 
+    async def live_orders(self) -> list[Order]:
+        """Every account's orders the broker acknowledged and has not ended."""
+        live = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL)
+        query = select(t.orders).where(t.orders.c.status.in_([s.value for s in live]))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(t.orders.c.id))).mappings().all()
+        return [order_from_row(row) for row in rows]
+
     async def stale_unresolved(self, older_than: datetime) -> list[Order]:
         """Orders whose placement (or cancel) outcome we never learned."""
         unresolved = (OrderStatus.PENDING_NEW, OrderStatus.UNKNOWN, OrderStatus.PENDING_CANCEL)

@@ -1,0 +1,37 @@
+"""Reading and (to stage a crash) writing a gateway's order log directly."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from app.storage.database import create_engine
+from app.storage.tables import order_events, orders
+
+
+async def order_story(database_url: str, order_id: str) -> list[tuple[str | None, str, str | None]]:
+    """The order's events, oldest first: (from status, to status, reason)."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(order_events.c.from_status, order_events.c.to_status, order_events.c.reason)
+                .where(order_events.c.order_id == order_id)
+                .order_by(order_events.c.id)
+            )
+            return [(row.from_status, row.to_status, row.reason) for row in rows]
+    finally:
+        await engine.dispose()
+
+
+async def force_status(database_url: str, order_id: str, status: str, at: datetime) -> None:
+    """Write an order's status as a gateway that died mid-way would have left it."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(orders).where(orders.c.id == order_id).values(status=status, updated_at=at)
+            )
+    finally:
+        await engine.dispose()
