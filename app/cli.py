@@ -50,6 +50,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_cmd = key_commands.add_parser("demo", help="print the local demo account's key")
     demo_cmd.set_defaults(func=keys_demo)
 
+    reconcile_cmd = commands.add_parser(
+        "reconcile",
+        help="resolve orders with the broker, then compare Redis's risk state with the order log",
+    )
+    reconcile_cmd.add_argument(
+        "--check", action="store_true", help="only compare and print the differences"
+    )
+    reconcile_cmd.add_argument(
+        "--account", action="append", type=_account_name, help="this account only (repeatable)"
+    )
+    reconcile_cmd.set_defaults(func=reconcile)
+
     from app import bench
 
     bench.register(commands)
@@ -78,6 +90,11 @@ def serve(args: argparse.Namespace) -> int:
             # exchange and the applier lease must be common to all of them.
             embedded = stack.enter_context(EmbeddedRedis())
             os.environ["REDIS_URL"] = embedded.url
+            # For the commands an operator runs beside it (`ordergate reconcile`).
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            url_file = settings.data_dir / PRIVATE_REDIS_FILE
+            url_file.write_text(embedded.url + "\n")
+            stack.callback(url_file.unlink, missing_ok=True)
             get_settings.cache_clear()  # the in-process worker must see it too
             print(f"ordergate: private redis-server at {embedded.url}", file=sys.stderr)
         # Execution reports are applied by a process of its own, beside the workers.
@@ -101,6 +118,90 @@ def serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=5,
         )
     return 0
+
+
+def reconcile(args: argparse.Namespace) -> int:
+    """Resolve unresolved and live orders with the broker (unless ``--check``), then compare
+    each account's risk state in Redis with what the order log implies. Exit 1 if they
+    differ."""
+    from app.runtime import open_commands, open_core, open_redis
+    from app.services.executions import ExecutionApplier
+    from app.services.leader import Lease
+    from app.services.prices import ReferencePrices
+    from app.services.risk import RiskService
+    from app.services.risk_audit import AuditResult, RiskAudit
+    from app.storage.database import create_engine
+    from app.storage.repositories import OrderRepository
+    from app.storage.risk_repository import RiskRepository
+    from app.storage.risk_state import RiskStore
+
+    settings = get_settings()
+    redis_url = settings.redis_url or _private_redis_url(settings)
+    if redis_url is None:
+        print("ordergate: set REDIS_URL to the gateway's Redis", file=sys.stderr)
+        return 2
+    settings = settings.model_copy(update={"redis_url": redis_url})
+
+    async def resolve_orders() -> int:
+        async with AsyncExitStack() as stack:
+            core = await open_core(settings, stack, checkpoints=False)
+            applier = ExecutionApplier(
+                broker=core.broker,
+                order_log=core.order_log,
+                orders=core.orders,
+                lease=Lease(core.redis, "execution-applier"),
+                risk=core.risk_store,
+                reconcile_after_s=settings.reconcile_after_s,
+            )
+            return await applier.reconcile() + await applier.reconcile_live_orders()
+
+    async def audit() -> AuditResult:
+        # Reads only: no broker, no order log writer (a check changes nothing).
+        async with AsyncExitStack() as stack:
+            redis = open_commands(redis_url, settings)
+            stack.push_async_callback(redis.close)
+            notices = open_redis(redis_url)
+            stack.push_async_callback(notices.aclose)
+            engine = create_engine(settings.effective_database_url)
+            stack.push_async_callback(engine.dispose)
+            store, repo, orders = RiskStore(redis), RiskRepository(engine), OrderRepository(engine)
+            risk = RiskService(
+                notices=notices,
+                store=store,
+                risk_repo=repo,
+                orders=orders,
+                prices=ReferencePrices(redis, dict(settings.universe)),
+                default_limits=settings.risk.default_limits,
+            )
+            accounts = args.account or (await repo.known_accounts() | await store.accounts())
+            return await RiskAudit(risk=risk, store=store).check(accounts)
+
+    if not args.check:
+        resolved = asyncio.run(resolve_orders())
+        print(f"ordergate: {resolved} orders resolved with the broker", file=sys.stderr)
+    result = asyncio.run(audit())
+
+    print(
+        f"ordergate: {len(result.accounts)} accounts compared, {len(result.not_loaded)} not in "
+        "Redis now (rebuilt from the order log when next used)",
+        file=sys.stderr,
+    )
+    if not result.differences:
+        print("risk state agrees with the order log")
+        return 0
+    print(f"{'account':<20} {'order or symbol':<28} {'field':<12} {'redis':<28} order log")
+    for d in result.differences:
+        print(f"{d.account:<20} {d.subject:<28} {d.field:<12} {d.redis:<28} {d.order_log}")
+    return 1
+
+
+# Where `serve` leaves the URL of the private redis-server it started.
+PRIVATE_REDIS_FILE = "redis.url"
+
+
+def _private_redis_url(settings: Settings) -> str | None:
+    path = settings.data_dir / PRIVATE_REDIS_FILE
+    return path.read_text().strip() if path.exists() else None
 
 
 def _exit_normally(signum: int, frame: object) -> None:

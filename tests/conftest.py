@@ -112,8 +112,9 @@ class Gateway:
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
-    def cli(self, *args: str) -> str:
-        result = subprocess.run(
+    def run_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``ordergate <args>`` against this gateway's Redis and database."""
+        return subprocess.run(
             [sys.executable, "-m", "app.cli", *args],
             env=self.env,
             capture_output=True,
@@ -121,6 +122,14 @@ class Gateway:
             timeout=60,
             check=False,
         )
+
+    def agrees_with_the_order_log(self) -> None:
+        """``ordergate reconcile --check``: Redis's risk state agrees with the order log."""
+        result = self.run_cli("reconcile", "--check")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def cli(self, *args: str) -> str:
+        result = self.run_cli(*args)
         if result.returncode != 0:
             raise RuntimeError(f"ordergate {' '.join(args)} failed: {result.stderr}")
         return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""

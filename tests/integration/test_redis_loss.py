@@ -76,6 +76,7 @@ async def test_live_orders_lost_with_the_venues_state_end_canceled_and_free_thei
         assert await redis_position(client, "AAPL") == (100, 200)
         assert await database_position(client, "AAPL") == 100
     await venue.aclose()
+    gateway.agrees_with_the_order_log()
 
 
 async def test_a_cancel_of_an_order_the_venue_lost_succeeds(fresh: Launch) -> None:
@@ -94,6 +95,7 @@ async def test_a_cancel_of_an_order_the_venue_lost_succeeds(fresh: Launch) -> No
         assert story[-1][1:] == ("canceled", "broker.order_lost"), story
         assert await redis_position(client, "AAPL") == (0, 0)
     await venue.aclose()
+    gateway.agrees_with_the_order_log()
 
 
 @pytest.mark.parametrize("backend", _backends())
@@ -118,3 +120,4 @@ async def test_a_stuck_pending_cancel_is_reconciled_with_the_broker(
         assert story[-1][1:] == ("canceled", "broker.order_lost"), story
         assert await redis_position(client, "AAPL") == (0, 0)
     await venue.aclose()
+    gateway.agrees_with_the_order_log()

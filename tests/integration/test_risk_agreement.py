@@ -8,10 +8,12 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
+from app.storage.keys import RiskKeys
 from tests.conftest import Gateway, Launch, wait_for
 from tests.helpers.processes import applier_of, stopped
-from tests.integration.test_orders import limit
+from tests.integration.test_orders import eventually_status, limit, market
 
 
 def resting_buy(price: str, qty: str) -> dict[str, Any]:
@@ -71,3 +73,37 @@ async def test_a_cancel_racing_a_partial_fill_keeps_the_fill_in_the_position(
         await wait_for(fill_recorded, within=10)
         # The late reports changed nothing in Redis: it agrees with the order log.
         assert await redis_position(client, "AAPL") == (100, 100)
+    gateway.agrees_with_the_order_log()
+
+
+async def test_reconcile_check_prints_what_redis_and_the_order_log_disagree_on(
+    fresh: Launch,
+) -> None:
+    gateway: Gateway = fresh()
+    assert gateway.redis_url is not None
+    account = "audited"
+    async with gateway.client(gateway.new_key(account)) as client:
+        filled = (await client.post("/v1/orders", json=market("MSFT", qty="7"))).json()
+        await eventually_status(client, filled["id"], "filled")
+        resting = (await client.post("/v1/orders", json=resting_buy("1.00", "5"))).json()
+    gateway.agrees_with_the_order_log()
+
+    # Redis loses a fill and forgets the resting order's reservation.
+    redis = aioredis.Redis.from_url(gateway.redis_url)
+    keys = RiskKeys(account)
+    await redis.hset(keys.exposure, "pos:MSFT", "3000000")
+    await redis.hdel(keys.reservations, resting["client_order_id"])
+    result = gateway.run_cli("reconcile", "--check")
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert ["audited", "MSFT", "position", "3", "7"] in lines
+    assert ["audited", resting["client_order_id"], "reservation", "none"] == lines[-1][:4]
+    assert "buy 5 AAPL, 0 filled" in result.stdout
+    # Only the account asked about.
+    other = gateway.run_cli("reconcile", "--check", "--account", "someone-else")
+    assert other.returncode == 0, other.stdout
+
+    # An account Redis lost altogether is rebuilt from the order log when next used.
+    await redis.delete(*keys.all)
+    gateway.agrees_with_the_order_log()
+    await redis.aclose()
