@@ -124,9 +124,7 @@ def reconcile(args: argparse.Namespace) -> int:
     """Resolve unresolved and live orders with the broker (unless ``--check``), then compare
     each account's risk state in Redis with what the order log implies. Exit 1 if they
     differ."""
-    from app.runtime import open_commands, open_core, open_redis
-    from app.services.executions import ExecutionApplier
-    from app.services.leader import Lease
+    from app.runtime import make_applier, open_commands, open_core, open_redis
     from app.services.prices import ReferencePrices
     from app.services.risk import RiskService
     from app.services.risk_audit import AuditResult, RiskAudit
@@ -145,14 +143,7 @@ def reconcile(args: argparse.Namespace) -> int:
     async def resolve_orders() -> int:
         async with AsyncExitStack() as stack:
             core = await open_core(settings, stack, checkpoints=False)
-            applier = ExecutionApplier(
-                broker=core.broker,
-                order_log=core.order_log,
-                orders=core.orders,
-                lease=Lease(core.redis, "execution-applier"),
-                risk=core.risk_store,
-                reconcile_after_s=settings.reconcile_after_s,
-            )
+            applier = make_applier(core, settings)  # not started: its two steps, once
             return await applier.reconcile() + await applier.reconcile_live_orders()
 
     async def audit() -> AuditResult:

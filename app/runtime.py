@@ -109,8 +109,8 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
     )
 
 
-async def start_applier(core: Core, settings: Settings, stack: AsyncExitStack) -> ExecutionApplier:
-    applier = ExecutionApplier(
+def make_applier(core: Core, settings: Settings) -> ExecutionApplier:
+    return ExecutionApplier(
         broker=core.broker,
         order_log=core.order_log,
         orders=core.orders,
@@ -120,6 +120,10 @@ async def start_applier(core: Core, settings: Settings, stack: AsyncExitStack) -
         live_order_check_interval_s=settings.live_order_check_interval_s,
         orphan_reservation_after_s=settings.risk.orphan_reservation_after_s,
     )
+
+
+async def start_applier(core: Core, settings: Settings, stack: AsyncExitStack) -> ExecutionApplier:
+    applier = make_applier(core, settings)
     applier.start()
     stack.push_async_callback(applier.close)
     return applier

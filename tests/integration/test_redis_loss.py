@@ -86,13 +86,19 @@ async def test_a_cancel_of_an_order_the_venue_lost_succeeds(fresh: Launch) -> No
     venue = aioredis.Redis.from_url(gateway.redis_url)
     async with gateway.client(gateway.new_key("lost-cancel")) as client:
         order = (await client.post("/v1/orders", json=resting_buy("1.00", "5"))).json()
+        other = (await client.post("/v1/orders", json=resting_buy("0.90", "5"))).json()
         with stopped(applier_of(gateway.process.pid)):  # no reconciliation meanwhile
             await venue.flushdb()
             canceled = await client.delete(f"/v1/orders/{order['id']}")
             assert canceled.status_code == 200, canceled.text
             assert canceled.json()["status"] == "canceled"
-        story = await order_story(gateway.database_url, order["id"])
-        assert story[-1][1:] == ("canceled", "broker.order_lost"), story
+            # An operator's reconcile finds the other one lost too.
+            resolved = gateway.run_cli("reconcile")
+            assert resolved.returncode == 0, resolved.stdout + resolved.stderr
+            assert "1 orders resolved with the broker" in resolved.stderr
+        for lost in (order, other):
+            story = await order_story(gateway.database_url, lost["id"])
+            assert story[-1][1:] == ("canceled", "broker.order_lost"), story
         assert await redis_position(client, "AAPL") == (0, 0)
     await venue.aclose()
     gateway.agrees_with_the_order_log()
