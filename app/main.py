@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -115,8 +116,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         return problem_response(RequestInvalid("the request is not valid", errors=errors))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return problem_response(HttpProblem(exc.status_code, str(exc.detail)))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path; all of them.
+            allowed = _allowed_methods(app, request.url.path)
+            headers["Allow"] = ", ".join(allowed) if allowed else headers.get("Allow", "")
+        return problem_response(HttpProblem(exc.status_code, str(exc.detail), headers))
 
     @app.exception_handler(RedisError)
     async def redis_error(_: Request, exc: RedisError) -> Response:
@@ -130,6 +136,16 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unexpected_error(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
         return problem_response(InternalError("internal error; it has been logged"))
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method the OpenAPI document gives an operation on ``path``."""
+    methods: set[str] = set()
+    for template, operations in app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

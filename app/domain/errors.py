@@ -6,6 +6,7 @@ Routers never build error bodies themselves: a single handler in ``app.main`` tu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -15,6 +16,8 @@ class GatewayError(Exception):
     status: int = 400
     code: str = "gateway.error"
     title: str = "Request failed"
+    # HTTP headers the answer carries (e.g. WWW-Authenticate on a 401).
+    headers: dict[str, str] = {}  # noqa: RUF012 - read only, replaced per class
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
@@ -35,11 +38,13 @@ class PayloadTooLarge(GatewayError):
 
 
 class HttpProblem(GatewayError):
-    """A routing-level HTTP error (unknown path, wrong method), as a problem document."""
+    """A routing-level HTTP error (unknown path, wrong method), as a problem document;
+    ``headers`` as the router gave them (a 405's Allow)."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status, self.code, self.title = status, f"http.{status}", detail
+        self.headers = dict(headers or {})
 
 
 class DependencyUnavailable(GatewayError):
@@ -69,6 +74,7 @@ class NotAuthenticated(GatewayError):
     status = 401
     code = "auth.unauthenticated"
     title = "Not authenticated"
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012 - read only (RFC 9110 11.6.1)
 
 
 class Forbidden(GatewayError):

@@ -86,7 +86,9 @@ class OrderIntent(BaseModel):
         return self
 
     def fingerprint(self) -> str:
-        """Content hash of the intent, independent of JSON key order and decimal spelling."""
+        """Content hash of the order, independent of JSON key order and decimal spelling,
+        and of where its key travelled: the client_order_id in the body and the
+        Idempotency-Key header name the same order, so neither is part of it."""
         price = "" if self.limit_price is None else _canonical(self.limit_price)
         text = "|".join(
             (
@@ -96,7 +98,6 @@ class OrderIntent(BaseModel):
                 self.type.value,
                 price,
                 self.time_in_force.value,
-                self.client_order_id or "",
                 *(("allow_duplicate",) if self.allow_duplicate else ()),
             )
         )

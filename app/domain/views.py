@@ -119,6 +119,8 @@ def render_order(order: Order) -> str:
 
 
 def problem_body(error: GatewayError, **extra: Any) -> dict[str, Any]:
+    """RFC 9457's members, then the error's own, which never replace them (``status`` is
+    the HTTP status, never an order's: that is ``order_status``)."""
     body: dict[str, Any] = {
         "type": f"https://ordergate.dev/problems/{error.code}",
         "title": error.title,
@@ -126,8 +128,8 @@ def problem_body(error: GatewayError, **extra: Any) -> dict[str, Any]:
         "code": error.code,
         "detail": error.detail,
     }
-    body.update(error.extra)
-    body.update(extra)
+    for name, value in {**error.extra, **extra}.items():
+        body.setdefault(name, value)
     return body
 
 

@@ -100,7 +100,10 @@ class OrderEntryLane:
                 principal.account, intent, None if key is None else key.decode("latin-1")
             )
             response = Response(
-                answer.body, status_code=answer.status, media_type=answer.media_type
+                answer.body,
+                status_code=answer.status,
+                media_type=answer.media_type,
+                headers=answer.headers,
             )
         except GatewayError as error:
             response = problem_response(error)

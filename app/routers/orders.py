@@ -34,7 +34,9 @@ async def place_order(
     first answer again; the same key with a different body gets 422. (Well-formed orders
     are served by ``OrderEntryLane`` in front of FastAPI, with the same service call.)"""
     answer = await services.orders.submit(principal.account, intent, idempotency_key)
-    return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
+    return Response(
+        answer.body, answer.status, headers=answer.headers, media_type=answer.media_type
+    )
 
 
 @router.get("", response_model=OrderPage, responses=problem_responses())

@@ -16,7 +16,9 @@ log = logging.getLogger("ordergate")
 
 
 def problem_response(error: GatewayError) -> Response:
-    return Response(render_problem(error), status_code=error.status, media_type=PROBLEM_JSON)
+    return Response(
+        render_problem(error), error.status, headers=error.headers, media_type=PROBLEM_JSON
+    )
 
 
 def unavailable_response(exc: RedisError | DBAPIError) -> Response:

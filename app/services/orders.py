@@ -250,11 +250,11 @@ class OrderService:
                 f"client_order_id {client_order_id!r} was used for a different order"
             )
         if stored.ack_status is not None and stored.ack_body is not None:
-            return Answer(stored.ack_status, stored.ack_body)
+            return Answer(stored.ack_status, stored.ack_body, replayed=True)
         if answered_only or stored.order.status is OrderStatus.PENDING_NEW:
             raise IdempotencyInFlight(f"order {client_order_id!r} is still being placed")
         # The first attempt died before answering; the order has since been resolved.
-        return Answer(200, render_order(stored.order))
+        return Answer(200, render_order(stored.order), replayed=True)
 
     # -- reading -------------------------------------------------------------------------
     async def get(self, account: str, order_id: str) -> Order:
@@ -297,20 +297,20 @@ class OrderService:
         for _ in range(3):  # a concurrent fill may move the order under us; re-read
             if order.status.is_final:
                 raise OrderNotCancelable(
-                    f"order is already {order.status.value}", status=order.status.value
+                    f"order is already {order.status.value}", order_status=order.status.value
                 )
             if order.status is OrderStatus.PENDING_CANCEL:
                 return order
             if order.status in (OrderStatus.PENDING_NEW, OrderStatus.UNKNOWN):
                 raise OrderNotCancelable(
                     "the placement's outcome is not known yet; retry shortly",
-                    status=order.status.value,
+                    order_status=order.status.value,
                 )
             pending = order.transition(OrderStatus.PENDING_CANCEL, utcnow())
             if await self._log.record_transition(pending, order.status, reason="client"):
                 return await self._cancel_at_broker(order, pending)
             order = await self.get(account, order_id)
-        raise OrderNotCancelable("order kept changing; retry", status=order.status.value)
+        raise OrderNotCancelable("order kept changing; retry", order_status=order.status.value)
 
     async def _cancel_at_broker(self, before: Order, pending: Order) -> Order:
         try:
@@ -345,7 +345,7 @@ class OrderService:
         )
         broker_status = ack.broker_status.value
         raise OrderNotCancelable(
-            f"the broker reports the order {broker_status}", status=broker_status
+            f"the broker reports the order {broker_status}", order_status=broker_status
         )
 
     async def cancel_all(self, account: str) -> list[Order]:

@@ -20,17 +20,26 @@ from app.storage.scripts import load_script
 log = logging.getLogger(__name__)
 
 
+REPLAYED_HEADERS = {"Idempotent-Replayed": "true"}
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """An answer exactly as sent: status code and body (its media type follows the status)."""
+    """An answer exactly as sent: status code and body (its media type follows the status).
+    ``replayed``: the answer first given to an earlier request with the same key."""
 
     status: int
     body: str
+    replayed: bool = False
 
     @property
     def media_type(self) -> str:
         # Every error the gateway gives is a problem document (RFC 9457).
         return PROBLEM_JSON if self.status >= 400 else "application/json"
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return REPLAYED_HEADERS if self.replayed else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +55,7 @@ class Claim:
         if kind == "P":
             return cls(fingerprint, None)
         status, body = rest
-        return cls(fingerprint, Answer(int(status), body))
+        return cls(fingerprint, Answer(int(status), body, replayed=True))
 
 
 @dataclass(slots=True)

@@ -151,6 +151,8 @@ async def test_retry_with_same_client_order_id_replays_the_answer_byte_for_byte(
     )
     assert first.status_code == second.status_code == 201
     assert first.content == second.content
+    assert "idempotent-replayed" not in first.headers
+    assert second.headers["idempotent-replayed"] == "true"
     assert await order_count(alice) == before
 
 
@@ -174,6 +176,13 @@ async def test_idempotency_key_header_works_like_client_order_id(alice: httpx.As
     assert first.status_code == 201
     assert first.json()["client_order_id"] == key
     assert first.content == second.content
+    # The same key in the body, or in both places, names the same order: its first answer.
+    in_body = await alice.post("/v1/orders", json={**body, "client_order_id": key})
+    in_both = await alice.post(
+        "/v1/orders", json={**body, "client_order_id": key}, headers={"Idempotency-Key": key}
+    )
+    assert in_body.content == in_both.content == first.content
+    assert in_body.headers["idempotent-replayed"] == "true"
     mismatch = await alice.post(
         "/v1/orders", json={**body, "client_order_id": coid()}, headers={"Idempotency-Key": key}
     )
@@ -221,8 +230,14 @@ async def test_idempotency_survives_redis_forgetting_the_key(gateway: Gateway) -
         second = await client.post("/v1/orders", json=body)
         assert second.status_code == 201
         assert second.content == first.content
+        assert second.headers["idempotent-replayed"] == "true"
+        # Forgotten again: only the order log can tell that this body is another order.
+        store = aioredis.Redis.from_url(gateway.redis_url)
+        assert await store.delete(keys.idempotency("forgetful", body["client_order_id"])) == 1
+        await store.aclose()
         conflict = await client.post("/v1/orders", json={**body, "qty": "9"})
         assert conflict.status_code == 422
+        assert conflict.json()["code"] == "idempotency.conflict"
         assert await order_count(client) == 1
 
 

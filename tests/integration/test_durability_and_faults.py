@@ -25,6 +25,7 @@ from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.keys import SimKeys
 from tests.conftest import DatabaseFactory, Gateway, Launch, _backends, launch_gateway, wait_for
 from tests.helpers import processes
+from tests.helpers.problems import assert_problem
 from tests.integration.test_orders import eventually_status, market
 
 
@@ -83,9 +84,7 @@ async def test_broker_timeout_answers_504_and_reconciliation_resolves_it(fresh: 
     async with gateway.client(gateway.new_key("slow-broker")) as client:
         answers = [await client.post("/v1/orders", json=market("MSFT")) for _ in range(8)]
         for answer in answers:
-            assert answer.status_code == 504
-            problem = answer.json()
-            assert problem["code"] == "broker.timeout"
+            problem = assert_problem(answer, 504, "broker.timeout")
             assert problem["order_status"] == "unknown"
         # A retry is the stored answer, not a second placement.
         retry = await client.post("/v1/orders", json=_same_body(answers[0]))
@@ -121,8 +120,7 @@ async def test_transport_error_is_503_and_the_order_is_never_placed(fresh: Launc
     gateway: Gateway = fresh(ORDERGATE_SIM__ERROR_RATE="1.0")
     async with gateway.client(gateway.new_key("down-broker")) as client:
         answer = await client.post("/v1/orders", json=market("SPY"))
-        assert answer.status_code == 503
-        assert answer.json()["code"] == "broker.unavailable"
+        assert_problem(answer, 503, "broker.unavailable")
         resolved = await eventually_status(client, answer.json()["order_id"], "rejected")
         assert resolved["reject_reason"] == "broker.not_received"
         assert (await _own_risk_state(client))["reservations"] == []
@@ -132,10 +130,7 @@ async def test_broker_business_reject_is_stored_with_its_reason(fresh: Launch) -
     gateway: Gateway = fresh(ORDERGATE_SIM__REJECT_RATE="1.0")
     async with gateway.client(gateway.new_key("rejected")) as client:
         answer = await client.post("/v1/orders", json=market("QQQ"))
-        assert answer.status_code == 422
-        assert answer.headers["content-type"] == "application/problem+json"
-        problem = answer.json()
-        assert problem["code"] == "broker.rejected"
+        problem = assert_problem(answer, 422, "broker.rejected")
         order = (await client.get(f"/v1/orders/{problem['order_id']}")).json()
         assert order["status"] == "rejected"
         assert order["reject_reason"] == "broker.injected_reject"

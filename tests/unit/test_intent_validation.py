@@ -62,6 +62,13 @@ def test_fingerprint_ignores_spelling_but_not_meaning() -> None:
     assert a.fingerprint() != c.fingerprint()
 
 
+def test_fingerprint_is_the_orders_not_where_its_key_travelled() -> None:
+    """A key sent as Idempotency-Key, then in the body, names the same order."""
+    in_header = OrderIntent.model_validate(BASE)
+    in_body = OrderIntent.model_validate({**BASE, "client_order_id": "k-1"})
+    assert in_header.fingerprint() == in_body.fingerprint()
+
+
 @given(qty=st.decimals(min_value=Decimal("0.000001"), max_value=MAX_QTY, places=6))
 def test_every_in_range_quantity_with_six_places_is_accepted(qty: Decimal) -> None:
     assert OrderIntent.model_validate({**BASE, "qty": str(qty)}).qty == qty

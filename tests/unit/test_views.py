@@ -5,9 +5,10 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.domain.errors import GatewayError, HttpProblem, RiskRejected
 from app.domain.orders import Order, OrderType, Side, TimeInForce
 from app.domain.status import OrderStatus
-from app.domain.views import OrderView, render_order
+from app.domain.views import OrderView, problem_body, render_order
 
 decimals = st.decimals(allow_nan=False, allow_infinity=False, places=None)
 timestamps = st.datetimes(
@@ -58,3 +59,31 @@ def test_render_order_is_the_views_json_byte_for_byte(
         reject_reason=reason,
     )
     assert render_order(order) == OrderView.of(order).model_dump_json()
+
+
+def _every_error_class(root: type[GatewayError] = GatewayError) -> list[type[GatewayError]]:
+    found = [root]
+    for sub in root.__subclasses__():
+        found += _every_error_class(sub)
+    return found
+
+
+def _an_instance_of(cls: type[GatewayError]) -> GatewayError:
+    if cls is HttpProblem:
+        return HttpProblem(409, "x")
+    if cls is RiskRejected:
+        return RiskRejected("risk.position_limit", "x")
+    return cls("x")
+
+
+def test_no_extension_member_replaces_a_problems_own_members() -> None:
+    """``status`` is the HTTP status: an order's status travels as ``order_status``."""
+    for cls in _every_error_class():
+        error = _an_instance_of(cls)
+        body = problem_body(error, status="filled", code="c", type="t", title="t", detail="d")
+        assert (body["status"], body["code"], body["detail"]) == (
+            error.status,
+            error.code,
+            error.detail,
+        ), cls
+        assert body["type"].endswith(f"/problems/{error.code}")
