@@ -11,6 +11,7 @@ from typing import Annotated, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.domain.decimals import ExactDecimal
 from app.domain.status import OrderStatus, check_transition
 
 # Exact decimals only: bounded magnitude and scale so no input can overflow a NUMERIC column,
@@ -21,11 +22,11 @@ MAX_QTY = Decimal("1000000000")
 MAX_PRICE = Decimal("1000000000")
 
 Quantity = Annotated[
-    Decimal,
+    ExactDecimal,
     Field(gt=0, le=MAX_QTY, decimal_places=QTY_DECIMALS, allow_inf_nan=False),
 ]
 Price = Annotated[
-    Decimal,
+    ExactDecimal,
     Field(gt=0, le=MAX_PRICE, decimal_places=PRICE_DECIMALS, allow_inf_nan=False),
 ]
 Symbol = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9.\-]{0,15}$", examples=["AAPL"])]

@@ -15,13 +15,14 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.domain.decimals import ExactDecimal
 from app.domain.errors import RiskRejected
 from app.domain.orders import MAX_PRICE, MAX_QTY, OrderIntent, OrderType, Side, Symbol
 
 # Exposure limits are bounded like the values they limit, so no input can overflow.
-LimitQty = Annotated[Decimal, Field(ge=0, le=MAX_QTY, decimal_places=6, allow_inf_nan=False)]
+LimitQty = Annotated[ExactDecimal, Field(ge=0, le=MAX_QTY, decimal_places=6, allow_inf_nan=False)]
 LimitNotional = Annotated[
-    Decimal, Field(ge=0, le=MAX_QTY * MAX_PRICE, decimal_places=2, allow_inf_nan=False)
+    ExactDecimal, Field(ge=0, le=MAX_QTY * MAX_PRICE, decimal_places=2, allow_inf_nan=False)
 ]
 MAX_SYMBOL_LIST = 1000
 
@@ -52,7 +53,7 @@ class RiskLimits(BaseModel):
     max_gross_notional: LimitNotional | None = None
     max_open_orders: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
     price_collar_pct: (
-        Annotated[Decimal, Field(gt=0, le=1000, decimal_places=4, allow_inf_nan=False)] | None
+        Annotated[ExactDecimal, Field(gt=0, le=1000, decimal_places=4, allow_inf_nan=False)] | None
     ) = None
     duplicate_window_ms: Annotated[int, Field(ge=0, le=86_400_000)] | None = None
     allowed_symbols: Annotated[list[Symbol], Field(max_length=MAX_SYMBOL_LIST)] | None = None

@@ -7,12 +7,12 @@ retry gets the same answer byte for byte.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from app.domain.decimals import ExactDecimal, render
 from app.domain.errors import GatewayError
 from app.domain.orders import Order, OrderType, Position, Side, TimeInForce
 from app.domain.status import OrderStatus
@@ -28,13 +28,13 @@ class OrderView(BaseModel):
     account: str
     symbol: str
     side: Side
-    qty: Decimal
+    qty: ExactDecimal
     type: OrderType
-    limit_price: Decimal | None
+    limit_price: ExactDecimal | None
     time_in_force: TimeInForce
     status: OrderStatus
-    filled_qty: Decimal
-    avg_fill_price: Decimal | None
+    filled_qty: ExactDecimal
+    avg_fill_price: ExactDecimal | None
     created_at: datetime
     updated_at: datetime
     reject_reason: str | None
@@ -67,9 +67,9 @@ class OrderPage(BaseModel):
 
 class PositionView(BaseModel):
     symbol: str
-    qty: Decimal
-    avg_price: Decimal
-    realized_pnl: Decimal
+    qty: ExactDecimal
+    avg_price: ExactDecimal
+    realized_pnl: ExactDecimal
 
     @classmethod
     def of(cls, position: Position) -> PositionView:
@@ -103,13 +103,15 @@ def render_order(order: Order) -> str:
             "account": order.account,
             "symbol": order.symbol,
             "side": order.side.value,
-            "qty": str(order.qty),
+            "qty": render(order.qty),
             "type": order.type.value,
-            "limit_price": None if order.limit_price is None else str(order.limit_price),
+            "limit_price": None if order.limit_price is None else render(order.limit_price),
             "time_in_force": order.time_in_force.value,
             "status": order.status.value,
-            "filled_qty": str(order.filled_qty),
-            "avg_fill_price": None if order.avg_fill_price is None else str(order.avg_fill_price),
+            "filled_qty": render(order.filled_qty),
+            "avg_fill_price": (
+                None if order.avg_fill_price is None else render(order.avg_fill_price)
+            ),
             "created_at": order.created_at,
             "updated_at": order.updated_at,
             "reject_reason": order.reject_reason,

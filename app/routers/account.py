@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.deps import PrincipalDep, ServicesDep
+from app.domain.decimals import ExactDecimal
 from app.domain.views import PositionView
 from app.routers.problems import problem_responses
 
@@ -19,7 +18,7 @@ class AccountView(BaseModel):
     role: str
     open_orders: int
     positions: int
-    gross_position_cost: Decimal
+    gross_position_cost: ExactDecimal
 
 
 @router.get("/positions", response_model=list[PositionView], responses=problem_responses())

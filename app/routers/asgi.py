@@ -1,12 +1,42 @@
-"""Request bodies at the ASGI level: reading one within a limit, replaying what was read, and
-the middleware that answers 413 past the limit."""
+"""Request bodies: reading one within a limit, replaying what was read, the middleware that
+answers 413 past the limit, and the route class whose JSON keeps decimals exact."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.domain import decimals
 from app.domain.errors import PayloadTooLarge
 from app.routers.problems import problem_response
+
+
+class ExactJsonRequest(Request):
+    """A request whose JSON body keeps each number's literal text (``decimals.loads``):
+    FastAPI's own ``json.loads`` made every fraction a binary float first."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = decimals.loads(await self.body())
+        return self._json
+
+
+class ExactJsonRoute(APIRoute):
+    """``APIRouter(route_class=ExactJsonRoute)``: the route reads ``ExactJsonRequest``s
+    (FastAPI's documented way to change how a route reads its request)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def exact_json_handler(request: Request) -> Response:
+            return await handler(ExactJsonRequest(request.scope, request.receive))
+
+        return exact_json_handler
 
 
 async def read_body(receive: Receive, max_bytes: int) -> tuple[list[Message], bytes]:

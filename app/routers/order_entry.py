@@ -23,7 +23,6 @@ import logging
 import re
 from time import perf_counter
 
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
@@ -31,6 +30,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.deps import Services, authorize
+from app.domain import decimals
 from app.domain.errors import GatewayError, InternalError
 from app.domain.orders import CLIENT_ORDER_ID_PATTERN, OrderIntent
 from app.routers.asgi import read_body, replaying
@@ -90,8 +90,8 @@ class OrderEntryLane:
             await self.app(scope, replayed, send)  # gone, or longer than it said: FastAPI's
             return
         try:
-            intent = OrderIntent.model_validate_json(body)
-        except ValidationError:
+            intent = OrderIntent.model_validate(decimals.loads(body))
+        except ValueError:  # not JSON, or not a valid intent (a ValidationError)
             await self.app(scope, replayed, send)  # FastAPI's 422, word for word
             return
 

@@ -10,10 +10,11 @@ from app.deps import PrincipalDep, ServicesDep, TraderDep
 from app.domain.orders import CLIENT_ORDER_ID_PATTERN, OrderIntent
 from app.domain.status import OrderStatus
 from app.domain.views import OrderPage, OrderView
+from app.routers.asgi import ExactJsonRoute
 from app.routers.problems import problem_responses
 
 ORDERS_PATH = "/v1/orders"
-router = APIRouter(prefix=ORDERS_PATH, tags=["orders"])
+router = APIRouter(prefix=ORDERS_PATH, tags=["orders"], route_class=ExactJsonRoute)
 
 OrderId = Annotated[str, Path(max_length=64)]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Path, Query
@@ -11,14 +10,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.deps import AdminDep, PrincipalDep, ServicesDep
 from app.domain.accounts import ACCOUNT_PATTERN
+from app.domain.decimals import ExactDecimal
 from app.domain.errors import Forbidden
+from app.domain.orders import Side
 from app.domain.risk import RiskLimits, TradingState
+from app.routers.asgi import ExactJsonRoute
 from app.routers.problems import problem_responses
 from app.services.auth import Principal, Role
 from app.services.risk_controls import KillSwitchOutcome
 from app.storage.risk_state import Reservation, RiskSnapshot, SymbolExposure
 
-router = APIRouter(prefix="/v1/risk", tags=["risk"])
+router = APIRouter(prefix="/v1/risk", tags=["risk"], route_class=ExactJsonRoute)
 
 Account = Annotated[str, Path(pattern=ACCOUNT_PATTERN)]
 
@@ -74,16 +76,56 @@ async def kill_switch(
     return outcome
 
 
+class ExposureView(BaseModel):
+    symbol: str
+    position: ExactDecimal
+    open_buy: ExactDecimal
+    open_sell: ExactDecimal
+    mark: ExactDecimal
+    worst_case_notional: ExactDecimal
+
+    @classmethod
+    def of(cls, e: SymbolExposure) -> ExposureView:
+        return cls(
+            symbol=e.symbol,
+            position=e.position,
+            open_buy=e.open_buy,
+            open_sell=e.open_sell,
+            mark=e.mark,
+            worst_case_notional=e.worst_case_notional,
+        )
+
+
+class ReservationView(BaseModel):
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: ExactDecimal
+    filled: ExactDecimal
+    reserved_at_ms: int
+
+    @classmethod
+    def of(cls, r: Reservation) -> ReservationView:
+        return cls(
+            client_order_id=r.client_order_id,
+            symbol=r.symbol,
+            side=r.side,
+            qty=r.qty,
+            filled=r.filled,
+            reserved_at_ms=r.reserved_at_ms,
+        )
+
+
 class AccountRiskView(BaseModel):
     account: str
     loaded: bool
     trading_state: TradingState | None
     kill_switch: bool
     global_kill_switch: bool
-    gross_notional: Decimal
+    gross_notional: ExactDecimal
     open_orders: int
-    exposure: list[SymbolExposure]
-    reservations: list[Reservation]
+    exposure: list[ExposureView]
+    reservations: list[ReservationView]
 
     @classmethod
     def of(cls, s: RiskSnapshot) -> AccountRiskView:
@@ -95,8 +137,8 @@ class AccountRiskView(BaseModel):
             global_kill_switch=s.kill_global,
             gross_notional=s.gross_notional,
             open_orders=len(s.reservations),
-            exposure=s.exposure,
-            reservations=s.reservations,
+            exposure=[ExposureView.of(e) for e in s.exposure],
+            reservations=[ReservationView.of(r) for r in s.reservations],
         )
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
 from app.deps import AdminDep, ServicesDep
+from app.domain.decimals import ExactDecimal
 from app.domain.errors import UnknownSymbol
 from app.domain.orders import Price, Symbol
+from app.routers.asgi import ExactJsonRoute
 from app.routers.problems import problem_responses
 
-router = APIRouter(prefix="/v1/sim", tags=["paper exchange"])
+router = APIRouter(prefix="/v1/sim", tags=["paper exchange"], route_class=ExactJsonRoute)
 
 
 class PriceUpdate(BaseModel):
@@ -23,7 +23,7 @@ class PriceUpdate(BaseModel):
 
 class MatchResult(BaseModel):
     symbol: str
-    price: Decimal
+    price: ExactDecimal
     matched_orders: int
 
 

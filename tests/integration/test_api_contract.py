@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from app.storage.keys import RiskKeys
 from tests.conftest import Gateway
-from tests.integration.test_orders import coid, limit, market
+from tests.integration.test_orders import coid, eventually_status, limit, market
 
 # A limit order far from the price (it rests), without a key; repeated on purpose.
 KEYLESS_LIMIT: dict[str, Any] = {
@@ -297,6 +297,75 @@ async def test_malformed_json_is_a_422_problem(alice: httpx.AsyncClient, payload
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert await order_count(alice) == before
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["lane", "fastapi-route"])
+async def test_decimals_are_read_exactly_or_refused_naming_the_field(
+    alice: httpx.AsyncClient, chunked: bool
+) -> None:
+    """A JSON number is read from its literal text, never through a float; a string must
+    be -?digits[.digits]. Sent chunked, the order goes to FastAPI's route, not the lane."""
+
+    async def post(text: str) -> httpx.Response:
+        async def body() -> Any:
+            yield text.encode()
+
+        content: Any = body() if chunked else text.encode()
+        return await alice.post(
+            "/v1/orders", content=content, headers={"content-type": "application/json"}
+        )
+
+    before = await order_count(alice)
+    order = {**limit("1", symbol="QQQ"), "qty": "1"}
+    for field, literal in (
+        ("limit_price", "229.99999999999999"),  # was taken as 230
+        ("qty", "1.0000000000000001"),  # was taken as 1
+        ("qty", '"1_0"'),  # was taken as 10
+        ("qty", '"\uff11\uff10"'),  # full-width digits, also 10
+        ("qty", '" 7 "'),
+        ("limit_price", "1e-7"),
+    ):
+        text = json.dumps({**order, field: "@"}).replace('"@"', literal)
+        refused = await post(text)
+        assert refused.status_code == 422, (literal, refused.text)
+        problem = refused.json()
+        assert problem["code"] == "request.invalid"
+        assert [e["loc"][-1] for e in problem["errors"]] == [field], (literal, problem)
+    assert await order_count(alice) == before
+
+    exact = json.dumps({**order, "client_order_id": coid()}).replace('"1"', "1.10", 1)
+    placed = await post(exact.replace('"limit_price": "1"', '"limit_price": 1.2500'))
+    assert placed.status_code == 201, placed.text
+    assert (placed.json()["qty"], placed.json()["limit_price"]) == ("1.1", "1.25")
+
+
+async def test_every_answer_writes_a_decimal_the_same_way(
+    gateway: Gateway, admin: httpx.AsyncClient
+) -> None:
+    """The shortest plain form: no trailing zeros, no exponent (100.50 -> "100.5")."""
+    account = f"canonical-{coid()}"
+    async with gateway.client(gateway.new_key(account)) as client:
+        resting = await client.post("/v1/orders", json=limit("100.50", symbol="QQQ", qty="2.0"))
+        assert resting.status_code == 201, resting.text
+        assert (resting.json()["limit_price"], resting.json()["qty"]) == ("100.5", "2")
+        stored = (await client.get(f"/v1/orders/{resting.json()['id']}")).json()
+        assert (stored["limit_price"], stored["qty"]) == ("100.5", "2")
+        filled = (await client.post("/v1/orders", json=market("AAPL", qty="3"))).json()
+        await eventually_status(client, filled["id"], "filled")
+        done = (await client.get(f"/v1/orders/{filled['id']}")).json()
+        assert done["avg_fill_price"] == "230"  # the paper exchange's AAPL price, 230.00
+        [position] = (await client.get("/v1/positions")).json()
+        assert (position["qty"], position["avg_price"], position["realized_pnl"]) == (
+            "3",
+            "230",
+            "0",
+        )
+        assert (await client.get("/v1/account")).json()["gross_position_cost"] == "690"
+        [state] = (await client.get("/v1/risk/state")).json()["accounts"]
+        marks = {e["symbol"]: e["mark"] for e in state["exposure"]}
+        assert marks == {"AAPL": "230", "QQQ": "500"}
+    limits = await admin.put(f"/v1/risk/limits/{account}", json={"max_position": "10.500"})
+    assert limits.json()["max_position"] == "10.5"
 
 
 async def test_json_numbers_keep_their_exact_decimals(alice: httpx.AsyncClient) -> None:

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from app.domain import decimals
 from app.domain.orders import MAX_QTY, OrderIntent
 
 BASE: dict[str, Any] = {"symbol": "AAPL", "side": "buy", "qty": "10", "type": "market"}
@@ -39,19 +40,48 @@ def test_defaults_are_a_day_market_order() -> None:
         {"side": "BUY"},
         {"client_order_id": "x" * 65},
         {"qty": True},
+        # Strings outside the plain grammar -?digits[.digits], though Decimal() takes them:
+        {"qty": "1_0"},
+        {"qty": "\uff11\uff10"},  # full-width digits
+        {"qty": " 7 "},
+        {"qty": "+5"},
+        {"qty": ".5"},
+        {"qty": "5."},
+        {"qty": "1e3"},
+        {"qty": ""},
+        {"qty": [1]},
     ],
 )
 def test_invalid_intents_are_refused(change: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
-        OrderIntent.model_validate_json(json.dumps({**BASE, **change}))
+        OrderIntent.model_validate(decimals.loads(json.dumps({**BASE, **change})))
 
 
-def test_json_numbers_become_exact_decimals() -> None:
-    intent = OrderIntent.model_validate_json(
-        '{"symbol":"AAPL","side":"sell","qty":0.1,"type":"limit","limit_price":123.45}'
+def test_json_numbers_are_read_from_their_literal_text_not_through_a_float() -> None:
+    """Through a binary float both would have become round numbers (1 and 230) and been
+    taken; read exactly, each has more decimal places than allowed, and each field says so."""
+    body = (
+        '{"symbol":"AAPL","side":"sell","qty":1.0000000000000001,"type":"limit",'
+        '"limit_price":229.99999999999999}'
     )
-    assert intent.qty == Decimal("0.1")
-    assert intent.limit_price == Decimal("123.45")
+    with pytest.raises(ValidationError) as refused:
+        OrderIntent.model_validate(decimals.loads(body))
+    assert {error["loc"][0] for error in refused.value.errors()} == {"qty", "limit_price"}
+
+
+@pytest.mark.parametrize(
+    ("literal", "value"),
+    [("0.1", "0.1"), ("123.45", "123.45"), ("5", "5"), ("1e3", "1000"), ("2.50", "2.5")],
+)
+def test_a_json_number_is_its_literal_decimal(literal: str, value: str) -> None:
+    body = f'{{"symbol":"AAPL","side":"sell","qty":{literal},"type":"market"}}'
+    assert OrderIntent.model_validate(decimals.loads(body)).qty == Decimal(value)
+
+
+def test_a_float_is_refused_not_rounded() -> None:
+    """A caller that parsed JSON through binary floats has already lost the digits."""
+    with pytest.raises(ValidationError, match="qty"):
+        OrderIntent.model_validate({**BASE, "qty": 0.1})
 
 
 def test_fingerprint_ignores_spelling_but_not_meaning() -> None:
