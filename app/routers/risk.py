@@ -18,7 +18,7 @@ from app.routers.asgi import ExactJsonRoute
 from app.routers.problems import problem_responses
 from app.services.auth import Principal, Role
 from app.services.risk_controls import KillSwitchOutcome
-from app.storage.risk_state import Reservation, RiskSnapshot, SymbolExposure
+from app.storage.risk_state import RiskSnapshot
 
 router = APIRouter(prefix="/v1/risk", tags=["risk"], route_class=ExactJsonRoute)
 
@@ -77,6 +77,8 @@ async def kill_switch(
 
 
 class ExposureView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     symbol: str
     position: ExactDecimal
     open_buy: ExactDecimal
@@ -84,36 +86,16 @@ class ExposureView(BaseModel):
     mark: ExactDecimal
     worst_case_notional: ExactDecimal
 
-    @classmethod
-    def of(cls, e: SymbolExposure) -> ExposureView:
-        return cls(
-            symbol=e.symbol,
-            position=e.position,
-            open_buy=e.open_buy,
-            open_sell=e.open_sell,
-            mark=e.mark,
-            worst_case_notional=e.worst_case_notional,
-        )
-
 
 class ReservationView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     client_order_id: str
     symbol: str
     side: Side
     qty: ExactDecimal
     filled: ExactDecimal
     reserved_at_ms: int
-
-    @classmethod
-    def of(cls, r: Reservation) -> ReservationView:
-        return cls(
-            client_order_id=r.client_order_id,
-            symbol=r.symbol,
-            side=r.side,
-            qty=r.qty,
-            filled=r.filled,
-            reserved_at_ms=r.reserved_at_ms,
-        )
 
 
 class AccountRiskView(BaseModel):
@@ -137,8 +119,8 @@ class AccountRiskView(BaseModel):
             global_kill_switch=s.kill_global,
             gross_notional=s.gross_notional,
             open_orders=len(s.reservations),
-            exposure=[ExposureView.of(e) for e in s.exposure],
-            reservations=[ReservationView.of(r) for r in s.reservations],
+            exposure=[ExposureView.model_validate(e) for e in s.exposure],
+            reservations=[ReservationView.model_validate(r) for r in s.reservations],
         )
 
 
