@@ -6,11 +6,11 @@ retry gets the same answer byte for byte.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from app.domain.decimals import ExactDecimal, render
 from app.domain.errors import GatewayError
@@ -18,6 +18,15 @@ from app.domain.orders import Order, OrderType, Position, Side, TimeInForce
 from app.domain.status import OrderStatus
 
 PROBLEM_JSON = "application/problem+json"
+
+
+def render_time(at: datetime) -> str:
+    """Every timestamp in UTC at microsecond precision, always six digits (a whole second
+    included), so that two of them compare as text as they do as times."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+Timestamp = Annotated[datetime, PlainSerializer(render_time, return_type=str, when_used="json")]
 
 
 class OrderView(BaseModel):
@@ -35,8 +44,8 @@ class OrderView(BaseModel):
     status: OrderStatus
     filled_qty: ExactDecimal
     avg_fill_price: ExactDecimal | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
     reject_reason: str | None
 
     @classmethod
@@ -112,8 +121,8 @@ def render_order(order: Order) -> str:
             "avg_fill_price": (
                 None if order.avg_fill_price is None else render(order.avg_fill_price)
             ),
-            "created_at": order.created_at,
-            "updated_at": order.updated_at,
+            "created_at": render_time(order.created_at),
+            "updated_at": render_time(order.updated_at),
             "reject_reason": order.reject_reason,
         },
         option=orjson.OPT_UTC_Z,

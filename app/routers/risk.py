@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Path, Query
@@ -14,10 +13,10 @@ from app.domain.decimals import ExactDecimal
 from app.domain.errors import Forbidden
 from app.domain.orders import Side
 from app.domain.risk import RiskLimits, TradingState
+from app.domain.views import Timestamp
 from app.routers.asgi import ExactJsonRoute
 from app.routers.problems import problem_responses
 from app.services.auth import Principal, Role
-from app.services.risk_controls import KillSwitchOutcome
 from app.storage.risk_state import RiskSnapshot
 
 router = APIRouter(prefix="/v1/risk", tags=["risk"], route_class=ExactJsonRoute)
@@ -64,16 +63,28 @@ class KillSwitchRequest(BaseModel):
         return self
 
 
-@router.post("/kill-switch", response_model=KillSwitchOutcome, responses=problem_responses(403))
+class KillSwitchOutcomeView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    scope: str
+    account: str | None
+    active: bool
+    generation: int
+    canceled_orders: int
+    at: Timestamp
+    by: str
+
+
+@router.post("/kill-switch", response_model=KillSwitchOutcomeView, responses=problem_responses(403))
 async def kill_switch(
     request: KillSwitchRequest, principal: AdminDep, services: ServicesDep
-) -> KillSwitchOutcome:
+) -> KillSwitchOutcomeView:
     """Stop risk-increasing orders (globally or for one account) and, with cancel_open,
     cancel open orders. Orders that reduce a position still pass. Audited."""
     outcome = await services.risk_controls.set_kill_switch(
         principal.actor, request.scope, request.account, request.active, request.cancel_open
     )
-    return outcome
+    return KillSwitchOutcomeView.model_validate(outcome)
 
 
 class ExposureView(BaseModel):
@@ -128,7 +139,7 @@ class KillSwitchStateView(BaseModel):
     scope: str
     account: str | None
     active: bool
-    updated_at: datetime
+    updated_at: Timestamp
     updated_by: str
 
 
@@ -170,7 +181,7 @@ async def risk_state(
 
 class AuditEntryView(BaseModel):
     id: int
-    at: datetime
+    at: Timestamp
     actor: str
     action: str
     scope: str

@@ -130,6 +130,9 @@ def plan_reports(
             plan.applied.append(AppliedReport(report, None))  # a replay: already applied
             continue
         at = report.transact_time or datetime.now(UTC)
+        # The broker's clock stamps the report (to the millisecond); the order's own time
+        # never goes back (the acknowledgement may have been stamped after the fill).
+        updated_at = max(at, order.updated_at)
         changes: dict[str, Any] = {"exec_seq": report.seq}
         filled_now = report.is_fill and report.exec_id not in seen_fills
         if filled_now:
@@ -159,7 +162,7 @@ def plan_reports(
                 positions[key], order.side, report.last_qty, report.last_px
             )
             touched.add(key)
-        updated = _next_state(order, report, at, changes)
+        updated = _next_state(order, report, updated_at, changes)
         orders[(order.account, order.client_order_id)] = updated
         if updated.status != order.status or filled_now:
             # A report that changes nothing (e.g. the broker's 'new' after our own ack)

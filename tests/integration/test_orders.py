@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from decimal import Decimal
 from typing import Any
@@ -244,3 +245,22 @@ async def test_every_transition_is_an_event_in_order(gateway: Gateway) -> None:
         ("new", "pending_cancel"),
         ("pending_cancel", "canceled"),
     ]
+
+
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+async def test_updated_at_never_goes_back_and_every_time_has_one_precision(
+    gateway: Gateway,
+) -> None:
+    """A market order fills inside the paper exchange's placement, stamped (to the
+    millisecond, by the venue's clock) before the gateway stamps its acknowledgement."""
+    async with gateway.client(gateway.new_key("clock")) as client:
+        for _ in range(5):
+            ack = (await client.post("/v1/orders", json=market())).json()
+            filled = await eventually_status(client, ack["id"], "filled")
+            for order in (ack, filled):
+                assert TIMESTAMP.fullmatch(order["created_at"]), order
+                assert TIMESTAMP.fullmatch(order["updated_at"]), order
+            assert filled["created_at"] == ack["created_at"]
+            assert filled["updated_at"] >= ack["updated_at"] >= ack["created_at"]
