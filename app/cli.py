@@ -112,10 +112,11 @@ def serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             loop="uvloop",
             # httptools, with each response's head and body sent in one write.
-            http="app.routers.http_protocol:CoalescingHttpToolsProtocol",
+            http="app.routers.http_protocol:GatewayHttpProtocol",
             access_log=False,
             log_level=settings.log_level,
             timeout_graceful_shutdown=5,
+            timeout_keep_alive=settings.http.keep_alive_timeout_s,
         )
     return 0
 

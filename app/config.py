@@ -53,6 +53,20 @@ class SimulatedBrokerSettings(BaseModel):
     top_of_book_qty: Decimal = Field(Decimal(10_000), gt=0)
 
 
+class HttpSettings(BaseModel):
+    """The HTTP server's limits on what a client may hold open (a request's body is limited
+    by ``max_body_bytes``)."""
+
+    # A request line and headers larger than this are answered 431, before more is read.
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    # A request's head must be complete this long after the connection opens or the
+    # previous answer leaves; its body this long after its head (else 408, closed).
+    head_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(10.0, gt=0)
+    # An idle keep-alive connection is closed after this long.
+    keep_alive_timeout_s: int = Field(5, ge=1)
+
+
 class RiskSettings(BaseModel):
     """Pre-trade risk: the limits of accounts that have none of their own, and how long a
     risk decision may wait for Redis before it fails closed (503 risk.unavailable)."""
@@ -98,6 +112,7 @@ class Settings(BaseSettings):
     universe: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_UNIVERSE))
 
     max_body_bytes: int = 64 * 1024
+    http: HttpSettings = HttpSettings()
     idempotency_ttl_s: int = 24 * 3600
     # An in-flight claim outlives any honest placement; a crashed worker's claim then expires.
     idempotency_inflight_ttl_s: int = 60

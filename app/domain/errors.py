@@ -37,6 +37,24 @@ class PayloadTooLarge(GatewayError):
     title = "Request body too large"
 
 
+class RequestHeadTooLarge(GatewayError):
+    status = 431
+    code = "request.headers_too_large"
+    title = "Request Header Fields Too Large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request line and headers are limited to {limit} bytes")
+
+
+class RequestTimedOut(GatewayError):
+    status = 408
+    code = "request.timeout"
+    title = "Request Timeout"
+
+    def __init__(self) -> None:
+        super().__init__("the request did not arrive in time; the connection is closed")
+
+
 class HttpProblem(GatewayError):
     """A routing-level HTTP error (unknown path, wrong method), as a problem document;
     ``headers`` as the router gave them (a 405's Allow)."""
