@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator.metrics import Info
 from redis.exceptions import RedisError
@@ -150,10 +151,12 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(
+    # /docs and /redoc with their scripts served from the installed fastapi-offline package:
+    # FastAPI's own pages load them from a CDN, and are blank on a machine without internet.
+    app = FastAPIOffline(
         title="ordergate",
         version="0.1.0",
-        summary="Order gateway: pre-trade risk, pacing, durable order log, execution stream.",
+        summary="Order gateway: pre-trade risk checks, a durable order log, a paper exchange.",
         lifespan=lifespan,
         # Metrics are Prometheus's (below). FastAPI's native OpenTelemetry, with no provider
         # configured, still looked up its providers on every request (~2% of an order).

@@ -43,7 +43,7 @@ class SymbolLimits(BaseModel):
 
 
 class RiskLimits(BaseModel):
-    """An account's pre-trade limits. ``None`` means no limit."""
+    """An account's pre-trade limits. An absent or null limit means no limit."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -91,7 +91,7 @@ class PositionView(BaseModel):
 
 
 class Problem(BaseModel):
-    """RFC 9457 problem details, with a stable machine-readable ``code``."""
+    """RFC 9457 problem details, with a stable machine-readable `code`."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -31,9 +31,11 @@ async def place_order(
     services: ServicesDep,
     idempotency_key: Annotated[str | None, Header(pattern=CLIENT_ORDER_ID_PATTERN)] = None,
 ) -> Response:
-    """Place an order. A retry with the same client_order_id / Idempotency-Key gets the
-    first answer again; the same key with a different body gets 422. (Well-formed orders
-    are served by ``OrderEntryLane`` in front of FastAPI, with the same service call.)"""
+    """Place an order. A retry with the same client_order_id or Idempotency-Key gets the
+    first answer again (with `Idempotent-Replayed: true`); the same key with a different
+    order gets 422 `idempotency.conflict`."""
+    # Well-formed orders are served by OrderEntryLane, in front of FastAPI, with the same
+    # service call; this route serves the rest (and documents the operation).
     answer = await services.orders.submit(principal.account, intent, idempotency_key)
     return Response(
         answer.body, answer.status, headers=answer.headers, media_type=answer.media_type
@@ -49,7 +51,7 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> OrderPage:
-    """The account's orders, newest first; pass ``next_cursor`` back as ``cursor``."""
+    """The account's orders, newest first; pass `next_cursor` back as `cursor`."""
     orders, next_cursor = await services.orders.list_orders(
         principal.account, statuses=status, symbol=symbol, cursor=cursor, limit=limit
     )

@@ -154,8 +154,8 @@ async def risk_state(
     services: ServicesDep,
     account: Annotated[str | None, Query(max_length=64)] = None,
 ) -> RiskStateView:
-    """Kill switches, trading states, exposure and reservations per account (as Redis holds
-    them now). Admins see every account, or ``account``; others their own."""
+    """Kill switches, trading states, exposure and reservations per account, as the risk
+    checks see them now. Admins see every account, or `account`; others their own."""
     if account is not None:
         _may_read(principal, account)
     elif principal.role is not Role.ADMIN:

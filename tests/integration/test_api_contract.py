@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
 import json
+import pkgutil
+import re
 from typing import Any
 
 import httpx
@@ -502,3 +506,53 @@ async def test_unknown_route_is_a_problem_too(alice: httpx.AsyncClient) -> None:
     response = await alice.get("/v1/nothing-here")
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+# -- the documentation ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_the_interactive_docs_need_no_internet(gateway: Gateway, page: str) -> None:
+    """Every script, style and image the page loads is served by the gateway itself."""
+    async with gateway.client() as client:
+        html = await client.get(page)
+        assert html.status_code == 200
+        assert html.headers["content-type"].startswith("text/html")
+        assets = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]+)['"]""", html.text)
+        urls = re.findall(r"""url\s*:\s*['"]([^'"]+)['"]""", html.text)
+        assert assets, html.text
+        for link in [*assets, *urls]:
+            assert link.startswith("/"), f"{page} loads {link} from elsewhere"
+            assert (await client.get(link)).status_code == 200, link
+        assert "/openapi.json" in urls or "/openapi.json" in html.text
+
+
+def _internal_class_names() -> set[str]:
+    import app
+
+    names: set[str] = set()
+    for module in pkgutil.walk_packages(app.__path__, "app."):
+        if ".bench" in module.name:
+            continue
+        for name, obj in vars(importlib.import_module(module.name)).items():
+            # CamelCase only: "Order" or "Answer" are English words too.
+            camel = sum(c.isupper() for c in name) > 1
+            if camel and inspect.isclass(obj) and obj.__module__.startswith("app."):
+                names.add(name)
+    return names
+
+
+async def test_the_openapi_document_names_no_internal_classes(gateway: Gateway) -> None:
+    async with gateway.client() as client:
+        document = (await client.get("/openapi.json")).json()
+    public = set(document["components"]["schemas"]) | {"RiskLimits", "SymbolLimits"}
+    internal = _internal_class_names() - public
+    texts: list[str] = [document["info"].get("summary", "")]
+    for operations in document["paths"].values():
+        texts += [op.get("description", "") + op.get("summary", "") for op in operations.values()]
+    texts += [
+        schema.get("description", "") for schema in document["components"]["schemas"].values()
+    ]
+    for text in texts:
+        words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]+", text))
+        assert not words & internal, (words & internal, text)
