@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from app.domain.instruments import Instrument
+from app.domain.orders import PRICE_DECIMALS, QTY_DECIMALS
 from app.domain.risk import RiskLimits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +53,16 @@ class SimulatedBrokerSettings(BaseModel):
     error_rate: float = Field(0.0, ge=0, le=1, description="share of calls with transport error")
     # Quantity available at the reference price per match; larger orders fill in parts.
     top_of_book_qty: Decimal = Field(Decimal(10_000), gt=0)
+
+
+class SymbolDecimals(BaseModel):
+    """How finely a symbol trades: decimal places of its prices (2: a cent) and quantities
+    (0: whole shares)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    price: int = Field(2, ge=0, le=PRICE_DECIMALS)
+    qty: int = Field(QTY_DECIMALS, ge=0, le=QTY_DECIMALS)
 
 
 class HttpSettings(BaseModel):
@@ -110,6 +122,9 @@ class Settings(BaseSettings):
     sim: SimulatedBrokerSettings = SimulatedBrokerSettings()
     risk: RiskSettings = RiskSettings()
     universe: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_UNIVERSE))
+    # Decimals of every symbol, and of those named in `symbol_decimals` their own.
+    decimals: SymbolDecimals = SymbolDecimals()
+    symbol_decimals: dict[str, SymbolDecimals] = Field(default_factory=dict)
 
     max_body_bytes: int = 64 * 1024
     http: HttpSettings = HttpSettings()
@@ -129,6 +144,21 @@ class Settings(BaseSettings):
         # whose placement is still in flight must not look like one.
         if self.reconcile_after_s * 1000 <= self.broker_timeout_ms:
             raise ValueError("reconcile_after_s must exceed the broker timeout")
+        return self
+
+    def instruments(self) -> dict[str, Instrument]:
+        """Every symbol of the universe, with its decimals."""
+        return {
+            symbol: Instrument(symbol, spec.price, spec.qty)
+            for symbol in self.universe
+            for spec in (self.symbol_decimals.get(symbol, self.decimals),)
+        }
+
+    @model_validator(mode="after")
+    def _decimals_of_traded_symbols(self) -> Settings:
+        unknown = set(self.symbol_decimals) - set(self.universe)
+        if unknown:
+            raise ValueError(f"symbol_decimals names symbols not in the universe: {unknown}")
         return self
 
     @property

@@ -17,6 +17,7 @@ from app.services.auth import ApiKeyService, Principal, Role
 from app.services.orders import OrderService
 from app.services.risk import RiskService
 from app.services.risk_controls import RiskControlService
+from app.services.symbols import SymbolCatalog
 from app.storage.redis_mux import MultiplexedRedis
 
 
@@ -27,6 +28,7 @@ class Services:
     engine: AsyncEngine
     broker: SimulatedBroker
     orders: OrderService
+    symbols: SymbolCatalog
     risk: RiskService
     risk_controls: RiskControlService
     keys: ApiKeyService

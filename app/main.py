@@ -28,7 +28,7 @@ from app.domain.errors import (
     InternalError,
     RequestInvalid,
 )
-from app.routers import account, health, orders, risk, sim
+from app.routers import account, health, orders, risk, sim, symbols
 from app.routers.asgi import BodySizeLimit
 from app.routers.order_entry import OrderEntryLane
 from app.routers.problems import problem_response, unavailable_response
@@ -39,6 +39,7 @@ from app.services.orders import OrderService
 from app.services.prices import ReferencePrices
 from app.services.risk import RiskService
 from app.services.risk_controls import RiskControlService
+from app.services.symbols import SymbolCatalog
 from app.storage.idempotency import IdempotencyStore
 from app.storage.repositories import ApiKeyRepository
 from app.storage.risk_repository import RiskRepository
@@ -60,12 +61,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         stack.push_async_callback(idempotency.close)
         risk_repo = RiskRepository(core.engine)
+        prices = ReferencePrices(core.redis, dict(settings.universe))
+        symbols = SymbolCatalog(settings.instruments(), prices)
         risk = RiskService(
             notices=core.redis_blocking,
             store=core.risk_store,
             risk_repo=risk_repo,
             orders=core.orders,
-            prices=ReferencePrices(core.redis, dict(settings.universe)),
+            prices=prices,
             default_limits=settings.risk.default_limits,
             limits_ttl_s=settings.risk.limits_cache_ttl_s,
         )
@@ -77,7 +80,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             idempotency=idempotency,
             broker=core.broker,
             risk=risk,
-            symbols=frozenset(settings.universe),
+            symbols=symbols,
             broker_timeout_s=settings.broker_timeout_ms / 1000,
         )
         app.state.services = Services(
@@ -86,6 +89,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             engine=core.engine,
             broker=core.broker,
             orders=orders,
+            symbols=symbols,
             risk=risk,
             risk_controls=RiskControlService(
                 risk=risk,
@@ -163,7 +167,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
-    for router in (health.router, orders.router, account.router, risk.router, sim.router):
+    for router in (
+        health.router,
+        orders.router,
+        account.router,
+        symbols.router,
+        risk.router,
+        sim.router,
+    ):
         app.include_router(router)
     _install_error_handlers(app)
     document_bearer_auth(app)

@@ -42,17 +42,11 @@ class RequestHeadTooLarge(GatewayError):
     code = "request.headers_too_large"
     title = "Request Header Fields Too Large"
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"request line and headers are limited to {limit} bytes")
-
 
 class RequestTimedOut(GatewayError):
     status = 408
     code = "request.timeout"
     title = "Request Timeout"
-
-    def __init__(self) -> None:
-        super().__init__("the request did not arrive in time; the connection is closed")
 
 
 class HttpProblem(GatewayError):

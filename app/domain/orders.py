@@ -29,7 +29,8 @@ Price = Annotated[
     ExactDecimal,
     Field(gt=0, le=MAX_PRICE, decimal_places=PRICE_DECIMALS, allow_inf_nan=False),
 ]
-Symbol = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9.\-]{0,15}$", examples=["AAPL"])]
+SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,15}$"
+Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN, examples=["AAPL"])]
 # Also the Idempotency-Key header's form: a key given there becomes the client_order_id.
 CLIENT_ORDER_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
 ClientOrderId = Annotated[str, Field(pattern=CLIENT_ORDER_ID_PATTERN)]

@@ -96,7 +96,8 @@ class GatewayHttpProtocol(CoalescingHttpToolsProtocol):
             head_part = len(data) if end < 0 else end + 4 - len(self._tail)
             self._head_bytes += head_part
             if self._head_bytes > self._max_head:
-                self._refuse(RequestHeadTooLarge(self._max_head))
+                limit = f"request line and headers are limited to {self._max_head} bytes"
+                self._refuse(RequestHeadTooLarge(limit))
                 return
             self._tail = seen[-3:] if end < 0 else b""
         super().data_received(data)
@@ -139,7 +140,7 @@ class GatewayHttpProtocol(CoalescingHttpToolsProtocol):
                 self.transport.close()  # too late for an answer of our own
                 return
             self.cycle.disconnected = True  # the app's answer, if it comes, is not sent
-        self._refuse(RequestTimedOut())
+        self._refuse(RequestTimedOut("the request did not arrive in time; connection closed"))
 
     def _refuse(self, error: GatewayError) -> None:
         """Answer ``error`` as a problem document and close the connection."""

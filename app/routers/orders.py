@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from app.deps import PrincipalDep, ServicesDep, TraderDep
-from app.domain.orders import CLIENT_ORDER_ID_PATTERN, OrderIntent
+from app.domain.orders import CLIENT_ORDER_ID_PATTERN, SYMBOL_PATTERN, OrderIntent
 from app.domain.status import OrderStatus
 from app.domain.views import OrderPage, OrderView
 from app.routers.asgi import ExactJsonRoute
@@ -47,7 +47,8 @@ async def list_orders(
     principal: PrincipalDep,
     services: ServicesDep,
     status: Annotated[list[OrderStatus] | None, Query()] = None,
-    symbol: Annotated[str | None, Query(max_length=16)] = None,
+    # The same form as in an order (upper case): "aapl" is refused here as it is there.
+    symbol: Annotated[str | None, Query(pattern=SYMBOL_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> OrderPage:

@@ -7,7 +7,6 @@ from pydantic import BaseModel, ConfigDict
 
 from app.deps import AdminDep, ServicesDep
 from app.domain.decimals import ExactDecimal
-from app.domain.errors import UnknownSymbol
 from app.domain.orders import Price, Symbol
 from app.routers.asgi import ExactJsonRoute
 from app.routers.problems import problem_responses
@@ -36,8 +35,7 @@ async def set_reference_price(
     update: PriceUpdate, _: AdminDep, services: ServicesDep
 ) -> MatchResult:
     """Move a symbol's reference price; resting orders it crosses fill."""
-    if update.symbol not in services.settings.universe:
-        raise UnknownSymbol(f"symbol {update.symbol!r} is not tradable here")
+    services.symbols.get(update.symbol)  # UnknownSymbol if not traded here
     # The paper exchange's price moves are this deployment's market data: the last trade.
     await services.risk.prices.record_last_trade(update.symbol, update.price)
     matched = await services.broker.set_reference_price(update.symbol, update.price)

@@ -33,13 +33,14 @@ from app.domain.errors import (
     OrderNotFound,
     RiskRejected,
     RiskUnavailable,
-    UnknownSymbol,
 )
 from app.domain.ids import new_id
+from app.domain.instruments import check_precision
 from app.domain.orders import Order, OrderIntent, OrderReason, Position
 from app.domain.status import OrderStatus
 from app.domain.views import render_order, render_problem
 from app.services.risk import RiskService
+from app.services.symbols import SymbolCatalog
 from app.storage.idempotency import Answer, IdempotencyStore, KeyClaim, KeyHeld
 from app.storage.order_log import OrderLog
 from app.storage.repositories import OrderRepository
@@ -68,7 +69,7 @@ class OrderService:
         idempotency: IdempotencyStore,
         broker: Broker,
         risk: RiskService,
-        symbols: frozenset[str],
+        symbols: SymbolCatalog,
         broker_timeout_s: float,
     ) -> None:
         self._risk = risk
@@ -85,8 +86,7 @@ class OrderService:
     ) -> Answer:
         """Place one order intent for ``account``; returns the answer to send (and keep)."""
         client_order_id = _client_order_id(intent, idempotency_key)
-        if intent.symbol not in self._symbols:
-            raise UnknownSymbol(f"symbol {intent.symbol!r} is not tradable here")
+        check_precision(intent, self._symbols.get(intent.symbol))
         fingerprint = intent.fingerprint()
         if client_order_id is None:
             # No key from the client: nothing can retry this order, so no claim to make.

@@ -5,10 +5,19 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.config import Settings
+from app.config import Settings, SymbolDecimals
 
 
 def test_reconciliation_must_wait_longer_than_a_placement_may_take() -> None:
     with pytest.raises(ValidationError, match="reconcile_after_s"):
         Settings(reconcile_after_s=0.5, broker_timeout_ms=1000)
     assert Settings(reconcile_after_s=1.5, broker_timeout_ms=1000).reconcile_after_s == 1.5
+
+
+def test_decimals_can_only_be_set_for_symbols_traded_here() -> None:
+    with pytest.raises(ValidationError, match="not in the universe"):
+        Settings(symbol_decimals={"ZZZZ": SymbolDecimals(qty=0)})
+    settings = Settings(symbol_decimals={"SPY": SymbolDecimals(qty=0)})
+    instruments = settings.instruments()
+    assert (instruments["SPY"].qty_decimals, instruments["AAPL"].qty_decimals) == (0, 6)
+    assert instruments["AAPL"].price_decimals == 2
