@@ -17,11 +17,14 @@ $(VENV)/.dev: $(VENV)/.runtime
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
+# The profile `make run` serves with (desk-like default limits); set ORDERGATE_CONFIG to override.
+RUN_CONFIG := $(or $(ORDERGATE_CONFIG),config/development.yaml)
+
 ## run: migrate the database, print the demo key, serve on 127.0.0.1:8000 (simulated broker)
 run: $(VENV)/.runtime
 	$(BIN)/ordergate migrate
 	@echo "demo API key (account 'demo', role trader): $$($(BIN)/ordergate keys demo)"
-	$(BIN)/ordergate serve
+	ORDERGATE_CONFIG=$(RUN_CONFIG) $(BIN)/ordergate serve
 
 ## test: lint, type-check, then the whole suite (real Redis, real database, real server)
 test: lint

@@ -27,6 +27,7 @@ from app.domain.errors import (
     HttpProblem,
     InternalError,
     RequestInvalid,
+    validation_errors,
 )
 from app.routers import account, health, orders, risk, sim, symbols
 from app.routers.asgi import BodySizeLimit
@@ -114,10 +115,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
+        errors = validation_errors(exc.errors())
         return problem_response(RequestInvalid("the request is not valid", errors=errors))
 
     @app.exception_handler(StarletteHTTPException)

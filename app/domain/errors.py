@@ -6,7 +6,7 @@ Routers never build error bodies themselves: a single handler in ``app.main`` tu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -159,6 +159,16 @@ class RiskUnavailable(GatewayError):
     status = 503
     code = "risk.unavailable"
     title = "Pre-trade risk checks unavailable; order not accepted"
+
+
+def validation_errors(
+    errors: Iterable[Mapping[str, Any]], prefix: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Pydantic's errors as a problem's ``errors`` member: where, what, which kind."""
+    return [
+        {"loc": [*prefix, *e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors
+    ]
 
 
 class InvalidTransition(Exception):

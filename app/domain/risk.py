@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -80,6 +80,27 @@ class RiskLimits(BaseModel):
         if override is not None and override.max_position is not None:
             return override.max_position
         return self.max_position
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: an object's members replace or (null) remove the target's,
+    recursively; anything else replaces the target whole."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = merge_patch(merged.get(name), value)
+    return merged
+
+
+def patched_limits(current: RiskLimits, patch: dict[str, Any]) -> RiskLimits:
+    """``current`` with only the fields ``patch`` names changed (null: no limit; in
+    ``symbols``, null removes a symbol's override). Raises ``ValueError`` (a pydantic
+    ``ValidationError``) if the result is not valid limits."""
+    return RiskLimits.model_validate(merge_patch(current.model_dump(mode="json"), patch))
 
 
 class RiskCode:

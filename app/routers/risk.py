@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.deps import AdminDep, PrincipalDep, ServicesDep
@@ -46,6 +46,21 @@ async def put_limits(
     """Replace the account's limits; an absent or null field means no limit. Every worker
     applies them to its next order."""
     return await services.risk_controls.set_limits(principal.actor, account, limits)
+
+
+@router.patch("/limits/{account}", response_model=RiskLimits, responses=problem_responses(403))
+async def patch_limits(
+    account: Account,
+    patch: Annotated[
+        dict[str, Any], Body(examples=[{"max_order_qty": "500", "max_position": None}])
+    ],
+    principal: AdminDep,
+    services: ServicesDep,
+) -> RiskLimits:
+    """Change only the limits named, as a JSON merge patch (RFC 7396): a value sets that
+    limit, null removes it (no limit); in `symbols`, null removes a symbol's override. The
+    rest stay as they are. Answers the account's limits after the change."""
+    return await services.risk_controls.patch_limits(principal.actor, account, patch)
 
 
 class KillSwitchRequest(BaseModel):

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from app.domain.risk import RiskLimits
+from pydantic import ValidationError
+
+from app.domain.errors import RequestInvalid, validation_errors
+from app.domain.risk import RiskLimits, patched_limits
 from app.services.orders import OrderService
 from app.services.risk import RiskService
 from app.storage.risk_repository import ACCOUNT, GLOBAL, KillSwitchRow, RiskRepository
@@ -60,6 +63,25 @@ class RiskControlService:
     async def set_limits(self, actor: str, account: str, limits: RiskLimits) -> RiskLimits:
         """Replace the account's limits (absent fields: no limit) on every worker."""
         await self._repo.put_limits(account, limits, actor, datetime.now(UTC))
+        return await self._apply_limits(actor, account, limits)
+
+    async def patch_limits(self, actor: str, account: str, patch: dict[str, Any]) -> RiskLimits:
+        """Change only the limits ``patch`` names (a JSON merge patch) on every worker.
+        Raises ``RequestInvalid`` if the result is not valid limits (nothing changes)."""
+
+        def change(current: RiskLimits | None) -> RiskLimits:
+            try:
+                return patched_limits(current or self._default_limits, patch)
+            except ValidationError as exc:
+                raise RequestInvalid(
+                    "the patched limits are not valid",
+                    errors=validation_errors(exc.errors(), prefix=("body",)),
+                ) from exc
+
+        limits = await self._repo.change_limits(account, change, actor, datetime.now(UTC))
+        return await self._apply_limits(actor, account, limits)
+
+    async def _apply_limits(self, actor: str, account: str, limits: RiskLimits) -> RiskLimits:
         await self._store.set_limits(account, limits)
         self._risk.forget_limits(account)
         log.info("risk limits of %s set by %s", account, actor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,20 +40,47 @@ class RiskRepository:
 
     async def put_limits(self, account: str, limits: RiskLimits, actor: str, at: datetime) -> None:
         """Replace the account's limits and record who did it, in one transaction."""
-        doc = limits.model_dump_json()
         async with self._engine.begin() as conn:
-            changed = await conn.execute(
+            await self._write_limits(conn, account, limits, actor, at)
+
+    async def change_limits(
+        self,
+        account: str,
+        change: Callable[[RiskLimits | None], RiskLimits],
+        actor: str,
+        at: datetime,
+    ) -> RiskLimits:
+        """Write ``change(the account's limits)``, read and written in one transaction that
+        holds the row from the start (concurrent changes apply one after the other)."""
+        async with self._engine.begin() as conn:
+            # First a write: SQLite's write lock, PostgreSQL's row lock, before the read.
+            await conn.execute(
                 update(t.risk_limits)
                 .where(t.risk_limits.c.account == account)
-                .values(limits=doc, updated_at=at, updated_by=actor)
+                .values(updated_at=t.risk_limits.c.updated_at)
             )
-            if changed.rowcount == 0:
-                await conn.execute(
-                    insert(t.risk_limits).values(
-                        account=account, limits=doc, updated_at=at, updated_by=actor
-                    )
+            query = select(t.risk_limits.c.limits).where(t.risk_limits.c.account == account)
+            doc = (await conn.execute(query)).scalar_one_or_none()
+            limits = change(None if doc is None else RiskLimits.model_validate_json(doc))
+            await self._write_limits(conn, account, limits, actor, at)
+        return limits
+
+    async def _write_limits(
+        self, conn: AsyncConnection, account: str, limits: RiskLimits, actor: str, at: datetime
+    ) -> None:
+        doc = limits.model_dump_json()
+        changed = await conn.execute(
+            update(t.risk_limits)
+            .where(t.risk_limits.c.account == account)
+            .values(limits=doc, updated_at=at, updated_by=actor)
+        )
+        if changed.rowcount == 0:
+            await conn.execute(
+                insert(t.risk_limits).values(
+                    account=account, limits=doc, updated_at=at, updated_by=actor
                 )
-            await _audit(conn, at, actor, "limits", ACCOUNT, account, json.loads(doc))
+            )
+        await _audit(conn, at, actor, "limits", ACCOUNT, account, json.loads(doc))
 
     async def set_kill_switch(
         self, scope: str, account: str, active: bool, actor: str, at: datetime, detail: Any

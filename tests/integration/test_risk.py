@@ -20,7 +20,15 @@ import redis as syncredis
 
 from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.keys import RiskKeys
-from tests.conftest import DatabaseFactory, Gateway, free_port, launch_gateway, wait_for
+from tests.conftest import (
+    REPO,
+    DatabaseFactory,
+    Gateway,
+    Launch,
+    free_port,
+    launch_gateway,
+    wait_for,
+)
 from tests.integration.test_orders import coid, eventually_status, limit, market
 
 SCALE = 10**6
@@ -145,6 +153,92 @@ async def test_bad_limits_are_refused_and_change_nothing(
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert (await admin.get(f"/v1/risk/limits/{account}")).json() == before
+
+
+async def test_patch_changes_only_the_limits_it_names(
+    admin: httpx.AsyncClient, trader: tuple[str, httpx.AsyncClient]
+) -> None:
+    account, client = trader
+    await put_limits(
+        admin,
+        account,
+        max_order_qty="5",
+        max_position="10",
+        symbols={"AAPL": {"max_position": "3"}, "MSFT": {"max_order_qty": "2"}},
+    )
+    patched = await admin.patch(f"/v1/risk/limits/{account}", json={"max_order_qty": "7"})
+    assert patched.status_code == 200, patched.text
+    stored = (await client.get(f"/v1/risk/limits/{account}")).json()
+    assert stored == patched.json()
+    assert (stored["max_order_qty"], stored["max_position"]) == ("7", "10")
+    assert stored["symbols"]["AAPL"]["max_position"] == "3"
+
+    # null: no limit; in symbols, null removes the override; other overrides stay.
+    cleared = await admin.patch(
+        f"/v1/risk/limits/{account}",
+        json={"max_position": None, "symbols": {"AAPL": None, "TSLA": {"max_position": "4"}}},
+    )
+    assert cleared.status_code == 200, cleared.text
+    after = cleared.json()
+    assert (after["max_order_qty"], after["max_position"]) == ("7", None)
+    assert set(after["symbols"]) == {"MSFT", "TSLA"}
+    # Every worker applies it to the next order.
+    await rejected_with(client, market("TSLA", qty="5"), "risk.position_limit")
+    await accepted(client, market("AAPL", qty="7"))
+    [entry, *_] = (await admin.get("/v1/risk/audit", params={"limit": 1})).json()
+    assert (entry["account"], entry["detail"]["max_position"]) == (account, None)
+
+
+async def test_a_patch_of_an_account_without_limits_starts_from_the_defaults(
+    admin: httpx.AsyncClient,
+) -> None:
+    account = new_account("patch-defaults")
+    patched = (await admin.patch(f"/v1/risk/limits/{account}", json={"max_position": "9"})).json()
+    assert (patched["max_position"], patched["duplicate_window_ms"]) == ("9", 500)
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"max_order_qty": "-1"},
+        {"max_position": "1_0"},
+        {"max_leverage": "3"},
+        {"symbols": {"AAPL": {"color": "red"}}},
+        {"trading_state": "sleeping"},
+    ],
+)
+async def test_a_bad_patch_is_refused_and_changes_nothing(
+    admin: httpx.AsyncClient, alice: httpx.AsyncClient, patch: dict[str, Any]
+) -> None:
+    account = new_account("badpatch")
+    before = await put_limits(admin, account, max_order_qty="7")
+    audited = len((await admin.get("/v1/risk/audit", params={"limit": 1000})).json())
+    response = await admin.patch(f"/v1/risk/limits/{account}", json=patch)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "request.invalid"
+    assert (await admin.get(f"/v1/risk/limits/{account}")).json() == before
+    assert len((await admin.get("/v1/risk/audit", params={"limit": 1000})).json()) == audited
+    assert (await alice.patch(f"/v1/risk/limits/{account}", json={})).status_code == 403
+
+
+async def test_concurrent_patches_all_land(admin: httpx.AsyncClient) -> None:
+    """Each is read and written in one transaction: none overwrites another's change."""
+    account = new_account("patch-race")
+    await put_limits(admin, account, max_order_qty="7")
+    symbols = ["AAPL", "MSFT", "AMZN", "GOOGL", "NVDA", "SPY", "QQQ", "META", "TSLA", "JPM"]
+    answers = await asyncio.gather(
+        *(
+            admin.patch(
+                f"/v1/risk/limits/{account}", json={"symbols": {s: {"max_position": str(n)}}}
+            )
+            for n, s in enumerate(symbols, start=1)
+        )
+    )
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    stored = (await admin.get(f"/v1/risk/limits/{account}")).json()
+    assert {s: o["max_position"] for s, o in stored["symbols"].items()} == {
+        s: str(n) for n, s in enumerate(symbols, start=1)
+    }
 
 
 # -- every check, with its code --------------------------------------------------------------
@@ -566,3 +660,15 @@ async def test_a_hung_or_stopped_redis_fails_closed_fast_and_an_empty_one_is_reb
     finally:
         gateway.stop()
         server.stop()
+
+
+async def test_the_development_profile_refuses_a_fat_finger_order(fresh: Launch) -> None:
+    """What `make run` serves with: accounts without limits of their own get a desk's."""
+    gateway = fresh(
+        ORDERGATE_CONFIG=str(REPO / "config" / "development.yaml"),
+        ORDERGATE_BROKER_TIMEOUT_MS="1000",  # within the tests' reconcile_after_s
+    )
+    async with gateway.client(gateway.new_key("fat-finger")) as client:
+        await rejected_with(client, market(qty="1000000000"), "risk.max_order_qty")
+        await rejected_with(client, market(qty="5000"), "risk.max_order_notional")  # 1.15M
+        await accepted(client, market(qty="100"))
