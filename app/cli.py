@@ -96,7 +96,7 @@ def serve(args: argparse.Namespace) -> int:
             url_file.write_text(embedded.url + "\n")
             stack.callback(url_file.unlink, missing_ok=True)
             get_settings.cache_clear()  # the in-process worker must see it too
-            print(f"ordergate: private redis-server at {embedded.url}", file=sys.stderr)
+            print(f"ordergate: private {embedded.server_name} at {embedded.url}", file=sys.stderr)
         # Execution reports are applied by a process of its own, beside the workers.
         os.environ["ORDERGATE_APPLIER"] = "external"
         get_settings.cache_clear()
@@ -281,6 +281,9 @@ def run_applier(args: argparse.Namespace) -> int:
 
 
 def migrate(args: argparse.Namespace) -> int:
+    # Alembic announces each of its plugins at INFO as it is imported, on every run; the
+    # migrations it applies (alembic.runtime.migration) stay visible.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from alembic import command
     from alembic.config import Config
 
@@ -305,9 +308,11 @@ def _run_with_keys(settings: Settings, action: str, **kwargs: str) -> str:
             service = ApiKeyService(ApiKeyRepository(engine))
             if action == "create":
                 key_id, key = await service.create(kwargs["account"], Role(kwargs["role"]))
+                kept = kwargs.get("kept_in")
                 print(
                     f"ordergate: key {key_id} for account {kwargs['account']} "
-                    f"({kwargs['role']}); it is shown only now",
+                    f"({kwargs['role']}); "
+                    + (f"kept in {kept}" if kept else "it is shown only now: keep it"),
                     file=sys.stderr,
                 )
                 return key
@@ -354,7 +359,7 @@ def keys_demo(args: argparse.Namespace) -> int:
             return 0
         except NotAuthenticated:
             pass  # a fresh database: issue a new one
-    key = _run_with_keys(settings, "create", account="demo", role="trader")
+    key = _run_with_keys(settings, "create", account="demo", role="trader", kept_in=str(path))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(key + "\n")
     path.chmod(0o600)

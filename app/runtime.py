@@ -79,7 +79,7 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
         embedded = EmbeddedRedis().start()
         stack.callback(embedded.stop)
         redis_url = embedded.url
-        log.info("started a private redis-server at %s", redis_url)
+        log.info("started a private %s at %s", embedded.server_name, redis_url)
     redis = open_commands(redis_url, settings)
     stack.push_async_callback(redis.close)
     redis_blocking = open_redis(redis_url)

@@ -61,6 +61,7 @@ class RiskService:
             self._read_limits, limits_ttl_s
         )
         self._rebuilding: dict[str, asyncio.Lock] = {}
+        self._loaded: set[str] = set()  # accounts this process has loaded into Redis
         self._listener: asyncio.Task[None] | None = None
 
     # -- the decision --------------------------------------------------------------------
@@ -171,7 +172,16 @@ class RiskService:
         except (RedisError, OSError, TimeoutError) as exc:
             raise RiskUnavailable(f"risk state could not be rebuilt: {exc!r}") from exc
         if written:
-            log.warning("risk state of account %s rebuilt from the database", account)
+            # A process's first load of an account is routine (Redis may simply not have
+            # held it yet); a later one means Redis lost state this process had seen.
+            first = account not in self._loaded
+            self._loaded.add(account)
+            log.log(
+                logging.INFO if first else logging.WARNING,
+                "risk state of account %s %s from the database",
+                account,
+                "loaded" if first else "rebuilt",
+            )
         return written
 
     # -- limit change notices ------------------------------------------------------------

@@ -52,6 +52,7 @@ class EmbeddedRedis:
         self.port = port
         self.extra_args = list(extra_args)
         self.socket_path = directory / "redis.sock"
+        self._binary = find_redis_server()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,9 +61,14 @@ class EmbeddedRedis:
             return f"redis://127.0.0.1:{self.port}/0"
         return f"unix://{self.socket_path}?db=0"
 
+    @property
+    def server_name(self) -> str:
+        """What runs: ``redis-server`` or ``valkey-server`` (the binary's own name)."""
+        return Path(self._binary).name
+
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         args = [
-            find_redis_server(),
+            self._binary,
             "--port",
             str(self.port or 0),
             "--bind",
