@@ -46,7 +46,9 @@ DEFAULT_UNIVERSE: dict[str, Decimal] = {
 class SimulatedBrokerSettings(BaseModel):
     """The paper exchange: latency, liquidity and fault injection."""
 
-    latency_ms: float = Field(0.0, ge=0, description="mean one-way placement latency")
+    latency_ms: float = Field(
+        0.0, ge=0, description="mean one-way latency (a placement or cancel waits it twice)"
+    )
     latency_jitter_ms: float = Field(0.0, ge=0, description="uniform +/- jitter on latency")
     reject_rate: float = Field(0.0, ge=0, le=1, description="share of orders rejected")
     timeout_rate: float = Field(0.0, ge=0, le=1, description="share of calls that hang")

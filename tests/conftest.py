@@ -27,6 +27,22 @@ from app.storage.embedded_redis import EmbeddedRedis
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _postgres_note() -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return f"PostgreSQL variants: run, against {make_url(url).render_as_string()}"
+    return "PostgreSQL variants: NOT RUN (TEST_DATABASE_URL is not set): SQLite only"
+
+
+def pytest_report_header() -> str:
+    return _postgres_note()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # Said again at the end, where a reader of the run looks.
+    terminalreporter.write_sep("-", _postgres_note())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -123,9 +139,15 @@ class Gateway:
             check=False,
         )
 
-    def agrees_with_the_order_log(self) -> None:
-        """``ordergate reconcile --check``: Redis's risk state agrees with the order log."""
-        result = self.run_cli("reconcile", "--check")
+    def agrees_with_the_order_log(self, within: float = 0.0) -> None:
+        """``ordergate reconcile --check``: Redis's risk state agrees with the order log
+        (``within``: at the latest this many seconds from now, checking again meanwhile)."""
+        deadline = time.monotonic() + within
+        while True:
+            result = self.run_cli("reconcile", "--check")
+            if result.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert result.returncode == 0, result.stdout + result.stderr
 
     def cli(self, *args: str) -> str:
@@ -235,6 +257,11 @@ def gateway(
     backend: str = request.param
     redis_db = 1 if backend == "sqlite" else 2  # separate Redis state per backend
     redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{redis_db}"
+    # pytest may set this fixture up more than once per backend (its reordering of the
+    # session's tests is not perfect): each gateway starts from an empty Redis, as from a
+    # new database, not with an earlier one's report stream to wade through.
+    with redis.Redis.from_url(redis_url) as stale:
+        stale.flushdb()
     gw = launch_gateway(
         tmp_path_factory.mktemp(f"gw-{backend}"), database_factory.create(backend), redis_url
     )

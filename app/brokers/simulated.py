@@ -112,6 +112,7 @@ class SimulatedBroker:
         )
         if hang_after_placing:
             await asyncio.Event().wait()  # placed, but the acknowledgement is lost
+        await self._network_delay()  # the acknowledgement's way back
         outcome = result[0].decode()
         if outcome == "rejected":
             return PlacementAck(accepted=False, reason=result[1].decode())
@@ -123,6 +124,7 @@ class SimulatedBroker:
         result = await self._script(
             self._cancel, [SimKeys.order(order.account, order.client_order_id)], []
         )
+        await self._network_delay()
         status = result[0].decode()
         if status == "canceled":
             return CancelAck(True, OrderStatus.CANCELED, cum_qty=_unscaled(result[1]))
@@ -187,6 +189,7 @@ class SimulatedBroker:
             raise BrokerTransportError(str(exc)) from exc
 
     async def _network_delay(self) -> None:
+        """One way of a round trip: a request's to the venue, or its answer's back."""
         latency = self._settings.latency_ms
         if latency <= 0 and self._settings.latency_jitter_ms <= 0:
             return

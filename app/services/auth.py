@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -46,13 +48,18 @@ def hash_key(key: str) -> str:
 
 
 class ApiKeyService:
-    def __init__(self, keys: ApiKeyRepository, cache_ttl_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        keys: ApiKeyRepository,
+        cache_ttl_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._keys = keys
         # A revoked key stops working within cache_ttl_s on every worker. One database
         # lookup per key at a time: when a busy key's entry expired, every request in
         # flight used to look it up at once (128 concurrent orders stalled up to ~0.9 s).
         self._principals: ReadThroughCache[str, Principal | None] = ReadThroughCache(
-            self._find, cache_ttl_s, max_entries=10_000
+            self._find, cache_ttl_s, max_entries=10_000, clock=clock
         )
 
     async def create(self, account: str, role: Role) -> tuple[str, str]:

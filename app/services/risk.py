@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from typing import TypeVar
 
@@ -48,6 +49,7 @@ class RiskService:
         prices: ReferencePrices,
         default_limits: RiskLimits,
         limits_ttl_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._notices = notices  # pub/sub: limit changes made by other workers
         self._store = store
@@ -58,7 +60,7 @@ class RiskService:
         # One read (and at most one rebuild from the database) in flight per account,
         # however many orders need its limits at once.
         self._limits: ReadThroughCache[str, RiskLimits] = ReadThroughCache(
-            self._read_limits, limits_ttl_s
+            self._read_limits, limits_ttl_s, clock=clock
         )
         self._rebuilding: dict[str, asyncio.Lock] = {}
         self._loaded: set[str] = set()  # accounts this process has loaded into Redis

@@ -16,6 +16,7 @@ from app.services.auth import ApiKeyService, Role
 from app.storage.database import create_engine
 from app.storage.repositories import ApiKeyRecord, ApiKeyRepository
 from tests.conftest import wait_for
+from tests.helpers.clock import MovableClock
 
 
 class CountingKeys(ApiKeyRepository):
@@ -29,6 +30,11 @@ class CountingKeys(ApiKeyRepository):
 
 
 @pytest.fixture
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
 async def keys(tmp_path: Path) -> AsyncIterator[CountingKeys]:
     engine = create_engine(create_database(tmp_path / "keys.db"))
     yield CountingKeys(engine)
@@ -36,12 +42,12 @@ async def keys(tmp_path: Path) -> AsyncIterator[CountingKeys]:
 
 
 async def test_concurrent_requests_for_an_expired_key_share_one_lookup(
-    keys: CountingKeys,
+    keys: CountingKeys, clock: MovableClock
 ) -> None:
-    service = ApiKeyService(keys, cache_ttl_s=0.2)
+    service = ApiKeyService(keys, cache_ttl_s=0.2, clock=clock)
     _, key = await service.create("acct", Role.TRADER)
     await service.authenticate(key)
-    await asyncio.sleep(0.25)  # expired
+    clock.advance(0.25)  # expired
     before = keys.lookups
     principals = await asyncio.gather(*(service.authenticate(key) for _ in range(50)))
     assert {p.account for p in principals} == {"acct"}
@@ -49,12 +55,12 @@ async def test_concurrent_requests_for_an_expired_key_share_one_lookup(
 
 
 async def test_a_key_in_use_is_looked_up_again_before_its_entry_expires(
-    keys: CountingKeys,
+    keys: CountingKeys, clock: MovableClock
 ) -> None:
-    service = ApiKeyService(keys, cache_ttl_s=2.0)
+    service = ApiKeyService(keys, cache_ttl_s=2.0, clock=clock)
     _, key = await service.create("acct", Role.TRADER)
     await service.authenticate(key)
-    await asyncio.sleep(1.65)  # in the last fifth of the TTL (0.35 s before it ends)
+    clock.advance(1.65)  # in the last fifth of the TTL (0.35 s before it ends)
     before = keys.lookups
     assert (await service.authenticate(key)).account == "acct"  # from the cache
     assert keys.lookups == before
@@ -62,18 +68,21 @@ async def test_a_key_in_use_is_looked_up_again_before_its_entry_expires(
     async def refreshed() -> bool:
         return keys.lookups - before == 1  # looked up again in the background
 
-    await wait_for(refreshed, within=0.5, interval=0.01)
-    await asyncio.sleep(0.5)  # past the first entry's expiry: the refreshed one serves
+    await wait_for(refreshed, within=5, interval=0.01)
+    clock.advance(0.5)  # past the first entry's expiry: the refreshed one serves
     await service.authenticate(key)
     assert keys.lookups - before == 1
 
 
-async def test_a_revoked_key_is_refused_once_its_entry_expires(keys: CountingKeys) -> None:
-    service = ApiKeyService(keys, cache_ttl_s=0.2)
+async def test_a_revoked_key_is_refused_once_its_entry_expires(
+    keys: CountingKeys, clock: MovableClock
+) -> None:
+    service = ApiKeyService(keys, cache_ttl_s=0.2, clock=clock)
     key_id, key = await service.create("acct", Role.TRADER)
     await service.authenticate(key)
     assert await service.revoke(key_id)
-    await asyncio.sleep(0.25)
+    assert (await service.authenticate(key)).account == "acct"  # its entry, until it expires
+    clock.advance(0.25)
     with pytest.raises(NotAuthenticated):
         await asyncio.gather(*(service.authenticate(key) for _ in range(5)))
 

@@ -6,6 +6,7 @@ Each test runs a gateway of its own because it kills it or injects faults into i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import secrets
@@ -23,10 +24,11 @@ import redis.asyncio as aioredis
 
 from app.storage.embedded_redis import EmbeddedRedis
 from app.storage.keys import SimKeys
+from app.storage.keys import leader as leader_key
 from tests.conftest import DatabaseFactory, Gateway, Launch, _backends, launch_gateway, wait_for
 from tests.helpers import processes
 from tests.helpers.problems import assert_problem
-from tests.integration.test_orders import eventually_status, market
+from tests.integration.test_orders import eventually_status, limit, market, order_events
 
 
 @pytest.mark.parametrize("backend", _backends())
@@ -100,6 +102,17 @@ async def test_broker_timeout_answers_504_and_reconciliation_resolves_it(fresh: 
             resolved = await eventually_status(client, order_id, expected)
             if not placed:
                 assert resolved["reject_reason"] == "broker.not_received"
+            story = await order_events(gateway, order_id)
+            if placed:  # its reports may come before or after the timeout is recorded
+                assert story[0] == (None, "pending_new")
+                assert all(a[1] == b[0] for a, b in itertools.pairwise(story))
+                assert story[-1][1] == "filled", story
+            else:
+                assert story == [
+                    (None, "pending_new"),
+                    ("pending_new", "unknown"),
+                    ("unknown", "rejected"),
+                ]
         await venue.aclose()
         listing = (await client.get("/v1/orders", params={"limit": 500})).json()["items"]
         assert len(listing) == 8
@@ -134,6 +147,10 @@ async def test_broker_business_reject_is_stored_with_its_reason(fresh: Launch) -
         order = (await client.get(f"/v1/orders/{problem['order_id']}")).json()
         assert order["status"] == "rejected"
         assert order["reject_reason"] == "broker.injected_reject"
+        assert await order_events(gateway, order["id"]) == [
+            (None, "pending_new"),
+            ("pending_new", "rejected"),
+        ]
         assert (await client.get("/v1/positions")).json() == []
         assert (await _own_risk_state(client))["reservations"] == []  # given back at once
 
@@ -220,3 +237,136 @@ async def test_sigterm_stops_serve_cleanly_applier_first_then_its_private_redis(
 
 async def _none_alive(pids: list[int]) -> bool:
     return not any(_alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("backend", _backends())
+async def test_kill_9_mid_placement_leaves_no_order_at_the_venue_without_its_row(
+    fresh: Launch, backend: str
+) -> None:
+    """The order's row is written before the broker sees it. Killed while placements are in
+    flight to a slow venue (its answers take 40 ms to come back), then restarted: every
+    order the venue holds has its row, and each ends as the venue has it."""
+    gateway: Gateway = fresh(
+        backend,
+        workers=2,
+        ORDERGATE_SIM__LATENCY_MS="40",
+        ORDERGATE_RISK__ORPHAN_RESERVATION_AFTER_S="1",
+    )
+    account = "mid-flight"
+    acknowledged: list[str] = []
+    stop = asyncio.Event()
+
+    async def submit_forever(client: httpx.AsyncClient, n: int) -> None:
+        while not stop.is_set():
+            # Market orders fill at once; limits far below the price rest.
+            body = market("AAPL") if n % 2 else limit("1.00", symbol="MSFT", tif="gtc")
+            try:
+                response = await client.post("/v1/orders", json=body)
+            except httpx.HTTPError:
+                return
+            if response.status_code == 201:
+                acknowledged.append(response.json()["client_order_id"])
+
+    async with gateway.client(gateway.new_key(account)) as client:
+        senders = [asyncio.create_task(submit_forever(client, n)) for n in range(32)]
+        await wait_for(lambda: _at_least(acknowledged, 60), within=30)
+        gateway.stop(signal.SIGKILL)
+        stop.set()
+        await asyncio.gather(*senders)
+
+    venue = aioredis.Redis.from_url(gateway.redis_url)
+    at_venue = {}
+    async for key in venue.scan_iter(match=SimKeys.order(account, "*")):
+        fields = await venue.hmget(key, "coid", "status", "filled")
+        coid, status, filled = (value.decode() for value in fields)
+        at_venue[coid] = (status, Decimal(int(filled)) / 10**6)
+    assert set(acknowledged) <= set(at_venue)
+
+    gateway.start()
+    async with gateway.client(gateway.new_key(account)) as client:
+
+        async def rows() -> dict[str, dict[str, Any]]:
+            listing = (await client.get("/v1/orders", params={"limit": 500})).json()
+            return {o["client_order_id"]: o for o in listing["items"]}
+
+        stored = await rows()
+        missing = set(at_venue) - set(stored)
+        assert not missing, f"the venue holds {len(missing)} orders the log never wrote"
+
+        async def as_the_venue_has_them() -> bool:
+            stored = await rows()
+            return all(
+                (stored[c]["status"], Decimal(stored[c]["filled_qty"])) == at_venue[c]
+                for c in at_venue
+            ) and not any(o["status"] in ("pending_new", "unknown") for o in stored.values())
+
+        await wait_for(as_the_venue_has_them, within=20)
+        for coid, order in (await rows()).items():
+            if coid not in at_venue:  # caught before it reached the venue
+                assert (order["status"], order["reject_reason"]) == (
+                    "rejected",
+                    "broker.not_received",
+                )
+    await venue.aclose()
+    # A worker killed between reserving and writing an order left a reservation no order
+    # stands behind; the applier's sweep (every 5 s) releases it once 1 s old.
+    gateway.agrees_with_the_order_log(within=5 + 1 + 10)
+
+
+async def test_two_appliers_apply_each_report_once_and_a_paused_leader_is_taken_over(
+    fresh: Launch,
+) -> None:
+    """A second `ordergate applier` beside serve's: one leads (a Redis lease). Frozen, the
+    leader is taken over once its lease lapses; woken, it finds itself no longer leading
+    (what it was doing when frozen changes nothing, being applied already)."""
+    gateway: Gateway = fresh()
+    assert gateway.process is not None
+    assert gateway.redis_url is not None
+    second = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "applier"],
+        env=gateway.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    venue = aioredis.Redis.from_url(gateway.redis_url)
+
+    async def leader() -> int:
+        holder = await venue.get(leader_key("execution-applier"))
+        return int(holder.decode().split("-")[0]) if holder else 0
+
+    appliers = {processes.applier_of(gateway.process.pid), second.pid}
+    try:
+        async with gateway.client(gateway.new_key("two-appliers")) as client:
+
+            async def all_filled(count: int) -> list[dict[str, Any]]:
+                orders = [
+                    (await client.post("/v1/orders", json=market())).json() for _ in range(count)
+                ]
+                return [
+                    await eventually_status(client, o["id"], "filled", within=20) for o in orders
+                ]
+
+            await all_filled(10)
+            first = await leader()
+            assert first in appliers
+            with processes.stopped(first):
+                await all_filled(10)  # by the other, once the lease (3 s) lapses
+                taken_over = await leader()
+                assert taken_over in appliers - {first}
+            await all_filled(10)
+            assert await leader() == taken_over  # the woken one does not take it back
+
+            [position] = (await client.get("/v1/positions")).json()
+            assert position["qty"] == "30"
+            listing = (await client.get("/v1/orders", params={"limit": 500})).json()["items"]
+            for order in listing:
+                assert await order_events(gateway, order["id"]) == [
+                    (None, "pending_new"),
+                    ("pending_new", "new"),
+                    ("new", "filled"),
+                ]
+        gateway.agrees_with_the_order_log()
+    finally:
+        second.terminate()
+        second.wait(timeout=10)
+        await venue.aclose()

@@ -264,3 +264,43 @@ async def test_updated_at_never_goes_back_and_every_time_has_one_precision(
                 assert TIMESTAMP.fullmatch(order["updated_at"]), order
             assert filled["created_at"] == ack["created_at"]
             assert filled["updated_at"] >= ack["updated_at"] >= ack["created_at"]
+
+
+async def test_every_ending_has_its_whole_story_in_order_events(
+    gateway: Gateway, admin: httpx.AsyncClient
+) -> None:
+    """Partly filled then canceled, refused by a risk check, expired at the session's close
+    (filled and canceled ones: above; a broker's reject and an unknown outcome: in the
+    fault tests)."""
+    account = f"stories-{coid()}"
+    async with gateway.client(gateway.new_key(account)) as client:
+        await admin.put(f"/v1/risk/limits/{account}", json={"max_order_qty": "5000"})
+        partly = (await client.post("/v1/orders", json=limit("1", "JPM", qty="1000"))).json()
+        await admin.post("/v1/sim/prices", json={"symbol": "JPM", "price": "0.99"})
+        await admin.post("/v1/sim/prices", json={"symbol": "JPM", "price": "220"})
+        await eventually_status(client, partly["id"], "partially_filled")
+        assert (await client.delete(f"/v1/orders/{partly['id']}")).status_code == 200
+
+        refused = await client.post("/v1/orders", json=market(qty="6000"))
+        assert refused.status_code == 422
+
+        day = (await client.post("/v1/orders", json=limit("2", symbol="XOM"))).json()
+        await admin.post("/v1/sim/session-close")
+        await eventually_status(client, day["id"], "expired")
+
+    assert await order_events(gateway, partly["id"]) == [
+        (None, "pending_new"),
+        ("pending_new", "new"),
+        ("new", "partially_filled"),
+        ("partially_filled", "pending_cancel"),
+        ("pending_cancel", "canceled"),
+    ]
+    assert await order_events(gateway, refused.json()["order_id"]) == [
+        (None, "pending_new"),
+        ("pending_new", "rejected"),
+    ]
+    assert await order_events(gateway, day["id"]) == [
+        (None, "pending_new"),
+        ("pending_new", "new"),
+        ("new", "expired"),
+    ]

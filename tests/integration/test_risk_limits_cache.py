@@ -24,6 +24,7 @@ from app.storage.repositories import OrderRepository
 from app.storage.risk_repository import RiskRepository
 from app.storage.risk_state import RiskStore
 from tests.conftest import wait_for
+from tests.helpers.clock import MovableClock
 
 
 class GatedLimits(RiskRepository):
@@ -58,10 +59,12 @@ class Risk:
     repo: GatedLimits
     store: CountingStore
     account: str
+    clock: MovableClock
 
 
 @pytest.fixture
 async def risk(redis_server: EmbeddedRedis, tmp_path: Path) -> AsyncIterator[Risk]:
+    clock = MovableClock()
     settings = Settings()
     redis = open_commands(redis_server.url, settings)
     notices = open_redis(redis_server.url)
@@ -76,9 +79,10 @@ async def risk(redis_server: EmbeddedRedis, tmp_path: Path) -> AsyncIterator[Ris
         prices=ReferencePrices(redis, dict(settings.universe)),
         default_limits=settings.risk.default_limits,
         limits_ttl_s=2.0,
+        clock=clock,
     )
     # An account Redis has never seen: its first read rebuilds it from the database.
-    yield Risk(service, repo, store, f"cache-{secrets.token_hex(4)}")
+    yield Risk(service, repo, store, f"cache-{secrets.token_hex(4)}", clock)
     await service.close()
     await redis.close()
     await notices.aclose()
@@ -108,7 +112,7 @@ async def test_a_limit_change_is_not_answered_by_a_read_begun_before_it(risk: Ri
 
 async def test_an_account_in_use_is_refreshed_before_its_entry_expires(risk: Risk) -> None:
     await risk.service.limits(risk.account)
-    await asyncio.sleep(1.65)  # in the last fifth of the 2 s TTL (0.35 s before it ends)
+    risk.clock.advance(1.65)  # in the last fifth of the 2 s TTL (0.35 s before it ends)
     reads = risk.store.reads
     await risk.service.limits(risk.account)  # answered from the cache at once...
     assert risk.store.reads == reads
@@ -116,7 +120,7 @@ async def test_an_account_in_use_is_refreshed_before_its_entry_expires(risk: Ris
     async def refreshed() -> bool:
         return risk.store.reads == reads + 1  # ...while Redis is read in the background
 
-    await wait_for(refreshed, within=0.5, interval=0.01)
-    await asyncio.sleep(0.5)  # past the first entry's expiry: the refreshed entry serves
+    await wait_for(refreshed, within=5, interval=0.01)
+    risk.clock.advance(0.5)  # past the first entry's expiry: the refreshed entry serves
     await risk.service.limits(risk.account)
     assert risk.store.reads == reads + 1

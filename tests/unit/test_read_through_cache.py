@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from app.services.cache import ReadThroughCache
+from tests.helpers.clock import MovableClock as Clock
 
 
 class Source:
@@ -30,14 +31,6 @@ class Source:
         if self.fail:
             raise ConnectionError("source down")
         return f"{key}={value}"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
