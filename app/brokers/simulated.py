@@ -125,12 +125,12 @@ class SimulatedBroker:
             self._cancel, [SimKeys.order(order.account, order.client_order_id)], []
         )
         await self._network_delay()
-        status = result[0].decode()
-        if status == "canceled":
+        outcome = result[0].decode()
+        if outcome == "canceled":
             return CancelAck(True, OrderStatus.CANCELED, cum_qty=_unscaled(result[1]))
-        return CancelAck(
-            canceled=False, broker_status=None if status == "unknown" else OrderStatus(status)
-        )
+        if outcome == "ended":  # too late: it ended before this cancel reached it
+            return CancelAck(False, OrderStatus(result[1].decode()), _unscaled(result[2]))
+        return CancelAck(False, None)
 
     async def status(self, account: str, client_order_id: str) -> OrderStatus | None:
         value = await self._redis.execute("HGET", SimKeys.order(account, client_order_id), "status")

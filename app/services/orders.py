@@ -364,6 +364,10 @@ class OrderService:
                 done.append(result)
             elif isinstance(result, GatewayError):
                 log.info("cancel-all skipped %s: %s", order.id, result.detail)
+            elif isinstance(result, Exception):
+                # One order's failure must not leave the others live (a kill switch
+                # cancels through here); it stays as it is, for its reports or a retry.
+                log.error("cancel-all could not cancel %s", order.id, exc_info=result)
             elif isinstance(result, BaseException):
                 raise result
         return done

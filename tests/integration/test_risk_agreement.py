@@ -15,6 +15,7 @@ from app.storage.keys import RiskKeys
 from app.storage.redis_mux import MultiplexedRedis
 from app.storage.risk_state import RiskStore
 from tests.conftest import Gateway, Launch, wait_for
+from tests.helpers.problems import assert_problem
 from tests.helpers.processes import applier_of, stopped
 from tests.integration.test_orders import eventually_status, limit, market
 
@@ -146,4 +147,32 @@ async def test_a_reservation_no_order_stands_behind_is_released_by_the_sweep(
         await wait_for(only_the_live_order_reserved, within=5 + 0.5 + 10)
         again = await client.post("/v1/orders", json=resting_buy("1.00", "6"))
         assert again.status_code == 201, again.text
+    gateway.agrees_with_the_order_log()
+
+
+async def test_a_cancel_of_an_order_the_venue_already_ended_is_409_and_cancel_all_goes_on(
+    fresh: Launch,
+) -> None:
+    """An IOC's unfilled rest is canceled by the venue itself; with the applier held back
+    the log still says new. Canceling it is too late (409), not a failure, and a cancel-all
+    cancels the account's other orders regardless."""
+    gateway: Gateway = fresh()
+    assert gateway.process is not None
+    ioc = limit("200", symbol="AAPL", qty="5", tif="ioc")  # below 230: never fills
+    async with gateway.client(gateway.new_key("venue-ended")) as client:
+        resting = (await client.post("/v1/orders", json=resting_buy("1.00", "5"))).json()
+        with stopped(applier_of(gateway.process.pid)):
+            first = (await client.post("/v1/orders", json=ioc)).json()
+            assert first["status"] == "new"
+            too_late = await client.delete(f"/v1/orders/{first['id']}")
+            problem = assert_problem(too_late, 409, "order.not_cancelable")
+            assert problem["order_status"] == "canceled"
+
+            second = await client.post("/v1/orders", json={**ioc, "client_order_id": "x-2"})
+            assert second.status_code == 201
+            everything = await client.delete("/v1/orders")
+            assert everything.status_code == 200, everything.text
+            assert [o["id"] for o in everything.json()] == [resting["id"]]
+        for order in (first, second.json(), resting):
+            await eventually_status(client, order["id"], "canceled", within=10)
     gateway.agrees_with_the_order_log()
