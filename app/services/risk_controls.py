@@ -69,16 +69,18 @@ class RiskControlService:
         """Change only the limits ``patch`` names (a JSON merge patch) on every worker.
         Raises ``RequestInvalid`` if the result is not valid limits (nothing changes)."""
 
-        def change(current: RiskLimits | None) -> RiskLimits:
+        def change(current: RiskLimits) -> RiskLimits:
             try:
-                return patched_limits(current or self._default_limits, patch)
+                return patched_limits(current, patch)
             except ValidationError as exc:
                 raise RequestInvalid(
                     "the patched limits are not valid",
                     errors=validation_errors(exc.errors(), prefix=("body",)),
                 ) from exc
 
-        limits = await self._repo.change_limits(account, change, actor, datetime.now(UTC))
+        limits = await self._repo.change_limits(
+            account, change, self._default_limits, actor, datetime.now(UTC)
+        )
         return await self._apply_limits(actor, account, limits)
 
     async def _apply_limits(self, actor: str, account: str, limits: RiskLimits) -> RiskLimits:

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, union, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain.risk import RiskLimits
@@ -41,45 +42,58 @@ class RiskRepository:
     async def put_limits(self, account: str, limits: RiskLimits, actor: str, at: datetime) -> None:
         """Replace the account's limits and record who did it, in one transaction."""
         async with self._engine.begin() as conn:
+            await self._hold_row(conn, account, limits, actor, at)
             await self._write_limits(conn, account, limits, actor, at)
 
     async def change_limits(
         self,
         account: str,
-        change: Callable[[RiskLimits | None], RiskLimits],
+        change: Callable[[RiskLimits], RiskLimits],
+        initial: RiskLimits,
         actor: str,
         at: datetime,
     ) -> RiskLimits:
-        """Write ``change(the account's limits)``, read and written in one transaction that
-        holds the row from the start (concurrent changes apply one after the other)."""
+        """Write ``change(the account's limits)`` (``initial`` if it has none), read and
+        written in one transaction that holds the row from the start: concurrent changes
+        apply one after the other."""
         async with self._engine.begin() as conn:
-            # First a write: SQLite's write lock, PostgreSQL's row lock, before the read.
-            await conn.execute(
-                update(t.risk_limits)
-                .where(t.risk_limits.c.account == account)
-                .values(updated_at=t.risk_limits.c.updated_at)
-            )
+            await self._hold_row(conn, account, initial, actor, at)
             query = select(t.risk_limits.c.limits).where(t.risk_limits.c.account == account)
-            doc = (await conn.execute(query)).scalar_one_or_none()
-            limits = change(None if doc is None else RiskLimits.model_validate_json(doc))
+            doc = (await conn.execute(query)).scalar_one()
+            limits = change(RiskLimits.model_validate_json(doc))
             await self._write_limits(conn, account, limits, actor, at)
         return limits
+
+    async def _hold_row(
+        self, conn: AsyncConnection, account: str, initial: RiskLimits, actor: str, at: datetime
+    ) -> None:
+        """The account's row, created with ``initial`` if missing, and held by this
+        transaction (SQLite's write lock, PostgreSQL's row lock). Two first changes of an
+        account would otherwise both find no row: one failing its insert, or the later
+        overwriting the first with what it read before it."""
+        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        await conn.execute(
+            dialect_insert(t.risk_limits)
+            .values(
+                account=account, limits=initial.model_dump_json(), updated_at=at, updated_by=actor
+            )
+            .on_conflict_do_nothing(index_elements=["account"])
+        )
+        await conn.execute(
+            update(t.risk_limits)
+            .where(t.risk_limits.c.account == account)
+            .values(updated_at=t.risk_limits.c.updated_at)
+        )
 
     async def _write_limits(
         self, conn: AsyncConnection, account: str, limits: RiskLimits, actor: str, at: datetime
     ) -> None:
         doc = limits.model_dump_json()
-        changed = await conn.execute(
+        await conn.execute(
             update(t.risk_limits)
             .where(t.risk_limits.c.account == account)
             .values(limits=doc, updated_at=at, updated_by=actor)
         )
-        if changed.rowcount == 0:
-            await conn.execute(
-                insert(t.risk_limits).values(
-                    account=account, limits=doc, updated_at=at, updated_by=actor
-                )
-            )
         await _audit(conn, at, actor, "limits", ACCOUNT, account, json.loads(doc))
 
     async def set_kill_switch(

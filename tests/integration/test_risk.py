@@ -222,10 +222,13 @@ async def test_a_bad_patch_is_refused_and_changes_nothing(
     assert (await alice.patch(f"/v1/risk/limits/{account}", json={})).status_code == 403
 
 
-async def test_concurrent_patches_all_land(admin: httpx.AsyncClient) -> None:
-    """Each is read and written in one transaction: none overwrites another's change."""
+@pytest.mark.parametrize("first", [True, False], ids=["first-changes", "later-changes"])
+async def test_concurrent_patches_all_land(admin: httpx.AsyncClient, first: bool) -> None:
+    """Each is read and written in one transaction: none overwrites another's change, the
+    account's very first changes (no row yet to hold) included."""
     account = new_account("patch-race")
-    await put_limits(admin, account, max_order_qty="7")
+    if not first:
+        await put_limits(admin, account, max_order_qty="7")
     symbols = ["AAPL", "MSFT", "AMZN", "GOOGL", "NVDA", "SPY", "QQQ", "META", "TSLA", "JPM"]
     answers = await asyncio.gather(
         *(
@@ -240,6 +243,21 @@ async def test_concurrent_patches_all_land(admin: httpx.AsyncClient) -> None:
     assert {s: o["max_position"] for s, o in stored["symbols"].items()} == {
         s: str(n) for n, s in enumerate(symbols, start=1)
     }
+
+
+async def test_concurrent_first_replacements_of_an_accounts_limits_all_succeed(
+    admin: httpx.AsyncClient,
+) -> None:
+    account = new_account("put-race")
+    answers = await asyncio.gather(
+        *(
+            admin.put(f"/v1/risk/limits/{account}", json={"max_order_qty": str(n)})
+            for n in range(1, 11)
+        )
+    )
+    assert [a.status_code for a in answers] == [200] * 10, [a.text for a in answers]
+    stored = (await admin.get(f"/v1/risk/limits/{account}")).json()
+    assert stored["max_order_qty"] in {str(n) for n in range(1, 11)}
 
 
 # -- every check, with its code --------------------------------------------------------------
