@@ -5,7 +5,8 @@ The order log is the source of truth; Redis is its fast copy. A difference that 
 means a fill, a release or a reservation went missing on one side (``ordergate reconcile
 --check`` prints them). A moment's difference is normal under traffic: an order reserved
 but not yet written, a fill settled in Redis just before the applier commits it. So an
-account that differs is compared again, and only what persists is reported.
+account that differs is compared again, and only a difference that stays the same (the
+same order held differently, or the same amount apart) is reported.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class Difference:
     field: str
     redis: str
     order_log: str
+    drift: str  # what stays the same while it lasts: the amount apart, or both views
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.account, self.subject, self.field, self.drift)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +59,18 @@ def compare(account: str, implied: AccountImage, held: RiskSnapshot) -> list[Dif
             ("position", "open_buy", "open_sell"), mine, theirs, strict=True
         ):
             if redis_value != log_value:
-                found.append(Difference(account, symbol, name, _fmt(redis_value), _fmt(log_value)))
+                drift = _fmt(redis_value - log_value)
+                found.append(
+                    Difference(account, symbol, name, _fmt(redis_value), _fmt(log_value), drift)
+                )
     reserved = {r.client_order_id: (r.symbol, r.side, r.qty, r.filled) for r in held.reservations}
     open_orders = {coid: (s, side, q, f) for coid, s, side, q, f in implied.reservations}
     for coid in sorted(set(reserved) | set(open_orders)):
         mine_r, theirs_r = reserved.get(coid), open_orders.get(coid)
         if mine_r != theirs_r:
-            found.append(Difference(account, coid, "reservation", _order(mine_r), _order(theirs_r)))
+            in_redis, in_log = _order(mine_r), _order(theirs_r)
+            drift = f"{in_redis} / {in_log}"
+            found.append(Difference(account, coid, "reservation", in_redis, in_log, drift))
     return found
 
 
@@ -96,29 +107,26 @@ class RiskAudit:
 
     async def check(self, accounts: Iterable[str]) -> AuditResult:
         """Compare each account; one that differs is compared again (``RECHECKS`` times,
-        ``RECHECK_PAUSE_S`` apart) and reported only if it still differs."""
+        ``RECHECK_PAUSE_S`` apart), and a difference is reported only if every comparison
+        found it the same."""
         compared = sorted(set(accounts))
         not_loaded: list[str] = []
-        differing: dict[str, list[Difference]] = {}
+        lasting: dict[tuple[str, str, str, str], Difference] = {}
         for account in compared:
             held = await self._store.snapshot(account)
             if not held.built:
                 not_loaded.append(account)
                 continue
-            found = compare(account, await self._risk.image(account), held)
-            if found:
-                differing[account] = found
+            lasting |= {d.key: d for d in compare(account, await self._risk.image(account), held)}
         for _ in range(RECHECKS):
-            if not differing:
+            if not lasting:
                 break
             await asyncio.sleep(RECHECK_PAUSE_S)
-            for account in list(differing):
-                found = compare(
-                    account, await self._risk.image(account), await self._store.snapshot(account)
-                )
-                if found:
-                    differing[account] = found
-                else:
-                    del differing[account]
-        differences = [d for account in sorted(differing) for d in differing[account]]
-        return AuditResult(compared, not_loaded, differences)
+            again: dict[tuple[str, str, str, str], Difference] = {}
+            for account in sorted({key[0] for key in lasting}):
+                implied = await self._risk.image(account)
+                again |= {
+                    d.key: d for d in compare(account, implied, await self._store.snapshot(account))
+                }
+            lasting = {key: again[key] for key in lasting if key in again}
+        return AuditResult(compared, not_loaded, [lasting[key] for key in sorted(lasting)])
