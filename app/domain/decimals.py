@@ -1,5 +1,5 @@
-"""Exact decimals on the wire: how quantities and prices are read from JSON, and the one way
-every answer writes them.
+"""Exact decimals on the wire: how quantities and prices are read from JSON (``loads``, which
+every request body goes through), and the one way every answer writes them.
 
 Read: a string in the plain grammar ``-?digits[.digits]`` (ASCII digits, nothing else: no
 ``_``, no spaces, no exponent, no full-width digits), or a JSON number taken from its literal
@@ -37,8 +37,22 @@ class JsonNumber:
 def loads(body: str | bytes) -> Any:
     """JSON to Python, numbers with a fraction or an exponent kept as ``JsonNumber`` (their
     literal text) rather than floats; integers are ints (exact already). NaN and Infinity,
-    which are not JSON, are left for the validators to refuse."""
-    return json.loads(body, parse_float=JsonNumber, parse_constant=JsonNumber)
+    which are not JSON, are left for the validators to refuse. An object that names a key
+    twice is refused (``json.JSONDecodeError``): which of the two would a reader take?"""
+    return json.loads(
+        body, parse_float=JsonNumber, parse_constant=JsonNumber, object_pairs_hook=_unique_keys
+    )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise json.JSONDecodeError(f"the key {key!r} appears twice", "", 0)
+            seen.add(key)
+    return members
 
 
 def parse(value: object) -> object:

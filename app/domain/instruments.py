@@ -24,14 +24,20 @@ def decimal_places(value: Decimal) -> int:
 def check_precision(intent: OrderIntent, instrument: Instrument) -> None:
     """Refuse a quantity or price finer than the symbol allows (no rounding: the order is
     the client's, to the last digit), naming the field."""
-    fields: list[tuple[str, Decimal | None, int]] = [
-        ("qty", intent.qty, instrument.qty_decimals),
-        ("limit_price", intent.limit_price, instrument.price_decimals),
-    ]
-    for name, value, allowed in fields:
-        if value is not None and decimal_places(value) > allowed:
-            message = f"{instrument.symbol} allows {allowed} decimal places in {name}"
-            raise InvalidOrder(
-                f"{name} {value} is finer than {message}",
-                errors=[{"loc": ["body", name], "msg": message, "type": "decimal_places"}],
-            )
+    _check_places("qty", intent.qty, instrument.qty_decimals, instrument.symbol)
+    if intent.limit_price is not None:
+        _check_places("limit_price", intent.limit_price, instrument.price_decimals, intent.symbol)
+
+
+def check_price(name: str, price: Decimal, instrument: Instrument) -> None:
+    """Refuse a price finer than the symbol's tick (a reference price, say), naming it."""
+    _check_places(name, price, instrument.price_decimals, instrument.symbol)
+
+
+def _check_places(name: str, value: Decimal, allowed: int, symbol: str) -> None:
+    if decimal_places(value) > allowed:
+        message = f"{symbol} allows {allowed} decimal places in {name}"
+        raise InvalidOrder(
+            f"{name} {value} is finer than {message}",
+            errors=[{"loc": ["body", name], "msg": message, "type": "decimal_places"}],
+        )

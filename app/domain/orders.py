@@ -9,7 +9,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, NamedTuple, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from app.domain.decimals import ExactDecimal
 from app.domain.status import OrderStatus, check_transition
@@ -77,7 +77,7 @@ class OrderIntent(BaseModel):
     client_order_id: ClientOrderId | None = None
     # The same symbol, side, qty and price again within the duplicate window is refused
     # as an accident unless the sender says it means it.
-    allow_duplicate: bool = False
+    allow_duplicate: StrictBool = False
 
     @model_validator(mode="after")
     def _price_matches_type(self) -> Self:

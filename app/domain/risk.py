@@ -13,7 +13,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from app.domain.decimals import ExactDecimal
 from app.domain.errors import RiskRejected
@@ -25,6 +25,16 @@ LimitNotional = Annotated[
     ExactDecimal, Field(ge=0, le=MAX_QTY * MAX_PRICE, decimal_places=2, allow_inf_nan=False)
 ]
 MAX_SYMBOL_LIST = 1000
+
+
+def _not_a_boolean(value: object) -> object:
+    # JSON true is not 1 here (pydantic's lax mode would take it as one).
+    if isinstance(value, bool):
+        raise ValueError("a whole number is expected, not a boolean")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_not_a_boolean)]
 
 
 class TradingState(StrEnum):
@@ -51,11 +61,11 @@ class RiskLimits(BaseModel):
     max_order_notional: LimitNotional | None = None
     max_position: LimitQty | None = None
     max_gross_notional: LimitNotional | None = None
-    max_open_orders: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    max_open_orders: Annotated[Count, Field(ge=0, le=1_000_000)] | None = None
     price_collar_pct: (
         Annotated[ExactDecimal, Field(gt=0, le=1000, decimal_places=4, allow_inf_nan=False)] | None
     ) = None
-    duplicate_window_ms: Annotated[int, Field(ge=0, le=86_400_000)] | None = None
+    duplicate_window_ms: Annotated[Count, Field(ge=0, le=86_400_000)] | None = None
     allowed_symbols: Annotated[list[Symbol], Field(max_length=MAX_SYMBOL_LIST)] | None = None
     blocked_symbols: Annotated[list[Symbol], Field(max_length=MAX_SYMBOL_LIST)] | None = None
     trading_state: TradingState = TradingState.ACTIVE

@@ -9,12 +9,13 @@ of that turn. Nothing waits longer than the turn it was written in.
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.config import get_settings
-from app.domain.errors import GatewayError, RequestHeadTooLarge, RequestTimedOut
+from app.domain.errors import GatewayError, HttpProblem, RequestHeadTooLarge, RequestTimedOut
 from app.domain.views import PROBLEM_JSON, render_problem
 
 
@@ -126,6 +127,10 @@ class GatewayHttpProtocol(CoalescingHttpToolsProtocol):
             self._deadline.cancel()
             self._deadline = None
 
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's own answer to a request it cannot parse, as a problem like every other.
+        self._refuse(HttpProblem(400, msg))
+
     def handle_websocket_upgrade(self) -> None:
         self._disarm()  # the connection is the WebSocket protocol's from here
         super().handle_websocket_upgrade()
@@ -147,7 +152,7 @@ class GatewayHttpProtocol(CoalescingHttpToolsProtocol):
         self._disarm()
         body = render_problem(error).encode()
         head = (
-            f"HTTP/1.1 {error.status} {error.title}\r\n"
+            f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n"
             f"content-type: {PROBLEM_JSON}\r\ncontent-length: {len(body)}\r\n"
             "connection: close\r\n\r\n"
         ).encode()

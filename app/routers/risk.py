@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Body, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from app.deps import AdminDep, PrincipalDep, ServicesDep
 from app.domain.accounts import ACCOUNT_PATTERN
@@ -68,8 +68,8 @@ class KillSwitchRequest(BaseModel):
 
     scope: Literal["global", "account"]
     account: Annotated[str, Field(pattern=ACCOUNT_PATTERN)] | None = None
-    active: bool
-    cancel_open: bool = True
+    active: StrictBool
+    cancel_open: StrictBool = True
 
     @model_validator(mode="after")
     def _account_matches_scope(self) -> Self:

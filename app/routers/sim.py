@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 
 from app.deps import AdminDep, ServicesDep
 from app.domain.decimals import ExactDecimal
+from app.domain.instruments import check_price
 from app.domain.orders import Price, Symbol
 from app.routers.asgi import ExactJsonRoute
 from app.routers.problems import problem_responses
@@ -35,7 +36,7 @@ async def set_reference_price(
     update: PriceUpdate, _: AdminDep, services: ServicesDep
 ) -> MatchResult:
     """Move a symbol's reference price; resting orders it crosses fill."""
-    services.symbols.get(update.symbol)  # UnknownSymbol if not traded here
+    check_price("price", update.price, services.symbols.get(update.symbol))
     # The paper exchange's price moves are this deployment's market data: the last trade.
     await services.risk.prices.record_last_trade(update.symbol, update.price)
     matched = await services.broker.set_reference_price(update.symbol, update.price)

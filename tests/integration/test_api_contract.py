@@ -271,6 +271,7 @@ BAD_BODIES: list[tuple[str, Any]] = [
     ("null body", None),
     ("negative price", limit("-5")),
     ("bad client_order_id", market(client_order_id="has space")),
+    ("number as allow_duplicate", market(allow_duplicate=1)),
 ]
 
 
@@ -297,7 +298,17 @@ async def test_unknown_symbol_is_rejected_before_anything_happens(alice: httpx.A
     assert await order_count(alice) == before
 
 
-@pytest.mark.parametrize("payload", [b"{not json", b'{"symbol": "AAPL",', b"\xff\xfe", b""])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{not json",
+        b'{"symbol": "AAPL",',
+        b"\xff\xfe",
+        b"",
+        # A key twice: which would a reader take? (the last one placed an MSFT order)
+        b'{"symbol": "AAPL", "side": "buy", "qty": "1", "symbol": "MSFT"}',
+    ],
+)
 async def test_malformed_json_is_a_422_problem(alice: httpx.AsyncClient, payload: bytes) -> None:
     before = await order_count(alice)
     response = await alice.post(

@@ -142,3 +142,12 @@ async def test_silent_and_idle_connections_are_closed(connect: object) -> None:
     await idle.send(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
     assert (await idle.answer())[0] == 200
     assert await idle.closed_within(KEEP_ALIVE_S + SLACK_S) >= KEEP_ALIVE_S - 0.1
+
+
+async def test_a_request_the_server_cannot_parse_is_a_400_problem(connect: object) -> None:
+    connection: Connection = await connect()  # type: ignore[operator]
+    await connection.send(b"FOO /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+    status, headers, body = await connection.answer()
+    assert status == 400
+    assert headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["code"] == "http.400"

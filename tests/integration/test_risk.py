@@ -143,6 +143,8 @@ async def test_only_admins_change_limits_and_only_admins_read_other_accounts(
         {"allowed_symbols": ["not a symbol"]},
         {"symbols": {"AAPL": {"max_order_qty": "1", "color": "red"}}},
         {"max_leverage": "3"},
+        {"max_open_orders": True},  # not 1
+        {"duplicate_window_ms": False},  # not 0
     ],
 )
 async def test_bad_limits_are_refused_and_change_nothing(
@@ -206,6 +208,7 @@ async def test_a_patch_of_an_account_without_limits_starts_from_the_defaults(
         {"max_leverage": "3"},
         {"symbols": {"AAPL": {"color": "red"}}},
         {"trading_state": "sleeping"},
+        {"max_open_orders": True},
     ],
 )
 async def test_a_bad_patch_is_refused_and_changes_nothing(
@@ -361,6 +364,10 @@ async def test_open_orders_count_toward_the_position_limit_until_canceled(
     await put_limits(admin, account, max_position="10")
     resting = await accepted(client, limit("1.00", symbol="AAPL", qty="6"))  # rests: far below
     await rejected_with(client, limit("1.00", symbol="AAPL", qty="5"), "risk.position_limit")
+    refused = (await client.post("/v1/orders", json=limit("1.00", symbol="AAPL", qty="4.5"))).json()
+    # The quantities as they were sent, not as the risk state scales them.
+    assert refused["detail"].startswith("AAPL position would reach 10.5 "), refused
+    assert refused["detail"].endswith("limit 10"), refused
     assert (await client.delete(f"/v1/orders/{resting['id']}")).status_code == 200
     await accepted(client, limit("1.00", symbol="AAPL", qty="5"))
 
@@ -570,6 +577,7 @@ async def test_global_kill_switch_stops_every_account_on_every_worker(
         {"scope": "global", "account": "alice", "active": True},
         {"scope": "planet", "active": True},
         {"scope": "global"},
+        {"scope": "global", "active": 1},  # JSON's true is not 1
     ],
 )
 async def test_bad_kill_switch_requests_are_refused(

@@ -41,6 +41,12 @@ async def test_a_price_finer_than_the_tick_is_refused_naming_the_field(
     assert (await alice.post("/v1/orders", json=limit("1.01", symbol="IWM"))).status_code == 201
 
 
+async def test_a_reference_price_finer_than_the_tick_is_refused(admin: httpx.AsyncClient) -> None:
+    moved = await admin.post("/v1/sim/prices", json={"symbol": "GOOGL", "price": "170.005"})
+    problem = assert_problem(moved, 422, "order.invalid")
+    assert [e["loc"] for e in problem["errors"]] == [["body", "price"]]
+
+
 async def test_a_symbols_own_decimals_are_configurable(fresh: Launch) -> None:
     gateway = fresh(ORDERGATE_SYMBOL_DECIMALS='{"SPY": {"qty": 0}}')  # whole SPY shares only
     async with gateway.client(gateway.new_key("whole")) as client:

@@ -12,6 +12,14 @@ local function fmt(n)
   return string.format('%d', n)
 end
 
+-- A scaled quantity as people write it, for messages: 75000000000 -> 75000, 1500000 -> 1.5.
+local function qty_text(n)
+  local text = string.format('%.6f', n / SCALE)
+  text = string.gsub(text, '0+$', '')
+  text = string.gsub(text, '%.$', '')
+  return text
+end
+
 local function num(v)
   if not v then
     return 0

@@ -68,7 +68,7 @@ if limit then
   if (side == 'buy' and pos + buys > limit) or (side == 'sell' and pos - sells < -limit) then
     return {'reject', 'risk.position_limit', string.format(
       '%s position would reach %s (open orders counted as filled); limit %s', sym,
-      fmt(side == 'buy' and pos + buys or pos - sells), fmt(limit))}
+      qty_text(side == 'buy' and pos + buys or pos - sells), qty_text(limit))}
   end
 end
 
