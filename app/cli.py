@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.storage.embedded_redis import EmbeddedRedis
+    from app.redisio.embedded import EmbeddedRedis
 
     settings = get_settings()
     # uvicorn shuts down on SIGTERM and then raises the signal again for the handler it
@@ -129,10 +129,11 @@ def reconcile(args: argparse.Namespace) -> int:
     from app.services.prices import ReferencePrices
     from app.services.risk import RiskService
     from app.services.risk_audit import AuditResult, RiskAudit
-    from app.storage.database import create_engine
-    from app.storage.repositories import OrderRepository
-    from app.storage.risk_repository import RiskRepository
-    from app.storage.risk_state import RiskStore
+    from app.storage.redis.last_trades import LastTrades
+    from app.storage.redis.risk_state import RiskStore
+    from app.storage.sql.database import create_engine
+    from app.storage.sql.repositories import OrderRepository
+    from app.storage.sql.risk_repository import RiskRepository
 
     settings = get_settings()
     redis_url = settings.redis_url or _private_redis_url(settings)
@@ -162,7 +163,7 @@ def reconcile(args: argparse.Namespace) -> int:
                 store=store,
                 risk_repo=repo,
                 orders=orders,
-                prices=ReferencePrices(redis, dict(settings.universe)),
+                prices=ReferencePrices(LastTrades(redis), dict(settings.universe)),
                 default_limits=settings.risk.default_limits,
             )
             accounts = args.account or (await repo.known_accounts() | await store.accounts())
@@ -299,8 +300,8 @@ def migrate(args: argparse.Namespace) -> int:
 
 def _run_with_keys(settings: Settings, action: str, **kwargs: str) -> str:
     from app.services.auth import ApiKeyService, Role
-    from app.storage.database import create_engine
-    from app.storage.repositories import ApiKeyRepository
+    from app.storage.sql.database import create_engine
+    from app.storage.sql.repositories import ApiKeyRepository
 
     async def run() -> str:
         engine = create_engine(settings.effective_database_url)

@@ -13,12 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.brokers.simulated import SimulatedBroker
 from app.config import Settings
 from app.domain.errors import NotAuthenticated
+from app.redisio.multiplexed import MultiplexedRedis
 from app.services.auth import ApiKeyService, Principal, Role
 from app.services.orders import OrderService
 from app.services.risk import RiskService
 from app.services.risk_controls import RiskControlService
 from app.services.symbols import SymbolCatalog
-from app.storage.redis_mux import MultiplexedRedis
 
 
 @dataclass(slots=True)

@@ -41,9 +41,10 @@ from app.services.prices import ReferencePrices
 from app.services.risk import RiskService
 from app.services.risk_controls import RiskControlService
 from app.services.symbols import SymbolCatalog
-from app.storage.idempotency import IdempotencyStore
-from app.storage.repositories import ApiKeyRepository
-from app.storage.risk_repository import RiskRepository
+from app.storage.redis.idempotency import IdempotencyStore
+from app.storage.redis.last_trades import LastTrades
+from app.storage.sql.repositories import ApiKeyRepository
+from app.storage.sql.risk_repository import RiskRepository
 
 log = logging.getLogger("ordergate")
 
@@ -62,7 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         stack.push_async_callback(idempotency.close)
         risk_repo = RiskRepository(core.engine)
-        prices = ReferencePrices(core.redis, dict(settings.universe))
+        prices = ReferencePrices(LastTrades(core.redis), dict(settings.universe))
         symbols = SymbolCatalog(settings.instruments(), prices)
         risk = RiskService(
             notices=core.redis_blocking,

@@ -15,14 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.brokers.simulated import SimulatedBroker
 from app.config import Settings
+from app.redisio.embedded import EmbeddedRedis
+from app.redisio.multiplexed import MultiplexedRedis
 from app.services.executions import ExecutionApplier
-from app.services.leader import Lease
-from app.storage.database import create_engine, create_writer_engine
-from app.storage.embedded_redis import EmbeddedRedis
-from app.storage.order_log import OrderLog
-from app.storage.redis_mux import MultiplexedRedis
-from app.storage.repositories import OrderRepository
-from app.storage.risk_state import RiskStore
+from app.storage.redis.lease import Lease
+from app.storage.redis.risk_state import RiskStore
+from app.storage.sql.database import create_engine, create_writer_engine
+from app.storage.sql.order_log import OrderLog
+from app.storage.sql.repositories import OrderRepository
 
 log = logging.getLogger(__name__)
 

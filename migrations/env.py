@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from app.config import get_settings
-from app.storage.database import create_engine, is_sqlite
-from app.storage.tables import metadata
+from app.storage.sql.database import create_engine, is_sqlite
+from app.storage.sql.tables import metadata
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or get_settings().effective_database_url

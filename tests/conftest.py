@@ -22,7 +22,7 @@ import pytest
 import redis
 from sqlalchemy import make_url
 
-from app.storage.embedded_redis import EmbeddedRedis
+from app.redisio.embedded import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parent.parent
 

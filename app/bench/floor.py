@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.domain.orders import OrderIntent
-from app.storage.redis_mux import MultiplexedRedis
+from app.redisio.multiplexed import MultiplexedRedis
 
 SEQUENCE_KEY = "bench:floor:seq"
 

@@ -39,7 +39,7 @@ from app.bench.procs import (
 )
 from app.bench.report import BenchReport, Row, format_table
 from app.bench.wire import json_post_template
-from app.storage.embedded_redis import EmbeddedRedis
+from app.redisio.embedded import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"

@@ -48,17 +48,18 @@ from app.config import Settings, get_settings
 from app.domain.errors import RiskRejected
 from app.domain.orders import OrderIntent, OrderType, Side
 from app.domain.risk import RiskLimits, SymbolLimits
+from app.redisio.embedded import EmbeddedRedis
+from app.redisio.multiplexed import MultiplexedRedis
 from app.runtime import open_commands, open_redis
 from app.services.prices import ReferencePrices
 from app.services.risk import RiskService
-from app.storage.database import create_engine
-from app.storage.embedded_redis import EmbeddedRedis
-from app.storage.keys import RiskKeys
-from app.storage.redis_mux import MultiplexedRedis
-from app.storage.repositories import OrderRepository
-from app.storage.risk_repository import RiskRepository
-from app.storage.risk_state import AccountImage, RiskStore, Settlement
-from app.storage.tables import metadata
+from app.storage.redis.keys import RiskKeys
+from app.storage.redis.last_trades import LastTrades
+from app.storage.redis.risk_state import AccountImage, RiskStore, Settlement
+from app.storage.sql.database import create_engine
+from app.storage.sql.repositories import OrderRepository
+from app.storage.sql.risk_repository import RiskRepository
+from app.storage.sql.tables import metadata
 
 ROUND_S = 0.5  # floor and decision take turns in rounds this long
 FLOOR_KEY = "bench:risk:floor"
@@ -276,7 +277,7 @@ async def measure_risk(
             store=store,
             risk_repo=risk_repo,
             orders=OrderRepository(engine),
-            prices=ReferencePrices(redis, prices),
+            prices=ReferencePrices(LastTrades(redis), prices),
             default_limits=settings.risk.default_limits,
             limits_ttl_s=settings.risk.limits_cache_ttl_s,
         )

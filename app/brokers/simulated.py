@@ -22,9 +22,9 @@ from app.brokers.base import BrokerTransportError, CancelAck, PlacementAck, Repo
 from app.config import SimulatedBrokerSettings
 from app.domain.orders import QTY_DECIMALS, ExecutionReport, Order, Side
 from app.domain.status import OrderStatus
-from app.storage.keys import SimKeys
-from app.storage.redis_mux import LuaScript, MultiplexedRedis, pairs
-from app.storage.scripts import load_script
+from app.redisio.multiplexed import LuaScript, MultiplexedRedis, pairs
+from app.storage.redis.keys import SimKeys
+from app.storage.redis.scripts import load_script
 
 _SCALE = Decimal(10) ** QTY_DECIMALS
 

@@ -17,7 +17,7 @@ from app.domain.views import Timestamp
 from app.routers.asgi import ExactJsonRoute
 from app.routers.problems import problem_responses
 from app.services.auth import Principal, Role
-from app.storage.risk_state import RiskSnapshot
+from app.storage.redis.risk_state import RiskSnapshot
 
 router = APIRouter(prefix="/v1/risk", tags=["risk"], route_class=ExactJsonRoute)
 

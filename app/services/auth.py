@@ -14,7 +14,7 @@ from app.domain.accounts import check_account_name
 from app.domain.errors import Forbidden, NotAuthenticated
 from app.domain.ids import new_id
 from app.services.cache import ReadThroughCache
-from app.storage.repositories import ApiKeyRepository
+from app.storage.sql.repositories import ApiKeyRepository
 
 
 class Role(StrEnum):

@@ -17,10 +17,10 @@ from decimal import Decimal
 from app.brokers.base import Broker
 from app.domain.orders import ExecutionReport, Order, OrderReason
 from app.domain.status import OrderStatus
-from app.services.leader import Lease
-from app.storage.order_log import OrderLog
-from app.storage.repositories import OrderRepository
-from app.storage.risk_state import RiskStore, Settlement
+from app.storage.redis.lease import Lease
+from app.storage.redis.risk_state import RiskStore, Settlement
+from app.storage.sql.order_log import OrderLog
+from app.storage.sql.repositories import OrderRepository
 
 log = logging.getLogger(__name__)
 

@@ -41,9 +41,9 @@ from app.domain.status import OrderStatus
 from app.domain.views import render_order, render_problem
 from app.services.risk import RiskService
 from app.services.symbols import SymbolCatalog
-from app.storage.idempotency import Answer, IdempotencyStore, KeyClaim, KeyHeld
-from app.storage.order_log import OrderLog
-from app.storage.repositories import OrderRepository
+from app.storage.redis.idempotency import Answer, IdempotencyStore, KeyClaim, KeyHeld
+from app.storage.sql.order_log import OrderLog
+from app.storage.sql.repositories import OrderRepository
 
 log = logging.getLogger(__name__)
 

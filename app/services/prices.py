@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from redis.exceptions import RedisError
 
-from app.storage.keys import LAST_TRADES
-from app.storage.redis_mux import MultiplexedRedis, pairs
+from app.storage.redis.last_trades import LastTrades
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +19,11 @@ log = logging.getLogger(__name__)
 class ReferencePrices:
     def __init__(
         self,
-        redis: MultiplexedRedis,
+        last_trades: LastTrades,
         configured: dict[str, Decimal],
         refresh_interval_s: float = 0.25,
     ) -> None:
-        self._redis = redis
+        self._last_trades = last_trades
         self._configured = dict(configured)
         self._last: dict[str, Decimal] = {}
         self._interval_s = refresh_interval_s
@@ -34,16 +33,11 @@ class ReferencePrices:
         return self._last.get(symbol) or self._configured.get(symbol)
 
     async def record_last_trade(self, symbol: str, price: Decimal) -> None:
-        await self._redis.execute("HSET", LAST_TRADES, symbol, format(price, "f"))
+        await self._last_trades.record(symbol, price)
         self._last[symbol] = price
 
     async def refresh(self) -> None:
-        raw = pairs(await self._redis.execute("HGETALL", LAST_TRADES))
-        last: dict[str, Decimal] = {}
-        for symbol, value in raw.items():
-            with contextlib.suppress(InvalidOperation, UnicodeDecodeError):
-                last[_text(symbol)] = Decimal(_text(value))
-        self._last = last
+        self._last = await self._last_trades.all()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="reference-prices")
@@ -61,7 +55,3 @@ class ReferencePrices:
             except RedisError as exc:
                 log.debug("reference prices not refreshed: %r", exc)
             await asyncio.sleep(self._interval_s)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

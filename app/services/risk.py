@@ -26,11 +26,11 @@ from app.domain.risk import RiskLimits, check_static, duplicate_signature
 from app.services.cache import ReadThroughCache
 from app.services.metrics import RISK_ACCEPTED, RISK_DECISIONS
 from app.services.prices import ReferencePrices
-from app.storage.idempotency import KeyClaim
-from app.storage.keys import RiskKeys
-from app.storage.repositories import OrderRepository
-from app.storage.risk_repository import RiskRepository
-from app.storage.risk_state import AccountImage, RiskStore, Settlement
+from app.storage.redis.idempotency import KeyClaim
+from app.storage.redis.keys import RiskKeys
+from app.storage.redis.risk_state import AccountImage, RiskStore, Settlement
+from app.storage.sql.repositories import OrderRepository
+from app.storage.sql.risk_repository import RiskRepository
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from app.domain.orders import Side
 from app.services.risk import RiskService
-from app.storage.risk_state import AccountImage, RiskSnapshot, RiskStore
+from app.storage.redis.risk_state import AccountImage, RiskSnapshot, RiskStore
 
 RECHECKS = 3
 RECHECK_PAUSE_S = 0.5

@@ -17,8 +17,8 @@ from app.domain.errors import RequestInvalid, validation_errors
 from app.domain.risk import RiskLimits, patched_limits
 from app.services.orders import OrderService
 from app.services.risk import RiskService
-from app.storage.risk_repository import ACCOUNT, GLOBAL, KillSwitchRow, RiskRepository
-from app.storage.risk_state import RiskSnapshot, RiskStore
+from app.storage.redis.risk_state import RiskSnapshot, RiskStore
+from app.storage.sql.risk_repository import ACCOUNT, GLOBAL, KillSwitchRow, RiskRepository
 
 log = logging.getLogger(__name__)
 

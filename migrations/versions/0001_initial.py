@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.storage.tables
+import app.storage.sql.tables
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -26,8 +26,8 @@ def upgrade() -> None:
         sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("account", sa.String(length=64), nullable=False),
         sa.Column("role", sa.String(length=16), nullable=False),
-        sa.Column("created_at", app.storage.tables.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", app.storage.tables.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", app.storage.sql.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", app.storage.sql.tables.UtcDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("key_hash"),
     )
@@ -41,26 +41,34 @@ def upgrade() -> None:
         sa.Column("client_order_id", sa.String(length=64), nullable=False),
         sa.Column("symbol", sa.String(length=16), nullable=False),
         sa.Column("side", sa.String(length=4), nullable=False),
-        sa.Column("qty", app.storage.tables.ExactDecimal(precision=38, scale=12), nullable=False),
+        sa.Column(
+            "qty", app.storage.sql.tables.ExactDecimal(precision=38, scale=12), nullable=False
+        ),
         sa.Column("type", sa.String(length=8), nullable=False),
         sa.Column(
-            "limit_price", app.storage.tables.ExactDecimal(precision=38, scale=12), nullable=True
+            "limit_price",
+            app.storage.sql.tables.ExactDecimal(precision=38, scale=12),
+            nullable=True,
         ),
         sa.Column("time_in_force", sa.String(length=4), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column(
-            "filled_qty", app.storage.tables.ExactDecimal(precision=38, scale=12), nullable=False
+            "filled_qty",
+            app.storage.sql.tables.ExactDecimal(precision=38, scale=12),
+            nullable=False,
         ),
         sa.Column(
-            "avg_fill_price", app.storage.tables.ExactDecimal(precision=38, scale=12), nullable=True
+            "avg_fill_price",
+            app.storage.sql.tables.ExactDecimal(precision=38, scale=12),
+            nullable=True,
         ),
         sa.Column("reject_reason", sa.String(length=64), nullable=True),
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("exec_seq", sa.Integer(), nullable=False),
         sa.Column("ack_status", sa.Integer(), nullable=True),
         sa.Column("ack_body", sa.Text(), nullable=True),
-        sa.Column("created_at", app.storage.tables.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.storage.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.storage.sql.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.storage.sql.tables.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("account", "client_order_id", name="uq_orders_account_client_order_id"),
     )
@@ -72,14 +80,18 @@ def upgrade() -> None:
         "positions",
         sa.Column("account", sa.String(length=64), nullable=False),
         sa.Column("symbol", sa.String(length=16), nullable=False),
-        sa.Column("qty", app.storage.tables.ExactDecimal(precision=38, scale=12), nullable=False),
         sa.Column(
-            "avg_price", app.storage.tables.ExactDecimal(precision=38, scale=12), nullable=False
+            "qty", app.storage.sql.tables.ExactDecimal(precision=38, scale=12), nullable=False
         ),
         sa.Column(
-            "realized_pnl", app.storage.tables.ExactDecimal(precision=38, scale=12), nullable=False
+            "avg_price", app.storage.sql.tables.ExactDecimal(precision=38, scale=12), nullable=False
         ),
-        sa.Column("updated_at", app.storage.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "realized_pnl",
+            app.storage.sql.tables.ExactDecimal(precision=38, scale=12),
+            nullable=False,
+        ),
+        sa.Column("updated_at", app.storage.sql.tables.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("account", "symbol"),
     )
     op.create_table(
@@ -95,9 +107,13 @@ def upgrade() -> None:
         sa.Column("account", sa.String(length=64), nullable=False),
         sa.Column("symbol", sa.String(length=16), nullable=False),
         sa.Column("side", sa.String(length=4), nullable=False),
-        sa.Column("qty", app.storage.tables.ExactDecimal(precision=38, scale=12), nullable=False),
-        sa.Column("price", app.storage.tables.ExactDecimal(precision=38, scale=12), nullable=False),
-        sa.Column("at", app.storage.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "qty", app.storage.sql.tables.ExactDecimal(precision=38, scale=12), nullable=False
+        ),
+        sa.Column(
+            "price", app.storage.sql.tables.ExactDecimal(precision=38, scale=12), nullable=False
+        ),
+        sa.Column("at", app.storage.sql.tables.UtcDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["order_id"],
             ["orders.id"],
@@ -121,7 +137,7 @@ def upgrade() -> None:
         sa.Column("to_status", sa.String(length=16), nullable=False),
         sa.Column("reason", sa.String(length=64), nullable=True),
         sa.Column("exec_id", sa.String(length=64), nullable=True),
-        sa.Column("at", app.storage.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("at", app.storage.sql.tables.UtcDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["order_id"],
             ["orders.id"],

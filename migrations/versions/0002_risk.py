@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.storage.tables
+import app.storage.sql.tables
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -23,7 +23,7 @@ def upgrade() -> None:
         "risk_limits",
         sa.Column("account", sa.String(length=64), nullable=False),
         sa.Column("limits", sa.Text(), nullable=False),
-        sa.Column("updated_at", app.storage.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.storage.sql.tables.UtcDateTime(timezone=True), nullable=False),
         sa.Column("updated_by", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("account"),
     )
@@ -33,7 +33,7 @@ def upgrade() -> None:
         sa.Column("account", sa.String(length=64), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("generation", sa.BigInteger(), nullable=False),
-        sa.Column("updated_at", app.storage.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.storage.sql.tables.UtcDateTime(timezone=True), nullable=False),
         sa.Column("updated_by", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("scope", "account"),
     )
@@ -45,7 +45,7 @@ def upgrade() -> None:
             autoincrement=True,
             nullable=False,
         ),
-        sa.Column("at", app.storage.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("at", app.storage.sql.tables.UtcDateTime(timezone=True), nullable=False),
         sa.Column("actor", sa.String(length=64), nullable=False),
         sa.Column("action", sa.String(length=32), nullable=False),
         sa.Column("scope", sa.String(length=8), nullable=False),

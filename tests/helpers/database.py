@@ -6,8 +6,8 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
-from app.storage.database import create_engine
-from app.storage.tables import order_events, orders
+from app.storage.sql.database import create_engine
+from app.storage.sql.tables import order_events, orders
 
 
 async def order_story(database_url: str, order_id: str) -> list[tuple[str | None, str, str | None]]:

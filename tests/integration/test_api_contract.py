@@ -14,7 +14,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app.storage.keys import RiskKeys
+from app.storage.redis.keys import RiskKeys
 from tests.conftest import Gateway, wait_for
 from tests.integration.test_orders import coid, eventually_status, limit, market
 
@@ -87,8 +87,8 @@ async def test_revoked_key_is_refused(gateway: Gateway) -> None:
     # `keys create` prints only the key; find its id the way an operator would, in the table.
     from sqlalchemy import select
 
-    from app.storage.database import create_engine
-    from app.storage.tables import api_keys
+    from app.storage.sql.database import create_engine
+    from app.storage.sql.tables import api_keys
 
     engine = create_engine(gateway.database_url)
     async with engine.connect() as conn:
@@ -228,7 +228,7 @@ async def test_idempotency_survives_redis_forgetting_the_key(gateway: Gateway) -
     """The database's unique (account, client_order_id) is the backstop."""
     import redis.asyncio as aioredis
 
-    from app.storage import keys
+    from app.storage.redis import keys
 
     async with gateway.client(gateway.new_key("forgetful")) as client:
         body = limit("4", symbol="AAPL")

@@ -13,8 +13,8 @@ from sqlalchemy.exc import OperationalError
 from app.bench.risk import create_database
 from app.domain.errors import NotAuthenticated
 from app.services.auth import ApiKeyService, Role
-from app.storage.database import create_engine
-from app.storage.repositories import ApiKeyRecord, ApiKeyRepository
+from app.storage.sql.database import create_engine
+from app.storage.sql.repositories import ApiKeyRecord, ApiKeyRepository
 from tests.conftest import wait_for
 from tests.helpers.clock import MovableClock
 

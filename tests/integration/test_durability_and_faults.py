@@ -22,9 +22,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from app.storage.embedded_redis import EmbeddedRedis
-from app.storage.keys import SimKeys
-from app.storage.keys import leader as leader_key
+from app.redisio.embedded import EmbeddedRedis
+from app.storage.redis.keys import SimKeys
+from app.storage.redis.keys import leader as leader_key
 from tests.conftest import DatabaseFactory, Gateway, Launch, _backends, launch_gateway, wait_for
 from tests.helpers import processes
 from tests.helpers.problems import assert_problem

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.storage.embedded_redis import find_redis_server
+from app.redisio.embedded import find_redis_server
 from tests.conftest import REPO, DatabaseFactory, launch_gateway
 from tests.integration.test_orders import eventually_status, market
 

@@ -16,8 +16,8 @@ import pytest
 from app.bench.risk import create_database
 from app.domain.orders import ExecutionReport, Order, OrderType, Side, TimeInForce
 from app.domain.status import OrderStatus
-from app.storage.database import create_writer_engine
-from app.storage.order_log import OrderLog, checkpoint
+from app.storage.sql.database import create_writer_engine
+from app.storage.sql.order_log import OrderLog, checkpoint
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 

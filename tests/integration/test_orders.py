@@ -212,8 +212,8 @@ async def order_events(gateway: Gateway, order_id: str) -> list[tuple[str | None
     """The order's transitions as the append-only event table holds them, oldest first."""
     from sqlalchemy import select
 
-    from app.storage.database import create_engine
-    from app.storage.tables import order_events as events
+    from app.storage.sql.database import create_engine
+    from app.storage.sql.tables import order_events as events
 
     engine = create_engine(gateway.database_url)
     try:

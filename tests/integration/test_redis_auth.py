@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from app.storage.embedded_redis import EmbeddedRedis
-from app.storage.redis_mux import MultiplexedRedis
+from app.redisio.embedded import EmbeddedRedis
+from app.redisio.multiplexed import MultiplexedRedis
 from tests.conftest import DatabaseFactory, free_port, launch_gateway, wait_for
 
 ADMIN_PASSWORD = "admin-secret"

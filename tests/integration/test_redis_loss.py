@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from app.storage.keys import SimKeys
+from app.storage.redis.keys import SimKeys
 from tests.conftest import Gateway, Launch, _backends
 from tests.helpers.database import force_status, order_story
 from tests.helpers.processes import applier_of, stopped

@@ -14,8 +14,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.storage.embedded_redis import EmbeddedRedis
-from app.storage.redis_mux import MultiplexedRedis, pairs
+from app.redisio.embedded import EmbeddedRedis
+from app.redisio.multiplexed import MultiplexedRedis, pairs
 from tests.conftest import wait_for
 
 DB = 11  # a database of the session's server no other test uses

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import redis as syncredis
 
-from app.storage.embedded_redis import EmbeddedRedis
-from app.storage.keys import RiskKeys
+from app.redisio.embedded import EmbeddedRedis
+from app.storage.redis.keys import RiskKeys
 from tests.conftest import (
     REPO,
     DatabaseFactory,

@@ -13,9 +13,9 @@ import httpx
 import redis.asyncio as aioredis
 
 from app.domain.orders import Side
-from app.storage.keys import RiskKeys
-from app.storage.redis_mux import MultiplexedRedis
-from app.storage.risk_state import RiskStore
+from app.redisio.multiplexed import MultiplexedRedis
+from app.storage.redis.keys import RiskKeys
+from app.storage.redis.risk_state import RiskStore
 from tests.conftest import Gateway, Launch, wait_for
 from tests.helpers.problems import assert_problem
 from tests.helpers.processes import applier_of, stopped

@@ -15,14 +15,15 @@ import pytest
 from app.bench.risk import create_database
 from app.config import Settings
 from app.domain.risk import RiskLimits
+from app.redisio.embedded import EmbeddedRedis
 from app.runtime import open_commands, open_redis
 from app.services.prices import ReferencePrices
 from app.services.risk import RiskService
-from app.storage.database import create_engine
-from app.storage.embedded_redis import EmbeddedRedis
-from app.storage.repositories import OrderRepository
-from app.storage.risk_repository import RiskRepository
-from app.storage.risk_state import RiskStore
+from app.storage.redis.last_trades import LastTrades
+from app.storage.redis.risk_state import RiskStore
+from app.storage.sql.database import create_engine
+from app.storage.sql.repositories import OrderRepository
+from app.storage.sql.risk_repository import RiskRepository
 from tests.conftest import wait_for
 from tests.helpers.clock import MovableClock
 
@@ -76,7 +77,7 @@ async def risk(redis_server: EmbeddedRedis, tmp_path: Path) -> AsyncIterator[Ris
         store=store,
         risk_repo=repo,
         orders=OrderRepository(engine),
-        prices=ReferencePrices(redis, dict(settings.universe)),
+        prices=ReferencePrices(LastTrades(redis), dict(settings.universe)),
         default_limits=settings.risk.default_limits,
         limits_ttl_s=2.0,
         clock=clock,

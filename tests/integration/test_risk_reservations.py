@@ -41,12 +41,12 @@ from app.domain.risk import (
     signed,
     worst_case_exposure,
 )
-from app.storage.embedded_redis import EmbeddedRedis
-from app.storage.idempotency import KeyClaim, KeyHeld
-from app.storage.keys import RiskKeys, idempotency
-from app.storage.redis_mux import MultiplexedRedis
-from app.storage.risk_state import AccountImage, RiskSnapshot, RiskStore, Settlement
-from app.storage.scripts import load_script
+from app.redisio.embedded import EmbeddedRedis
+from app.redisio.multiplexed import MultiplexedRedis
+from app.storage.redis.idempotency import KeyClaim, KeyHeld
+from app.storage.redis.keys import RiskKeys, idempotency
+from app.storage.redis.risk_state import AccountImage, RiskSnapshot, RiskStore, Settlement
+from app.storage.redis.scripts import load_script
 from tests.conftest import free_port
 
 T = TypeVar("T")
@@ -716,7 +716,9 @@ async def test_an_abandoned_attempt_reserves_nothing_whichever_script_runs_first
 ) -> None:
     commands = MultiplexedRedis(db_url(redis_server, EXAMPLES_DB))
     reserve, abandon = (
-        load_script(commands, "app.storage", name, preludes=("risk_common", "idempotency_common"))
+        load_script(
+            commands, "app.storage.redis", name, preludes=("risk_common", "idempotency_common")
+        )
         for name in ("risk_reserve", "risk_abandon")
     )
     keys = RiskKeys(ACCOUNT)

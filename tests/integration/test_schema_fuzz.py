@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from app.storage.embedded_redis import EmbeddedRedis
+from app.redisio.embedded import EmbeddedRedis
 from tests.conftest import DatabaseFactory, Gateway, launch_gateway
 
 

@@ -14,7 +14,7 @@ import redis
 from app.bench.risk import OrderFlow, RiskBenchOptions, format_table, run_risk_bench
 from app.config import DEFAULT_UNIVERSE, Settings
 from app.domain.risk import duplicate_signature
-from app.storage.embedded_redis import EmbeddedRedis
+from app.redisio.embedded import EmbeddedRedis
 
 REDIS_DB = 10  # this file's own
 

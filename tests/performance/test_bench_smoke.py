@@ -29,7 +29,7 @@ from app.bench.orders import ORDER_BODIES
 from app.bench.procs import ServerProcess, free_port, tree_cpu_seconds
 from app.bench.report import BenchReport, Row, format_table
 from app.bench.wire import ClientConnection, RequestTemplate, json_post_template
-from app.storage.embedded_redis import EmbeddedRedis
+from app.redisio.embedded import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
-from app.storage import tables as t
-from app.storage.statements import bind_processor
+from app.storage.sql import tables as t
+from app.storage.sql.statements import bind_processor
 
 DIALECT = sqlite.dialect()
 

@@ -9,7 +9,7 @@ from redis.crc import key_slot
 
 from app.cli import main
 from app.domain.accounts import ACCOUNT_PATTERN, check_account_name
-from app.storage.keys import RiskKeys, idempotency
+from app.storage.redis.keys import RiskKeys, idempotency
 
 ACCOUNT_NAMES = st.from_regex(ACCOUNT_PATTERN, fullmatch=True)
 

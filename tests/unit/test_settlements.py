@@ -7,7 +7,7 @@ from decimal import Decimal
 from app.domain.orders import ExecutionReport, Side
 from app.domain.status import OrderStatus
 from app.services.executions import risk_settlements
-from app.storage.risk_state import Settlement
+from app.storage.redis.risk_state import Settlement
 
 
 def report(seq: int, status: OrderStatus, cum: str, last: str = "0") -> ExecutionReport:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib import resources
 
-from app.storage.redis_mux import LuaScript, MultiplexedRedis
+from app.redisio.multiplexed import LuaScript, MultiplexedRedis
 
 
 def load_script(

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain.risk import RiskLimits
-from app.storage import tables as t
+from app.storage.sql import tables as t
 
 GLOBAL = "global"
 ACCOUNT = "account"

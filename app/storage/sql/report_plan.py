@@ -20,9 +20,9 @@ from typing import Any
 
 from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
 from app.domain.status import OrderStatus, report_can_move
-from app.storage.rows import order_from_values
-from app.storage.statements import DriverSQL, RawWrite, Statements
-from app.storage.tables import decimal_from_db
+from app.storage.sql.rows import order_from_values
+from app.storage.sql.statements import DriverSQL, RawWrite, Statements
+from app.storage.sql.tables import decimal_from_db
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from app.domain.views import PROBLEM_JSON
-from app.storage import keys
-from app.storage.redis_mux import MultiplexedRedis
-from app.storage.scripts import load_script
+from app.redisio.multiplexed import MultiplexedRedis
+from app.storage.redis import keys
+from app.storage.redis.scripts import load_script
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class IdempotencyStore:
         self._ttl_ms = ttl_s * 1000
         self._inflight_ttl_ms = inflight_ttl_s * 1000
         self._claim = load_script(
-            redis, "app.storage", "idempotency_claim", preludes=("idempotency_common",)
+            redis, "app.storage.redis", "idempotency_claim", preludes=("idempotency_common",)
         )
         self._unsaved: list[tuple[str, str]] = []
         self._flusher: asyncio.Task[None] | None = None

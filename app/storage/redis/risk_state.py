@@ -21,10 +21,10 @@ from redis.exceptions import RedisError
 
 from app.domain.orders import QTY_DECIMALS, Side
 from app.domain.risk import RiskLimits
-from app.storage.idempotency import Claim, KeyClaim, KeyHeld
-from app.storage.keys import RiskKeys
-from app.storage.redis_mux import MultiplexedRedis, pairs
-from app.storage.scripts import load_script
+from app.redisio.multiplexed import MultiplexedRedis, pairs
+from app.storage.redis.idempotency import Claim, KeyClaim, KeyHeld
+from app.storage.redis.keys import RiskKeys
+from app.storage.redis.scripts import load_script
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +140,14 @@ class RiskStore:
     def __init__(self, redis: MultiplexedRedis) -> None:
         self._redis = redis
         self._settle, self._abandon, self._load, self._set_limits, self._kill = (
-            load_script(redis, "app.storage", name, preludes=("risk_common",))
+            load_script(redis, "app.storage.redis", name, preludes=("risk_common",))
             for name in ("risk_settle", "risk_abandon", "risk_load", "risk_limits", "risk_kill")
         )
         self._reserve = load_script(
-            redis, "app.storage", "risk_reserve", preludes=("risk_common", "idempotency_common")
+            redis,
+            "app.storage.redis",
+            "risk_reserve",
+            preludes=("risk_common", "idempotency_common"),
         )
         # Reservation attempts whose outcome was never learned (Redis hung or the connection
         # failed), to be given up once Redis answers again: see risk_abandon.lua.

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Column, Dialect, Table
 
-from app.storage import tables as t
+from app.storage.sql import tables as t
 
 
 class DriverSQL(Protocol):

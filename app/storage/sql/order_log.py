@@ -29,13 +29,13 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from app.domain.orders import ExecutionReport, Order
 from app.domain.status import OrderStatus
-from app.storage.report_plan import (
+from app.storage.sql.report_plan import (
     AppliedReport,
     ReportPlan,
     plan_reports,
     read_report_state,
 )
-from app.storage.statements import DriverSQL, Statements
+from app.storage.sql.statements import DriverSQL, Statements
 
 log = logging.getLogger(__name__)
 

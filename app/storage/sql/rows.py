@@ -7,8 +7,8 @@ from typing import Any
 
 from app.domain.orders import Order, OrderType, Side, TimeInForce
 from app.domain.status import OrderStatus
-from app.storage.statements import ORDER_COLUMNS
-from app.storage.tables import decimal_from_db, utc_from_db
+from app.storage.sql.statements import ORDER_COLUMNS
+from app.storage.sql.tables import decimal_from_db, utc_from_db
 
 
 def order_from_row(row: Mapping[Any, Any]) -> Order:

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain.orders import Order, Position
 from app.domain.status import OPEN_STATUSES, OrderStatus
-from app.storage import tables as t
-from app.storage.rows import order_from_row
+from app.storage.sql import tables as t
+from app.storage.sql.rows import order_from_row
 
 
 @dataclass(frozen=True, slots=True)
