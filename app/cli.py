@@ -112,7 +112,7 @@ def serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             loop="uvloop",
             # httptools, with each response's head and body sent in one write.
-            http="app.routers.http_protocol:GatewayHttpProtocol",
+            http="app.http.server:GatewayHttpProtocol",
             access_log=False,
             log_level=settings.log_level,
             timeout_graceful_shutdown=5,

@@ -10,29 +10,19 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator.metrics import Info
-from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from app.config import Settings, get_settings
 from app.deps import Services, document_bearer_auth
-from app.domain.errors import (
-    GatewayError,
-    HttpProblem,
-    InternalError,
-    RequestInvalid,
-    validation_errors,
-)
+from app.http.bodies import BodySizeLimit
+from app.http.order_entry import OrderEntryFastPath
+from app.http.problems import ERROR_TABLE, error_response
 from app.routers import account, health, orders, risk, sim, symbols
-from app.routers.asgi import BodySizeLimit
-from app.routers.order_entry import OrderEntryLane
-from app.routers.problems import problem_response, unavailable_response
 from app.runtime import open_core, start_applier
 from app.services.auth import ApiKeyService
 from app.services.metrics import record_request
@@ -110,36 +100,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(GatewayError)
-    async def gateway_error(_: Request, exc: GatewayError) -> Response:
-        return problem_response(exc)
+    """Every class of the one error table answers through it (app.http.problems)."""
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
-        errors = validation_errors(exc.errors())
-        return problem_response(RequestInvalid("the request is not valid", errors=errors))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        headers = dict(exc.headers or {})
-        if exc.status_code == 405:
+    async def answer(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, StarletteHTTPException) and exc.status_code == 405:
             # Starlette names the methods of the first route on the path; all of them.
             allowed = _allowed_methods(app, request.url.path)
-            headers["Allow"] = ", ".join(allowed) if allowed else headers.get("Allow", "")
-        return problem_response(HttpProblem(exc.status_code, str(exc.detail), headers))
+            if allowed:
+                exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+        return error_response(exc)
 
-    @app.exception_handler(RedisError)
-    async def redis_error(_: Request, exc: RedisError) -> Response:
-        return unavailable_response(exc)
-
-    @app.exception_handler(DBAPIError)
-    async def database_error(_: Request, exc: DBAPIError) -> Response:
-        return unavailable_response(exc)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
-        return problem_response(InternalError("internal error; it has been logged"))
+    for cls in ERROR_TABLE:
+        app.add_exception_handler(cls, answer)
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
@@ -185,12 +157,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def create_served_app(settings: Settings | None = None) -> ASGIApp:
-    """What ``ordergate serve`` runs: the order entry lane in front of ``create_app()``."""
+    """What ``ordergate serve`` runs: the order entry fast path in front of ``create_app()``."""
     settings = settings or get_settings()
-    return OrderEntryLane(create_app(settings), max_body_bytes=settings.max_body_bytes)
+    return OrderEntryFastPath(create_app(settings), max_body_bytes=settings.max_body_bytes)
 
 
 def _record_request(info: Info) -> None:
     # Requests and latency per route, as the instrumentator's defaults name them (see
-    # app.services.metrics); the order entry lane records its orders the same way.
+    # app.services.metrics); the order entry fast path records its orders the same way.
     record_request(info.modified_handler, info.method, info.modified_status, info.modified_duration)

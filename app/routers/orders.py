@@ -10,8 +10,8 @@ from app.deps import PrincipalDep, ServicesDep, TraderDep
 from app.domain.orders import CLIENT_ORDER_ID_PATTERN, SYMBOL_PATTERN, OrderIntent
 from app.domain.status import OrderStatus
 from app.domain.views import OrderPage, OrderView
-from app.routers.asgi import ExactJsonRoute
-from app.routers.problems import problem_responses
+from app.http.bodies import ExactJsonRoute
+from app.http.problems import problem_responses
 
 ORDERS_PATH = "/v1/orders"
 router = APIRouter(prefix=ORDERS_PATH, tags=["orders"], route_class=ExactJsonRoute)
@@ -34,7 +34,7 @@ async def place_order(
     """Place an order. A retry with the same client_order_id or Idempotency-Key gets the
     first answer again (with `Idempotent-Replayed: true`); the same key with a different
     order gets 422 `idempotency.conflict`."""
-    # Well-formed orders are served by OrderEntryLane, in front of FastAPI, with the same
+    # Well-formed orders are served by OrderEntryFastPath, in front of FastAPI, with the same
     # service call; this route serves the rest (and documents the operation).
     answer = await services.orders.submit(principal.account, intent, idempotency_key)
     return Response(

@@ -14,8 +14,8 @@ from app.domain.errors import Forbidden
 from app.domain.orders import Side
 from app.domain.risk import RiskLimits, TradingState
 from app.domain.views import Timestamp
-from app.routers.asgi import ExactJsonRoute
-from app.routers.problems import problem_responses
+from app.http.bodies import ExactJsonRoute
+from app.http.problems import problem_responses
 from app.services.auth import Principal, Role
 from app.storage.redis.risk_state import RiskSnapshot
 

@@ -9,8 +9,8 @@ from app.deps import AdminDep, ServicesDep
 from app.domain.decimals import ExactDecimal
 from app.domain.instruments import check_price
 from app.domain.orders import Price, Symbol
-from app.routers.asgi import ExactJsonRoute
-from app.routers.problems import problem_responses
+from app.http.bodies import ExactJsonRoute
+from app.http.problems import problem_responses
 
 router = APIRouter(prefix="/v1/sim", tags=["paper exchange"], route_class=ExactJsonRoute)
 

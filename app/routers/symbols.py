@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from app.deps import PrincipalDep, ServicesDep
 from app.domain.decimals import ExactDecimal
-from app.routers.problems import problem_responses
+from app.http.problems import problem_responses
 
 router = APIRouter(prefix="/v1", tags=["symbols"])
 

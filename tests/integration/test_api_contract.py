@@ -319,12 +319,12 @@ async def test_malformed_json_is_a_422_problem(alice: httpx.AsyncClient, payload
     assert await order_count(alice) == before
 
 
-@pytest.mark.parametrize("chunked", [False, True], ids=["lane", "fastapi-route"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["fast-path", "fastapi-route"])
 async def test_decimals_are_read_exactly_or_refused_naming_the_field(
     alice: httpx.AsyncClient, chunked: bool
 ) -> None:
     """A JSON number is read from its literal text, never through a float; a string must
-    be -?digits[.digits]. Sent chunked, the order goes to FastAPI's route, not the lane."""
+    be -?digits[.digits]. Sent chunked, the order goes to FastAPI's route, not the fast path."""
 
     async def post(text: str) -> httpx.Response:
         async def body() -> Any:
@@ -389,7 +389,7 @@ async def test_every_answer_writes_a_decimal_the_same_way(
 
 
 async def test_json_numbers_keep_their_exact_decimals(alice: httpx.AsyncClient) -> None:
-    # Numbers as well as strings: the order entry lane parses JSON itself (pydantic, not
+    # Numbers as well as strings: the order entry fast path parses JSON itself (pydantic, not
     # FastAPI's json.loads); both give these decimals exactly.
     body = {**limit("123.45", qty="3"), "qty": 3, "limit_price": 123.45}
     response = await alice.post("/v1/orders", json=body)
@@ -433,7 +433,7 @@ def orders_counted(metrics_text: str, status: str) -> float:
 async def test_the_order_entry_lane_and_fastapi_answer_alike_and_are_both_counted(
     gateway: Gateway,
 ) -> None:
-    # With a Content-Length the lane in front of FastAPI serves the order; sent chunked
+    # With a Content-Length the fast path in front of FastAPI serves the order; sent chunked
     # (no length) it goes through FastAPI's route. Same answers, same metrics.
     async with gateway.client(gateway.new_key("lane-vs-route")) as client:
         before = (await client.get("/metrics")).text

@@ -16,9 +16,9 @@ async def test_refusals_before_any_work_are_problems(gateway: Gateway) -> None:
         unauthenticated = await anonymous.get("/v1/orders")
         assert_problem(unauthenticated, 401, "auth.unauthenticated")
         assert unauthenticated.headers["www-authenticate"] == "Bearer"
-        lane = await anonymous.post("/v1/orders", json=market())
-        assert_problem(lane, 401, "auth.unauthenticated")
-        assert lane.headers["www-authenticate"] == "Bearer"
+        fast_path = await anonymous.post("/v1/orders", json=market())
+        assert_problem(fast_path, 401, "auth.unauthenticated")
+        assert fast_path.headers["www-authenticate"] == "Bearer"
     async with gateway.client(gateway.keys["viewer"]) as viewer:
         assert_problem(await viewer.post("/v1/orders", json=market()), 403, "auth.forbidden")
     async with gateway.client(gateway.keys["alice"]) as alice:

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.domain import decimals
 from app.domain.errors import PayloadTooLarge
-from app.routers.problems import problem_response
+from app.http.problems import problem_response
 
 
 class ExactJsonRequest(Request):

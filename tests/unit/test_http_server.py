@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from app.routers.http_protocol import CoalescingTransport
+from app.http.server import CoalescingTransport
 
 
 class Sink(asyncio.Protocol):
