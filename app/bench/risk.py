@@ -46,6 +46,7 @@ from app.bench.risk_report import (
 )
 from app.config import Settings, get_settings
 from app.domain.errors import RiskRejected
+from app.domain.exposure import AccountImage, Settlement
 from app.domain.orders import OrderIntent, OrderType, Side
 from app.domain.risk import RiskLimits, SymbolLimits
 from app.redisio.embedded import EmbeddedRedis
@@ -55,7 +56,7 @@ from app.services.prices import ReferencePrices
 from app.services.risk import RiskService
 from app.storage.redis.keys import RiskKeys
 from app.storage.redis.last_trades import LastTrades
-from app.storage.redis.risk_state import AccountImage, RiskStore, Settlement
+from app.storage.redis.risk_state import RiskStore
 from app.storage.sql.database import create_engine
 from app.storage.sql.repositories import OrderRepository
 from app.storage.sql.risk_repository import RiskRepository

@@ -11,13 +11,13 @@ from app.deps import AdminDep, PrincipalDep, ServicesDep
 from app.domain.accounts import ACCOUNT_PATTERN
 from app.domain.decimals import ExactDecimal
 from app.domain.errors import Forbidden
+from app.domain.exposure import RiskSnapshot
 from app.domain.orders import Side
 from app.domain.risk import RiskLimits, TradingState
 from app.domain.views import Timestamp
 from app.http.bodies import ExactJsonRoute
 from app.http.problems import problem_responses
 from app.services.auth import Principal, Role
-from app.storage.redis.risk_state import RiskSnapshot
 
 router = APIRouter(prefix="/v1/risk", tags=["risk"], route_class=ExactJsonRoute)
 

@@ -15,10 +15,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from app.brokers.base import Broker
+from app.domain.exposure import Settlement
 from app.domain.orders import ExecutionReport, Order, OrderReason
 from app.domain.status import OrderStatus
 from app.storage.redis.lease import Lease
-from app.storage.redis.risk_state import RiskStore, Settlement
+from app.storage.redis.risk_state import RiskStore
 from app.storage.sql.order_log import OrderLog
 from app.storage.sql.repositories import OrderRepository
 

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.domain.errors import RiskRejected, RiskUnavailable
+from app.domain.exposure import AccountImage, Settlement
 from app.domain.orders import OrderIntent
 from app.domain.risk import RiskLimits, check_static, duplicate_signature
 from app.services.cache import ReadThroughCache
@@ -28,7 +29,7 @@ from app.services.metrics import RISK_ACCEPTED, RISK_DECISIONS
 from app.services.prices import ReferencePrices
 from app.storage.redis.idempotency import KeyClaim
 from app.storage.redis.keys import RiskKeys
-from app.storage.redis.risk_state import AccountImage, RiskStore, Settlement
+from app.storage.redis.risk_state import RiskStore
 from app.storage.sql.repositories import OrderRepository
 from app.storage.sql.risk_repository import RiskRepository
 

@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from app.domain.exposure import AccountImage, RiskSnapshot
 from app.domain.orders import Side
 from app.services.risk import RiskService
-from app.storage.redis.risk_state import AccountImage, RiskSnapshot, RiskStore
+from app.storage.redis.risk_state import RiskStore
 
 RECHECKS = 3
 RECHECK_PAUSE_S = 0.5

@@ -14,10 +14,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.domain.errors import RequestInvalid, validation_errors
+from app.domain.exposure import RiskSnapshot
 from app.domain.risk import RiskLimits, patched_limits
 from app.services.orders import OrderService
 from app.services.risk import RiskService
-from app.storage.redis.risk_state import RiskSnapshot, RiskStore
+from app.storage.redis.risk_state import RiskStore
 from app.storage.sql.risk_repository import ACCOUNT, GLOBAL, KillSwitchRow, RiskRepository
 
 log = logging.getLogger(__name__)

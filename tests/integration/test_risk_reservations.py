@@ -32,6 +32,7 @@ from hypothesis.stateful import (
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.domain.exposure import AccountImage, RiskSnapshot, Settlement
 from app.domain.orders import Side
 from app.domain.risk import (
     RiskCode,
@@ -45,7 +46,7 @@ from app.redisio.embedded import EmbeddedRedis
 from app.redisio.multiplexed import MultiplexedRedis
 from app.storage.redis.idempotency import KeyClaim, KeyHeld
 from app.storage.redis.keys import RiskKeys, idempotency
-from app.storage.redis.risk_state import AccountImage, RiskSnapshot, RiskStore, Settlement
+from app.storage.redis.risk_state import RiskStore
 from app.storage.redis.scripts import load_script
 from tests.conftest import free_port
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from app.domain.exposure import Settlement
 from app.domain.orders import ExecutionReport, Side
 from app.domain.status import OrderStatus
 from app.services.executions import risk_settlements
-from app.storage.redis.risk_state import Settlement
 
 
 def report(seq: int, status: OrderStatus, cum: str, last: str = "0") -> ExecutionReport:

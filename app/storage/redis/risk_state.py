@@ -19,6 +19,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from app.domain.exposure import (
+    AccountImage,
+    Reservation,
+    RiskSnapshot,
+    Settlement,
+    SymbolExposure,
+)
 from app.domain.orders import QTY_DECIMALS, Side
 from app.domain.risk import RiskLimits
 from app.redisio.multiplexed import MultiplexedRedis, pairs
@@ -67,69 +74,6 @@ class ReserveOutcome:
     kind: str
     code: str = ""
     detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """What the broker says about one order: its cumulative fill, and whether it has ended.
-
-    Every settlement carries the cumulative quantity, an end included: the end is the
-    broker's last word, so no fill can come after it that it does not already count. That
-    is what makes settling commutative. Fills, ends and releases may reach Redis in any
-    order (the applier's reports, the gateway's cancel acknowledgement) and leave the same
-    exposure; an end that said nothing of fills would release a reservation whose fills were
-    still on their way, and they would then find nothing to settle against."""
-
-    account: str
-    client_order_id: str
-    cum_qty: Decimal
-    final: bool
-    mark: Decimal | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    client_order_id: str
-    symbol: str
-    side: Side
-    qty: Decimal
-    filled: Decimal
-    reserved_at_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class SymbolExposure:
-    symbol: str
-    position: Decimal
-    open_buy: Decimal
-    open_sell: Decimal
-    mark: Decimal
-    worst_case_notional: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class RiskSnapshot:
-    account: str
-    built: bool
-    limits: RiskLimits | None
-    kill_account: bool
-    kill_global: bool
-    gross_notional: Decimal
-    exposure: list[SymbolExposure]
-    reservations: list[Reservation]
-
-
-@dataclass(frozen=True, slots=True)
-class AccountImage:
-    """An account's risk state as the database knows it, to (re)build Redis from."""
-
-    limits: RiskLimits
-    kill_account: tuple[bool, int]  # (active, generation)
-    kill_global: tuple[bool, int]
-    positions: dict[str, Decimal]
-    marks: dict[str, Decimal]
-    # (client_order_id, symbol, side, qty, filled) of every order still open
-    reservations: list[tuple[str, str, Side, Decimal, Decimal]]
 
 
 # Longer than a hung Redis plus its backlog could take to run what was sent meanwhile.
