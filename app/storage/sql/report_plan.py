@@ -19,14 +19,12 @@ from decimal import Decimal
 from typing import Any
 
 from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
-from app.domain.status import OrderStatus, report_can_move
+from app.domain.reports import apply_report
 from app.storage.sql.rows import order_from_values
 from app.storage.sql.statements import DriverSQL, RawWrite, Statements
 from app.storage.sql.tables import decimal_from_db
 
 log = logging.getLogger(__name__)
-
-PRICE_QUANTUM = Decimal("1e-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,31 +118,29 @@ def plan_reports(
     positions = _positions(state, {(o.account, o.symbol) for o in orders.values()})
     changed: dict[str, Order] = {}
     touched: set[tuple[str, str]] = set()
+    now = datetime.now(UTC)
     for report in reports:
         order = orders.get((report.account, report.client_order_id))
         if order is None:
             plan.unknown.append(report)
             plan.applied.append(AppliedReport(report, None))
             continue
-        if report.seq <= order.exec_seq:
+        outcome = apply_report(order, report, fill_known=report.exec_id in seen_fills, now=now)
+        if outcome is None:
             plan.applied.append(AppliedReport(report, None))  # a replay: already applied
             continue
-        at = report.transact_time or datetime.now(UTC)
-        # The broker's clock stamps the report (to the millisecond); the order's own time
-        # never goes back (the acknowledgement may have been stamped after the fill).
-        updated_at = max(at, order.updated_at)
-        changes: dict[str, Any] = {"exec_seq": report.seq}
-        filled_now = report.is_fill and report.exec_id not in seen_fills
-        if filled_now:
-            if report.last_px is None:
-                raise ValueError(f"fill {report.exec_id} without a price")
+        updated, fill = outcome.order, outcome.fill
+        if updated.status == order.status and report.status != order.status:
+            log.info(
+                "keeping %s over %s for %s (seq %d)",
+                order.status,
+                report.status,
+                order.id,
+                report.seq,
+            )
+        orders[(order.account, order.client_order_id)] = updated
+        if fill is not None:
             seen_fills.add(report.exec_id)
-            cost = (order.avg_fill_price or Decimal(0)) * order.filled_qty
-            filled = order.filled_qty + report.last_qty
-            changes["filled_qty"] = filled
-            changes["avg_fill_price"] = (
-                (cost + report.last_px * report.last_qty) / filled
-            ).quantize(PRICE_QUANTUM)
             plan.fill_rows.append(
                 (
                     report.exec_id,
@@ -152,19 +148,17 @@ def plan_reports(
                     order.account,
                     order.symbol,
                     order.side.value,
-                    report.last_qty,
-                    report.last_px,
-                    at,
+                    fill.qty,
+                    fill.price,
+                    fill.at,
                 )
             )
             key = (order.account, order.symbol)
             positions[key] = apply_fill_to_position(
-                positions[key], order.side, report.last_qty, report.last_px
+                positions[key], order.side, fill.qty, fill.price
             )
             touched.add(key)
-        updated = _next_state(order, report, updated_at, changes)
-        orders[(order.account, order.client_order_id)] = updated
-        if updated.status != order.status or filled_now:
+        if outcome.moved:
             # A report that changes nothing (e.g. the broker's 'new' after our own ack)
             # is not written: applying it again is as harmless as skipping it.
             changed[updated.id] = updated
@@ -176,7 +170,7 @@ def plan_reports(
                     updated.status.value,
                     report.reason,
                     report.exec_id,
-                    at,
+                    report.transact_time or now,
                 )
             )
         plan.applied.append(AppliedReport(report, updated))
@@ -193,7 +187,6 @@ def plan_reports(
         )
         for o in changed.values()
     ]
-    now = datetime.now(UTC)
     plan.position_rows = [
         (p.account, p.symbol, p.qty, p.avg_price, p.realized_pnl, now)
         for p in (positions[k] for k in touched)
@@ -213,20 +206,3 @@ def _positions(state: ReportState, keys: set[tuple[str, str]]) -> dict[tuple[str
             decimal_from_db(realized_pnl),
         )
     return positions
-
-
-def _next_state(
-    order: Order, report: ExecutionReport, at: datetime, changes: dict[str, Any]
-) -> Order:
-    """The order after ``report``: its status if that is a legal move, else only its fills."""
-    status = report.status
-    if status == order.status or not report_can_move(order.status, status):
-        if status != order.status:
-            # A stale report (e.g. 'new' after we asked to cancel): keep the status.
-            log.info(
-                "keeping %s over %s for %s (seq %d)", order.status, status, order.id, report.seq
-            )
-        return order._replace(updated_at=at, **changes)
-    if status is OrderStatus.REJECTED:
-        changes["reject_reason"] = report.reason or "broker.rejected"
-    return order.transition(status, at, **changes)
