@@ -1,7 +1,33 @@
 """One exception hierarchy with stable, machine-readable codes.
 
-Routers never build error bodies themselves: a single handler in ``app.main`` turns any
-``GatewayError`` into RFC 9457 ``application/problem+json`` using ``status`` and ``code``.
+Every error the gateway answers is a ``GatewayError``, answered as RFC 9457
+``application/problem+json`` with its ``status`` and ``code`` (``app/http/problems.py``
+holds the one table from exception class to answer):
+
+    GatewayError                         400  gateway.error
+    +-- RequestInvalid                   422  request.invalid (a body or query that does not parse)
+    +-- PayloadTooLarge                  413  request.too_large
+    +-- RequestHeadTooLarge              431  request.headers_too_large
+    +-- RequestTimedOut                  408  request.timeout
+    +-- HttpProblem                      4xx  http.<status> (unknown path, wrong method, ...)
+    +-- NotAuthenticated                 401  auth.unauthenticated
+    +-- Forbidden                        403  auth.forbidden
+    +-- InvalidOrder                     422  order.invalid
+    |   +-- UnknownSymbol                422  order.unknown_symbol
+    +-- OrderNotFound                    404  order.not_found
+    +-- OrderNotCancelable               409  order.not_cancelable
+    +-- IdempotencyInFlight              409  idempotency.in_flight
+    +-- IdempotencyConflict              422  idempotency.conflict
+    +-- RiskRejected                     422  risk.<check> (RiskCode: the check that refused)
+    +-- RiskUnavailable                  503  risk.unavailable
+    +-- BrokerRejected                   422  broker.rejected
+    +-- BrokerTimeout                    504  broker.timeout
+    +-- BrokerUnavailable                503  broker.unavailable
+    +-- DependencyUnavailable            503  dependency.unavailable (Redis or the database)
+    +-- InternalError                    500  internal (a bug; logged)
+
+``InvalidTransition`` is not among them: an order status change the state machine forbids
+is a bug, never a client's error.
 """
 
 from __future__ import annotations
