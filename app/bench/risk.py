@@ -48,7 +48,7 @@ from app.config import Settings, get_settings
 from app.domain.errors import RiskRejected
 from app.domain.exposure import AccountImage, Settlement
 from app.domain.orders import OrderIntent, OrderType, Side
-from app.domain.risk import RiskLimits, SymbolLimits
+from app.domain.risk import Reserved, RiskLimits, SymbolLimits
 from app.redisio.embedded import EmbeddedRedis
 from app.redisio.multiplexed import MultiplexedRedis
 from app.runtime import open_commands, open_redis
@@ -178,7 +178,7 @@ class _Targets:
             reserved = await self._risk.reserve(order.account, order.client_order_id, order.intent)
         except RiskRejected as exc:
             return exc.code
-        if not reserved:
+        if reserved is Reserved.ALREADY:
             return HELD
         self._open.append(Settlement(order.account, order.client_order_id, Decimal(0), final=True))
         return ACCEPTED

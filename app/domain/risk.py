@@ -113,7 +113,15 @@ def patched_limits(current: RiskLimits, patch: dict[str, Any]) -> RiskLimits:
     return RiskLimits.model_validate(merge_patch(current.model_dump(mode="json"), patch))
 
 
-class RiskCode:
+class Reserved(StrEnum):
+    """An accepted order's reservation: made now, or already held under its id (a retry of
+    an order whose reservation stands: nothing new was reserved)."""
+
+    NOW = "now"
+    ALREADY = "already"
+
+
+class RiskCode(StrEnum):
     """Stable reason codes, one per check."""
 
     SYMBOL_NOT_ALLOWED = "risk.symbol_not_allowed"

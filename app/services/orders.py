@@ -37,6 +37,7 @@ from app.domain.errors import (
 from app.domain.ids import new_id
 from app.domain.instruments import check_precision
 from app.domain.orders import Order, OrderIntent, OrderReason, Position
+from app.domain.risk import Reserved
 from app.domain.status import OrderStatus
 from app.domain.views import render_order, render_problem
 from app.services.risk import RiskService
@@ -165,7 +166,7 @@ class OrderService:
 
         # Write-ahead: the order is durable before the broker can act on it.
         if not await self._log.insert_new(order):
-            if reserved:  # the id is taken in the order log: undo what was just reserved
+            if reserved is Reserved.NOW:  # the id is taken in the log: undo what was reserved
                 await self._release(order, filled=Decimal(0))
             return await self._answer_from_database(account, client_order_id, fingerprint)
 

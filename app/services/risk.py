@@ -23,13 +23,13 @@ from redis.exceptions import RedisError
 from app.domain.errors import RiskRejected, RiskUnavailable
 from app.domain.exposure import AccountImage, Settlement
 from app.domain.orders import OrderIntent
-from app.domain.risk import RiskLimits, check_static, duplicate_signature
+from app.domain.risk import Reserved, RiskLimits, check_static, duplicate_signature
 from app.services.cache import ReadThroughCache
 from app.services.metrics import RISK_ACCEPTED, RISK_DECISIONS
 from app.services.prices import ReferencePrices
 from app.storage.redis.idempotency import KeyClaim
 from app.storage.redis.keys import RiskKeys
-from app.storage.redis.risk_state import RiskStore
+from app.storage.redis.risk_state import ReserveResult, RiskStore
 from app.storage.sql.repositories import OrderRepository
 from app.storage.sql.risk_repository import RiskRepository
 
@@ -74,9 +74,10 @@ class RiskService:
         client_order_id: str,
         intent: OrderIntent,
         claim: KeyClaim | None = None,
-    ) -> bool:
-        """Decide the order; on acceptance its exposure is reserved under ``client_order_id``.
-        Returns False if that id already held a reservation (nothing new was reserved).
+    ) -> Reserved:
+        """Decide the order; on acceptance its exposure is reserved under ``client_order_id``
+        (``Reserved.NOW``), unless that id already held a reservation (``Reserved.ALREADY``:
+        nothing new was reserved).
         Raises ``RiskRejected`` (with the check's code) or ``RiskUnavailable``. ``claim``:
         the order's idempotency key, claimed in the same Redis step as the reservation
         (``KeyHeld`` if another request has it); the in-process checks come first, so a
@@ -91,7 +92,7 @@ class RiskService:
 
     async def _decide(
         self, account: str, client_order_id: str, intent: OrderIntent, claim: KeyClaim | None
-    ) -> bool:
+    ) -> Reserved:
         limits = await self.limits(account)
         reference = self.prices.get(intent.symbol)
         price = check_static(intent, limits, reference)
@@ -111,15 +112,15 @@ class RiskService:
                     claim,
                 )
             )
-            if outcome.kind == "nostate":
+            if outcome.kind is ReserveResult.NOSTATE:
                 # Redis lost this account (restart, failover): rebuild from the database.
                 await self.rebuild(account)
                 continue
-            if outcome.kind == "reject":
+            if outcome.kind is ReserveResult.REJECT:
                 raise RiskRejected(outcome.code, outcome.detail)
-            if outcome.kind == "abandoned":  # only a call already given up sees this
+            if outcome.kind is ReserveResult.ABANDONED:  # only a call given up sees this
                 raise RiskUnavailable("the reservation attempt was given up; nothing reserved")
-            return outcome.kind == "ok"
+            return Reserved.NOW if outcome.kind is ReserveResult.OK else Reserved.ALREADY
         raise RiskUnavailable("risk state could not be rebuilt; order not accepted")
 
     async def release(self, account: str, client_order_id: str, cum_qty: Decimal) -> None:

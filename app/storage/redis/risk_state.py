@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -66,12 +67,19 @@ def limit_fields(limits: RiskLimits) -> dict[str, str]:
     return fields
 
 
+class ReserveResult(StrEnum):
+    """What the reserve script did (its first reply element)."""
+
+    OK = "ok"  # checked and reserved
+    HELD = "held"  # this id already holds a reservation: nothing checked or reserved
+    NOSTATE = "nostate"  # the account has no risk state here: rebuild it, then again
+    REJECT = "reject"  # a check refused it (``code``, ``detail``)
+    ABANDONED = "abandoned"  # this attempt was given up before Redis ran it: nothing done
+
+
 @dataclass(frozen=True, slots=True)
 class ReserveOutcome:
-    """``kind``: ok | held (already reserved under this id) | nostate | reject | abandoned
-    (this attempt was given up before Redis ran it: nothing done)."""
-
-    kind: str
+    kind: ReserveResult
     code: str = ""
     detail: str = ""
 
@@ -142,12 +150,13 @@ class RiskStore:
             if self._abandoner is None or self._abandoner.done():
                 self._abandoner = asyncio.create_task(self._give_up_when_redis_answers())
             raise
-        kind = _text(result[0])
-        if kind == "claimed":
+        reply = _text(result[0])
+        if reply == "claimed":
             raise KeyHeld(Claim.parse(result[1]))
-        if claiming is not None and kind != "abandoned":
+        kind = ReserveResult(reply)
+        if claiming is not None and kind is not ReserveResult.ABANDONED:
             claiming.ours = True
-        if kind == "reject":
+        if kind is ReserveResult.REJECT:
             return ReserveOutcome(kind, _text(result[1]), _text(result[2]))
         return ReserveOutcome(kind)
 
