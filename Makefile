@@ -31,21 +31,21 @@ test: lint
 	$(BIN)/pytest
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check app tests migrations
-	$(BIN)/ruff format --check app tests migrations
-	$(BIN)/mypy app
+	$(BIN)/ruff check app bench tests migrations
+	$(BIN)/ruff format --check app bench tests migrations
+	$(BIN)/mypy app bench
 
 format: $(VENV)/.dev
-	$(BIN)/ruff check --fix app tests migrations
-	$(BIN)/ruff format app tests migrations
+	$(BIN)/ruff check --fix app bench tests migrations
+	$(BIN)/ruff format app bench tests migrations
 
 ## bench-orders: order path vs its floor at a constant arrival rate (see README)
 bench-orders: $(VENV)/.dev
-	$(BIN)/ordergate bench orders
+	$(BIN)/python -m bench orders
 
 ## bench-risk: the pre-trade risk decision alone vs plain Redis GETs, in process, same run
 bench-risk: $(VENV)/.dev
-	$(BIN)/ordergate bench risk
+	$(BIN)/python -m bench risk
 
 bench: bench-orders bench-risk
 

@@ -1,4 +1,4 @@
-"""``ordergate`` command line: serve | migrate | keys | bench."""
+"""``ordergate`` command line: serve | applier | migrate | keys | reconcile."""
 
 from __future__ import annotations
 
@@ -61,10 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--account", action="append", type=_account_name, help="this account only (repeatable)"
     )
     reconcile_cmd.set_defaults(func=reconcile)
-
-    from app import bench
-
-    bench.register(commands)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

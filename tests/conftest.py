@@ -7,7 +7,6 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import redis
 from sqlalchemy import make_url
 
 from app.redisio.embedded import EmbeddedRedis
+from bench.procs import free_port  # one for the bench and the tests
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,13 +41,6 @@ def pytest_report_header() -> str:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     # Said again at the end, where a reader of the run looks.
     terminalreporter.write_sep("-", _postgres_note())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from app.bench.risk import create_database
 from app.domain.errors import NotAuthenticated
 from app.services.auth import ApiKeyService, Role
 from app.storage.sql.database import create_engine
 from app.storage.sql.repositories import ApiKeyRecord, ApiKeyRepository
+from bench.risk import create_database
 from tests.conftest import wait_for
 from tests.helpers.clock import MovableClock
 

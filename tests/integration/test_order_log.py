@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from app.bench.risk import create_database
 from app.domain.orders import ExecutionReport, Order, OrderType, Side, TimeInForce
 from app.domain.status import OrderStatus
 from app.storage.sql.database import create_writer_engine
 from app.storage.sql.order_log import OrderLog, checkpoint
+from bench.risk import create_database
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from app.bench.risk import create_database
 from app.config import Settings
 from app.domain.risk import RiskLimits
 from app.redisio.embedded import EmbeddedRedis
@@ -24,6 +23,7 @@ from app.storage.redis.risk_state import RiskStore
 from app.storage.sql.database import create_engine
 from app.storage.sql.repositories import OrderRepository
 from app.storage.sql.risk_repository import RiskRepository
+from bench.risk import create_database
 from tests.conftest import wait_for
 from tests.helpers.clock import MovableClock
 

@@ -1,4 +1,4 @@
-"""``ordergate bench risk`` at a tiny size, against the suite's real Redis.
+"""``python -m bench risk`` at a tiny size, against the suite's real Redis.
 
 These keep the benchmark working: every scheduled call made and counted, both targets measured,
 orders accepted, Redis left as found. They never check how fast anything was.
@@ -11,10 +11,10 @@ from decimal import Decimal
 
 import redis
 
-from app.bench.risk import OrderFlow, RiskBenchOptions, format_table, run_risk_bench
 from app.config import DEFAULT_UNIVERSE, Settings
 from app.domain.risk import duplicate_signature
 from app.redisio.embedded import EmbeddedRedis
+from bench.risk import OrderFlow, RiskBenchOptions, format_table, run_risk_bench
 
 REDIS_DB = 10  # this file's own
 

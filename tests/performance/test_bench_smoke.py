@@ -1,6 +1,6 @@
 """The order benchmark's machinery at tiny sizes, against real servers and a real Redis.
 
-These keep ``ordergate bench orders`` working; they check counts and the shape of the numbers
+These keep ``python -m bench orders`` working; they check counts and the shape of the numbers
 (every scheduled request sent, percentiles ordered), never how fast anything was: CI machines
 are too noisy for that, and the benchmark's job is to print numbers, not to gate on them.
 """
@@ -22,14 +22,14 @@ from typing import Any, cast
 
 import pytest
 
-from app.bench import concurrencies, positive_int
-from app.bench.floor import floor_command
-from app.bench.openloop import LoadProcess, LoadSpec, PhaseResult, merge_phases
-from app.bench.orders import ORDER_BODIES
-from app.bench.procs import ServerProcess, free_port, tree_cpu_seconds
-from app.bench.report import BenchReport, Row, format_table
-from app.bench.wire import ClientConnection, RequestTemplate, json_post_template
 from app.redisio.embedded import EmbeddedRedis
+from bench import concurrencies, positive_int
+from bench.floor import floor_command
+from bench.openloop import LoadProcess, LoadSpec, PhaseResult, merge_phases
+from bench.orders import ORDER_BODIES
+from bench.procs import ServerProcess, free_port, tree_cpu_seconds
+from bench.report import BenchReport, Row, format_table
+from bench.wire import ClientConnection, RequestTemplate, json_post_template
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -311,7 +311,6 @@ def test_orders_bench_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "app.cli",
             "bench",
             "orders",
             "--rate",

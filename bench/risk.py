@@ -1,4 +1,4 @@
-"""``ordergate bench risk``: the pre-trade risk decision alone, against its floor, in one run.
+"""``python -m bench risk``: the pre-trade risk decision alone, against its floor, in one run.
 
 The decision is ``RiskService.reserve``: the account's limits (in-process cache, re-read from
 Redis at most once a second), ``check_static`` in process, then one EVALSHA of
@@ -35,15 +35,6 @@ import sqlalchemy
 import uvloop
 from redis.exceptions import RedisError
 
-from app.bench.arrivals import ArrivalClock, Call, Recorder, closed_loop, open_loop
-from app.bench.risk_report import (
-    ACCEPTED,
-    FLOOR_OK,
-    HELD,
-    RiskBenchReport,
-    RiskPhase,
-    format_table,
-)
 from app.config import Settings, get_settings
 from app.domain.errors import RiskRejected
 from app.domain.exposure import AccountImage, Settlement
@@ -61,6 +52,15 @@ from app.storage.sql.database import create_engine
 from app.storage.sql.repositories import OrderRepository
 from app.storage.sql.risk_repository import RiskRepository
 from app.storage.sql.tables import metadata
+from bench.arrivals import ArrivalClock, Call, Recorder, closed_loop, open_loop
+from bench.risk_report import (
+    ACCEPTED,
+    FLOOR_OK,
+    HELD,
+    RiskBenchReport,
+    RiskPhase,
+    format_table,
+)
 
 ROUND_S = 0.5  # floor and decision take turns in rounds this long
 FLOOR_KEY = "bench:risk:floor"
@@ -349,7 +349,7 @@ def run_risk_bench(
 
 
 def command(args: argparse.Namespace) -> int:
-    """Entry point of ``ordergate bench risk``: run and print the table."""
+    """Entry point of ``python -m bench risk``: run and print the table."""
     try:
         options = RiskBenchOptions.from_args(args)
         report = run_risk_bench(options, get_settings())

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from app.bench.openloop import PhaseResult
+from bench.openloop import PhaseResult
 
 # From the issue: 2 cores, simulated broker at zero latency, one worker, 500 orders/s.
 P95_TARGET_MS = 5.0

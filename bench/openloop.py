@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import uvloop
 
-from app.bench.wire import ClientConnection, RequestTemplate
+from bench.wire import ClientConnection, RequestTemplate
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
-"""``ordergate bench orders``: the order path against its floor, in one run on one machine.
+"""``python -m bench orders``: the order path against its floor, in one run on one machine.
 
 Sequence: a private redis-server; the gateway migrated, given a trader key and served by one
-uvicorn worker; the floor app (``app.bench.floor``) on the same Redis. Then, from a separate
+uvicorn worker; the floor app (``bench.floor``) on the same Redis. Then, from a separate
 load-generator process: warm-up of both, an open-loop phase at ``--rate`` against each (latency
 from the intended send), and closed-loop phases at each of ``--connections`` against each
 (maximum throughput: a target's best closed loop, since one concurrency can leave a target
@@ -28,20 +28,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.bench.floor import floor_command
-from app.bench.openloop import LoadProcess, LoadSpec, PhaseResult, merge_phases
-from app.bench.procs import (
+from app.redisio.embedded import EmbeddedRedis
+from bench.floor import floor_command
+from bench.openloop import LoadProcess, LoadSpec, PhaseResult, merge_phases
+from bench.procs import (
     ServerProcess,
     free_port,
     run_command,
     tree_cpu_seconds,
     wait_until_idle,
 )
-from app.bench.report import BenchReport, Row, format_table
-from app.bench.wire import json_post_template
-from app.redisio.embedded import EmbeddedRedis
+from bench.report import BenchReport, Row, format_table
+from bench.wire import json_post_template
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 ORDERS_PATH = "/v1/orders"
 # Buy and sell alternate so the account's position stays flat and no risk limit is reached.
@@ -292,7 +292,7 @@ def _start_floor(
 
 
 def command(args: argparse.Namespace) -> int:
-    """Entry point of ``ordergate bench orders``: run, print the table, maybe write JSON."""
+    """Entry point of ``python -m bench orders``: run, print the table, maybe write JSON."""
     try:
         options = BenchOptions.from_args(args)
         report = run_orders_bench(options)
@@ -310,9 +310,9 @@ def command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app.bench import add_orders_arguments
+    from bench import add_orders_arguments
 
-    parser = argparse.ArgumentParser(prog="python -m app.bench.orders", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.orders", description=__doc__)
     add_orders_arguments(parser)
     return command(parser.parse_args(argv))
 

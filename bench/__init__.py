@@ -1,7 +1,7 @@
-"""Benchmarks, as ``ordergate bench <name>`` subcommands.
+"""The benchmarks: ``python -m bench orders | risk`` (``make bench-orders``, ``make
+bench-risk``). Not part of the gateway's package: they run from a source checkout, beside it.
 
-Only argument parsing lives here; each benchmark module is imported when it runs, so the CLI's
-other commands (``serve`` above all) never pay for numpy or the load generator.
+Only argument parsing lives here; each benchmark module is imported when it runs.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ import argparse
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``bench`` and its subcommands to the ``ordergate`` CLI."""
-    bench = subparsers.add_parser("bench", help="run a benchmark and print its numbers")
-    kinds = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="run a benchmark and print its numbers"
+    )
+    kinds = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     orders = kinds.add_parser(
         "orders",
         help="order path vs a minimal FastAPI+Redis floor: open-loop latency, max throughput",
@@ -35,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_risk_arguments(risk)
     risk.set_defaults(func=_run_risk)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
 
 
 def concurrencies(text: str) -> tuple[int, ...]:
@@ -62,7 +66,7 @@ def positive_int(text: str) -> int:
 
 
 def add_orders_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``bench orders`` (shared with ``python -m app.bench.orders``)."""
+    """The options of ``bench orders`` (shared with ``python -m bench.orders``)."""
     parser.add_argument(
         "--rate", type=float, default=500.0, help="open-loop arrival rate, requests/s (500)"
     )
@@ -127,12 +131,12 @@ def add_risk_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_risk(args: argparse.Namespace) -> int:
-    from app.bench.risk import command
+    from bench.risk import command
 
     return command(args)
 
 
 def _run_orders(args: argparse.Namespace) -> int:
-    from app.bench.orders import command
+    from bench.orders import command
 
     return command(args)

@@ -6,7 +6,7 @@ gateway's own options (uvloop, httptools with a response's writes joined, one wo
 access log), its throughput is the ceiling the gateway is compared against: the ratio says
 what the gateway's risk, pacing, broker and persistence steps cost on this machine.
 
-Run: ``python -m app.bench.floor --host 127.0.0.1 --port 8099 --redis-url redis://...``
+Run: ``python -m bench.floor --host 127.0.0.1 --port 8099 --redis-url redis://...``
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def floor_command(host: str, port: int, redis_url: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "app.bench.floor",
+        "bench.floor",
         "--host",
         host,
         "--port",
@@ -77,7 +77,7 @@ def create_floor_app(redis_url: str) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m app.bench.floor", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--redis-url", required=True)

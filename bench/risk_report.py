@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.bench.arrivals import Recorder
-from app.bench.openloop import percentiles_ms
-from app.bench.report import padded_line, verdict
+from bench.arrivals import Recorder
+from bench.openloop import percentiles_ms
+from bench.report import padded_line, verdict
 
 # From the issue: the decision alone, on the 2-core machine.
 P95_TARGET_MS = 0.5
