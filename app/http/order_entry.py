@@ -13,7 +13,7 @@ key, continues to FastAPI (with whatever body was read replayed), so its answers
 FastAPI's, and the OpenAPI document still describes the route.
 
 Why: FastAPI's middleware, routing and request handling were a large share of an order's
-CPU (docs/performance-history.md), while an order entry needs none of their generality. The
+CPU (docs/performance.md), while an order entry needs none of their generality. The
 fast path sits outside all of it, FastAPI's own outer middleware included, which is why
 ``ordergate serve`` runs ``create_served_app`` rather than the FastAPI app itself.
 
