@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from app.storage.redis.keys import RiskKeys
 from tests.conftest import Gateway, wait_for
-from tests.integration.test_orders import coid, eventually_status, limit, market
+from tests.helpers.orders import coid, eventually_status, limit, market
 
 # A limit order far from the price (it rests), without a key; repeated on purpose.
 KEYLESS_LIMIT: dict[str, Any] = {

@@ -27,8 +27,8 @@ from app.storage.redis.keys import SimKeys
 from app.storage.redis.keys import leader as leader_key
 from tests.conftest import DatabaseFactory, Gateway, Launch, _backends, launch_gateway, wait_for
 from tests.helpers import processes
+from tests.helpers.orders import eventually_status, limit, market, order_events
 from tests.helpers.problems import assert_problem
-from tests.integration.test_orders import eventually_status, limit, market, order_events
 
 
 @pytest.mark.parametrize("backend", _backends())

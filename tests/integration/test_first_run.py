@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app.redisio.embedded import find_redis_server
 from tests.conftest import REPO, DatabaseFactory, launch_gateway
-from tests.integration.test_orders import eventually_status, market
+from tests.helpers.orders import eventually_status, market
 
 
 async def test_make_runs_commands_print_what_matters_and_nothing_misleading(

@@ -4,62 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
-from tests.conftest import Gateway, wait_for
-
-
-def coid() -> str:
-    return f"t-{secrets.token_hex(6)}"
-
-
-def market(symbol: str = "AAPL", side: str = "buy", qty: str = "1", **extra: Any) -> dict[str, Any]:
-    return {
-        "symbol": symbol,
-        "side": side,
-        "qty": qty,
-        "type": "market",
-        "client_order_id": coid(),
-        # Tests here repeat orders on purpose; the duplicate window has its own tests.
-        "allow_duplicate": True,
-        **extra,
-    }
-
-
-def limit(
-    price: str, symbol: str = "MSFT", side: str = "buy", qty: str = "1", tif: str = "day"
-) -> dict[str, Any]:
-    return {
-        "symbol": symbol,
-        "side": side,
-        "qty": qty,
-        "type": "limit",
-        "limit_price": price,
-        "time_in_force": tif,
-        "client_order_id": coid(),
-        "allow_duplicate": True,
-    }
-
-
-async def order_status(client: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
-    response = await client.get(f"/v1/orders/{order_id}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def eventually_status(
-    client: httpx.AsyncClient, order_id: str, status: str, within: float = 5.0
-) -> dict[str, Any]:
-    async def reached() -> bool:
-        return (await order_status(client, order_id))["status"] == status
-
-    await wait_for(reached, within=within)
-    return await order_status(client, order_id)
+from tests.conftest import Gateway
+from tests.helpers.orders import coid, eventually_status, limit, market, order_events, order_status
 
 
 async def test_market_order_is_acknowledged_then_filled_and_positioned(gateway: Gateway) -> None:
@@ -206,26 +157,6 @@ async def test_list_orders_is_newest_first_with_cursor_and_filters(gateway: Gate
         assert [o["id"] for o in canceled["items"]] == [ids[0]]
         by_symbol = (await client.get("/v1/orders", params={"symbol": "AAPL"})).json()
         assert by_symbol["items"] == []
-
-
-async def order_events(gateway: Gateway, order_id: str) -> list[tuple[str | None, str]]:
-    """The order's transitions as the append-only event table holds them, oldest first."""
-    from sqlalchemy import select
-
-    from app.storage.sql.database import create_engine
-    from app.storage.sql.tables import order_events as events
-
-    engine = create_engine(gateway.database_url)
-    try:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                select(events.c.from_status, events.c.to_status)
-                .where(events.c.order_id == order_id)
-                .order_by(events.c.id)
-            )
-            return [(row.from_status, row.to_status) for row in rows]
-    finally:
-        await engine.dispose()
 
 
 async def test_every_transition_is_an_event_in_order(gateway: Gateway) -> None:

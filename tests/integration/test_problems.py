@@ -7,8 +7,8 @@ from __future__ import annotations
 import httpx
 
 from tests.conftest import Gateway
+from tests.helpers.orders import coid, eventually_status, limit, market
 from tests.helpers.problems import assert_problem
-from tests.integration.test_orders import coid, eventually_status, limit, market
 
 
 async def test_refusals_before_any_work_are_problems(gateway: Gateway) -> None:

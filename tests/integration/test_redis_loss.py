@@ -12,9 +12,14 @@ import redis.asyncio as aioredis
 from app.storage.redis.keys import SimKeys
 from tests.conftest import Gateway, Launch, _backends
 from tests.helpers.database import force_status, order_story
+from tests.helpers.orders import (
+    database_position,
+    eventually_status,
+    market,
+    redis_position,
+    resting_buy,
+)
 from tests.helpers.processes import applier_of, stopped
-from tests.integration.test_orders import eventually_status, market
-from tests.integration.test_risk_agreement import database_position, redis_position, resting_buy
 
 
 async def test_an_order_reaching_an_emptied_paper_exchange_first_recreates_its_prices(

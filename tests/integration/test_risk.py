@@ -29,7 +29,7 @@ from tests.conftest import (
     launch_gateway,
     wait_for,
 )
-from tests.integration.test_orders import coid, eventually_status, limit, market
+from tests.helpers.orders import coid, eventually_status, limit, market
 
 SCALE = 10**6
 REDIS_TIMEOUT_S = 0.08  # the risk decision's Redis budget in the outage test

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 from decimal import Decimal
-from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
@@ -17,28 +16,16 @@ from app.redisio.multiplexed import MultiplexedRedis
 from app.storage.redis.keys import RiskKeys
 from app.storage.redis.risk_state import RiskStore
 from tests.conftest import Gateway, Launch, wait_for
+from tests.helpers.orders import (
+    database_position,
+    eventually_status,
+    limit,
+    market,
+    redis_position,
+    resting_buy,
+)
 from tests.helpers.problems import assert_problem
 from tests.helpers.processes import applier_of, stopped
-from tests.integration.test_orders import eventually_status, limit, market
-
-
-def resting_buy(price: str, qty: str) -> dict[str, Any]:
-    """A good-till-canceled AAPL buy (AAPL's reference price is far above)."""
-    return limit(price, symbol="AAPL", qty=qty, tif="gtc")
-
-
-async def redis_position(client: httpx.AsyncClient, symbol: str) -> tuple[Decimal, Decimal]:
-    """(position, open buys) of ``symbol`` as the risk state in Redis holds them."""
-    [state] = (await client.get("/v1/risk/state")).json()["accounts"]
-    for exposure in state["exposure"]:
-        if exposure["symbol"] == symbol:
-            return Decimal(exposure["position"]), Decimal(exposure["open_buy"])
-    return Decimal(0), Decimal(0)
-
-
-async def database_position(client: httpx.AsyncClient, symbol: str) -> Decimal:
-    positions: list[dict[str, Any]] = (await client.get("/v1/positions")).json()
-    return next((Decimal(p["qty"]) for p in positions if p["symbol"] == symbol), Decimal(0))
 
 
 async def test_a_cancel_racing_a_partial_fill_keeps_the_fill_in_the_position(

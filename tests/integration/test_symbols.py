@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 
 from tests.conftest import Gateway, Launch, wait_for
+from tests.helpers.orders import limit, market
 from tests.helpers.problems import assert_problem
-from tests.integration.test_orders import limit, market
 
 
 async def test_symbols_list_reference_prices_and_decimals(
