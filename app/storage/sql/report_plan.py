@@ -20,7 +20,14 @@ from typing import Any
 
 from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
 from app.domain.reports import apply_report
-from app.storage.sql.rows import order_from_values
+from app.storage.sql.rows import (
+    EventRow,
+    FillRow,
+    FillStateRow,
+    OrderRow,
+    PositionRow,
+    order_from_values,
+)
 from app.storage.sql.statements import DriverSQL, RawWrite, Statements
 from app.storage.sql.tables import decimal_from_db
 
@@ -40,9 +47,9 @@ class ReportState:
     """The stored rows a batch of reports depends on, keyed so that two reads compare equal
     exactly when nothing they cover has changed."""
 
-    orders: dict[str, tuple[Any, ...]]  # by order id
+    orders: dict[str, OrderRow]  # by order id
     known_fills: frozenset[str]
-    positions: dict[tuple[str, str], tuple[Any, ...]]  # by (account, symbol)
+    positions: dict[tuple[str, str], PositionRow]  # by (account, symbol)
 
 
 def read_report_state(
@@ -52,18 +59,25 @@ def read_report_state(
     order_rows = sql.orders_by_key.run(
         conn, sorted({k[0] for k in wanted}), sorted({k[1] for k in wanted})
     )
-    # Columns 1 and 2 of ORDER_COLUMNS are account and client_order_id; 3 is the symbol.
-    orders = {row[0]: row for row in order_rows if (row[1], row[2]) in wanted}
+    orders = {
+        row.id: row
+        for row in map(OrderRow._make, order_rows)
+        if (row.account, row.client_order_id) in wanted
+    }
     fill_ids = [r.exec_id for r in reports if r.is_fill]
     known_rows = sql.known_fills.run(conn, fill_ids) if fill_ids else []
-    known = frozenset(row[0] for row in known_rows)
-    keys = {(row[1], row[3]) for row in orders.values()}
-    positions: dict[tuple[str, str], tuple[Any, ...]] = {}
+    known = frozenset(exec_id for (exec_id,) in known_rows)
+    keys = {(row.account, row.symbol) for row in orders.values()}
+    positions: dict[tuple[str, str], PositionRow] = {}
     if keys:
         rows = sql.positions_by_key.run(
             conn, sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
         )
-        positions = {(row[0], row[1]): row for row in rows if (row[0], row[1]) in keys}
+        positions = {
+            (row.account, row.symbol): row
+            for row in map(PositionRow._make, rows)
+            if (row.account, row.symbol) in keys
+        }
     return ReportState(orders, known, positions)
 
 
@@ -73,10 +87,10 @@ class ReportPlan:
 
     state: ReportState
     applied: list[AppliedReport] = field(default_factory=list)
-    order_rows: list[tuple[Any, ...]] = field(default_factory=list)
-    fill_rows: list[tuple[Any, ...]] = field(default_factory=list)
-    position_rows: list[tuple[Any, ...]] = field(default_factory=list)
-    event_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    order_rows: list[FillStateRow] = field(default_factory=list)
+    fill_rows: list[FillRow] = field(default_factory=list)
+    position_rows: list[PositionRow] = field(default_factory=list)
+    event_rows: list[EventRow] = field(default_factory=list)
     cursor: tuple[str, str] | None = None
     unknown: list[ExecutionReport] = field(default_factory=list)
     _bound: list[tuple[RawWrite, list[tuple[Any, ...]]]] | None = None
@@ -142,15 +156,15 @@ def plan_reports(
         if fill is not None:
             seen_fills.add(report.exec_id)
             plan.fill_rows.append(
-                (
-                    report.exec_id,
-                    order.id,
-                    order.account,
-                    order.symbol,
-                    order.side.value,
-                    fill.qty,
-                    fill.price,
-                    fill.at,
+                FillRow(
+                    exec_id=report.exec_id,
+                    order_id=order.id,
+                    account=order.account,
+                    symbol=order.symbol,
+                    side=order.side.value,
+                    qty=fill.qty,
+                    price=fill.price,
+                    at=fill.at,
                 )
             )
             key = (order.account, order.symbol)
@@ -163,32 +177,32 @@ def plan_reports(
             # is not written: applying it again is as harmless as skipping it.
             changed[updated.id] = updated
             plan.event_rows.append(
-                (
-                    order.id,
-                    order.account,
-                    order.status.value,
-                    updated.status.value,
-                    report.reason,
-                    report.exec_id,
-                    report.transact_time or now,
+                EventRow(
+                    order_id=order.id,
+                    account=order.account,
+                    from_status=order.status.value,
+                    to_status=updated.status.value,
+                    reason=report.reason,
+                    exec_id=report.exec_id,
+                    at=report.transact_time or now,
                 )
             )
         plan.applied.append(AppliedReport(report, updated))
 
     plan.order_rows = [
-        (
-            o.status.value,
-            o.filled_qty,
-            o.avg_fill_price,
-            o.exec_seq,
-            o.reject_reason,
-            o.updated_at,
-            o.id,
+        FillStateRow(
+            status=o.status.value,
+            filled_qty=o.filled_qty,
+            avg_fill_price=o.avg_fill_price,
+            exec_seq=o.exec_seq,
+            reject_reason=o.reject_reason,
+            updated_at=o.updated_at,
+            id=o.id,
         )
         for o in changed.values()
     ]
     plan.position_rows = [
-        (p.account, p.symbol, p.qty, p.avg_price, p.realized_pnl, now)
+        PositionRow(p.account, p.symbol, p.qty, p.avg_price, p.realized_pnl, now)
         for p in (positions[k] for k in touched)
     ]
     return plan
@@ -197,12 +211,11 @@ def plan_reports(
 def _positions(state: ReportState, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Position]:
     positions = {k: Position(k[0], k[1], Decimal(0), Decimal(0), Decimal(0)) for k in keys}
     for (account, symbol), row in state.positions.items():
-        _, _, qty, avg_price, realized_pnl, _ = row
         positions[(account, symbol)] = Position(
             account,
             symbol,
-            decimal_from_db(qty),
-            decimal_from_db(avg_price),
-            decimal_from_db(realized_pnl),
+            decimal_from_db(row.qty),
+            decimal_from_db(row.avg_price),
+            decimal_from_db(row.realized_pnl),
         )
     return positions

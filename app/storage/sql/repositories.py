@@ -132,7 +132,10 @@ class OrderRepository:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return {row[0]: OrderProgress(OrderStatus(row[1]), row[2]) for row in rows}
+        return {
+            row.client_order_id: OrderProgress(OrderStatus(row.status), row.filled_qty)
+            for row in rows
+        }
 
     async def stream_cursor(self, name: str) -> str | None:
         query = select(t.stream_cursors.c.position).where(t.stream_cursors.c.name == name)

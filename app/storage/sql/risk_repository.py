@@ -160,7 +160,7 @@ class RiskRepository:
             select(t.orders.c.account).distinct(),
         )
         async with self._engine.connect() as conn:
-            return {row[0] for row in (await conn.execute(query)).all()}
+            return {account for (account,) in (await conn.execute(query)).all()}
 
 
 async def _audit(

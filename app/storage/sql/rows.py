@@ -1,59 +1,105 @@
-"""Mapping between domain orders and ``orders`` table rows."""
+"""The rows the order log reads and writes by name, and the mapping between domain orders
+and ``orders`` rows. Each row type's fields are its statement's columns, in order (the
+statements take their column lists from here), so a row is never read by position."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from app.domain.orders import Order, OrderType, Side, TimeInForce
 from app.domain.status import OrderStatus
-from app.storage.sql.statements import ORDER_COLUMNS
 from app.storage.sql.tables import decimal_from_db, utc_from_db
+
+
+class OrderRow(NamedTuple):
+    """An ``orders`` row as the driver gives it (values not yet converted)."""
+
+    id: Any
+    account: Any
+    client_order_id: Any
+    symbol: Any
+    side: Any
+    qty: Any
+    type: Any
+    limit_price: Any
+    time_in_force: Any
+    status: Any
+    filled_qty: Any
+    avg_fill_price: Any
+    reject_reason: Any
+    request_hash: Any
+    exec_seq: Any
+    created_at: Any
+    updated_at: Any
+
+
+class PositionRow(NamedTuple):
+    account: Any
+    symbol: Any
+    qty: Any
+    avg_price: Any
+    realized_pnl: Any
+    updated_at: Any
+
+
+class FillRow(NamedTuple):
+    exec_id: Any
+    order_id: Any
+    account: Any
+    symbol: Any
+    side: Any
+    qty: Any
+    price: Any
+    at: Any
+
+
+class EventRow(NamedTuple):
+    order_id: Any
+    account: Any
+    from_status: Any
+    to_status: Any
+    reason: Any
+    exec_id: Any
+    at: Any
+
+
+class FillStateRow(NamedTuple):
+    """What a batch of reports changes of an order (``id`` last: the statement's key)."""
+
+    status: Any
+    filled_qty: Any
+    avg_fill_price: Any
+    exec_seq: Any
+    reject_reason: Any
+    updated_at: Any
+    id: Any
 
 
 def order_from_row(row: Mapping[Any, Any]) -> Order:
     """An order from a SQLAlchemy row mapping (values already converted by the columns)."""
-    return order_from_values([row[column] for column in ORDER_COLUMNS])
+    return order_from_values(OrderRow._make(row[column] for column in OrderRow._fields))
 
 
-def order_from_values(values: Sequence[Any]) -> Order:
-    """An order from a row of ``ORDER_COLUMNS``: the driver's raw values (converted here as
-    the columns' SQLAlchemy types would convert them) or already converted ones."""
-    (
-        id_,
-        account,
-        client_order_id,
-        symbol,
-        side,
-        qty,
-        type_,
-        limit_price,
-        time_in_force,
-        status,
-        filled_qty,
-        avg_fill_price,
-        reject_reason,
-        request_hash,
-        exec_seq,
-        created_at,
-        updated_at,
-    ) = values
+def order_from_values(row: OrderRow) -> Order:
+    """An order from an ``orders`` row: the driver's raw values (converted here as the
+    columns' SQLAlchemy types would convert them) or already converted ones."""
     return Order(
-        id=id_,
-        client_order_id=client_order_id,
-        account=account,
-        symbol=symbol,
-        side=Side(side),
-        qty=decimal_from_db(qty),
-        type=OrderType(type_),
-        limit_price=decimal_from_db(limit_price),
-        time_in_force=TimeInForce(time_in_force),
-        status=OrderStatus(status),
-        created_at=utc_from_db(created_at),
-        updated_at=utc_from_db(updated_at),
-        filled_qty=decimal_from_db(filled_qty),
-        avg_fill_price=decimal_from_db(avg_fill_price),
-        reject_reason=reject_reason,
-        request_hash=request_hash,
-        exec_seq=exec_seq,
+        id=row.id,
+        client_order_id=row.client_order_id,
+        account=row.account,
+        symbol=row.symbol,
+        side=Side(row.side),
+        qty=decimal_from_db(row.qty),
+        type=OrderType(row.type),
+        limit_price=decimal_from_db(row.limit_price),
+        time_in_force=TimeInForce(row.time_in_force),
+        status=OrderStatus(row.status),
+        created_at=utc_from_db(row.created_at),
+        updated_at=utc_from_db(row.updated_at),
+        filled_qty=decimal_from_db(row.filled_qty),
+        avg_fill_price=decimal_from_db(row.avg_fill_price),
+        reject_reason=row.reject_reason,
+        request_hash=row.request_hash,
+        exec_seq=row.exec_seq,
     )

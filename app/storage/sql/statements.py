@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy import Column, Dialect, Table
 
 from app.storage.sql import tables as t
+from app.storage.sql.rows import EventRow, FillRow, FillStateRow, OrderRow, PositionRow
 
 
 class DriverSQL(Protocol):
@@ -42,7 +43,7 @@ class RawWrite:
     def run(self, conn: DriverSQL, rows: list[tuple[Any, ...]]) -> None:
         self.execute(conn, self.bind(rows))
 
-    def bind(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def bind(self, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The rows' values as the driver takes them. Separate from ``execute`` so that it
         can happen before a lock is taken: it is about half of a write's time."""
         converted: list[tuple[Any, ...]] = []
@@ -122,36 +123,11 @@ def _update(dialect: Dialect, table: Table, names: Sequence[str], key: str) -> R
     return RawWrite(dialect, sql, [*(table.c[name] for name in names), table.c[key]])
 
 
-ORDER_COLUMNS = (
-    "id",
-    "account",
-    "client_order_id",
-    "symbol",
-    "side",
-    "qty",
-    "type",
-    "limit_price",
-    "time_in_force",
-    "status",
-    "filled_qty",
-    "avg_fill_price",
-    "reject_reason",
-    "request_hash",
-    "exec_seq",
-    "created_at",
-    "updated_at",
-)
-EVENT_COLUMNS = ("order_id", "account", "from_status", "to_status", "reason", "exec_id", "at")
-FILL_COLUMNS = ("exec_id", "order_id", "account", "symbol", "side", "qty", "price", "at")
-POSITION_COLUMNS = ("account", "symbol", "qty", "avg_price", "realized_pnl", "updated_at")
-ORDER_FILL_STATE = (
-    "status",
-    "filled_qty",
-    "avg_fill_price",
-    "exec_seq",
-    "reject_reason",
-    "updated_at",
-)
+ORDER_COLUMNS = OrderRow._fields
+EVENT_COLUMNS = EventRow._fields
+FILL_COLUMNS = FillRow._fields
+POSITION_COLUMNS = PositionRow._fields
+ORDER_FILL_STATE = FillStateRow._fields[:-1]  # set by id, the last field
 
 
 class Statements:
