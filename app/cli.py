@@ -263,7 +263,7 @@ def run_applier(args: argparse.Namespace) -> int:
                 core = await open_core(settings, stack, checkpoints=True)
                 await start_applier(core, settings, stack)
                 # As in the gateway: what start-up allocated lives as long as the process,
-                # so full collections need not walk it (a 60-80 ms pause here, measured).
+                # so full collections (pauses of tens of ms) need not walk it.
                 gc.collect()
                 gc.freeze()
                 await stop.wait()

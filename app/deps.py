@@ -45,7 +45,7 @@ BEARER_SCHEME = "HTTPBearer"
 async def authorize(services: Services, authorization: str | None, role: Role) -> Principal:
     """The caller of an ``Authorization: Bearer <api key>`` header, who must hold at least
     ``role``: else ``NotAuthenticated`` (401) or ``Forbidden`` (403). The header is read as
-    FastAPI's HTTPBearer reads it; as a sub-dependency that cost ~16 us a request."""
+    FastAPI's HTTPBearer reads it, without a sub-dependency's cost on every request."""
     scheme, key = get_authorization_scheme_param(authorization)
     if not key or scheme.lower() != "bearer":
         raise NotAuthenticated("send Authorization: Bearer <api key>")

@@ -2,10 +2,10 @@
 
 redis-py leases a pooled connection per command, arms timers around it and reads its reply
 before the connection serves anyone else; on the order path that was most of the client's
-cost (measured here: ~37 us of CPU per GET with 16 in flight through redis-py, ~4 us over one
-multiplexed socket). Redis answers a connection's commands in the order they were sent, so
-concurrent requests can share one socket: every write appends a waiter to a queue and every
-reply resolves the oldest. hiredis packs the commands and parses the replies, in C.
+cost (docs/performance.md compares them). Redis answers a connection's commands in the
+order they were sent, so concurrent requests can share one socket: every write appends a
+waiter to a queue and every reply resolves the oldest. hiredis packs the commands and
+parses the replies, in C.
 
 A hung Redis is detected by the oldest unanswered command: when it is older than the reply
 timeout, the connection is dropped, every waiter fails with ``TimeoutError`` and the next
@@ -120,15 +120,14 @@ class _RespProtocol(asyncio.Protocol):
         if self._timer is None:
             self._timer = self._loop.call_at(deadline, self._check_deadline)
         if redis_idle and self._transport is not None and not self.closed:
-            # Nothing in flight: Redis would wait for us, so write at once (at 500 orders/s
-            # this took the gateway's median from ~1.2 to ~0.7 ms).
+            # Nothing in flight: Redis would wait for us, so write at once (what an order
+            # alone at a low rate waits for).
             self._transport.write(data)
             return future
         # Else the commands sent in one loop iteration leave together once its callbacks
         # have run: one syscall here and one read for Redis instead of one each per
-        # command. Under HTTP load this raised the gateway's closed loop from ~1,800 to
-        # ~2,200 orders/s; a loop doing nothing but Redis calls loses the overlap with Redis
-        # instead (see README).
+        # command, which pays under HTTP load; a loop doing nothing but Redis calls loses
+        # its overlap with Redis instead (docs/performance.md).
         if not self._unsent:
             self._loop.call_soon(self._write_unsent)
         self._unsent.append(data)

@@ -28,9 +28,8 @@ log = logging.getLogger(__name__)
 CURSOR_NAME = "broker-reports"
 STOP_TIMEOUT_S = 2.0
 # Reports per transaction. On SQLite the gateway's commits wait while the applier holds the
-# write lock: 500 reports held it ~6 ms; at 128 the gateway's orders stall far less, and a
-# backlog is drained by going round again at once (ratio to the floor, six alternating
-# closed-loop runs each: median 0.64 at 500, 0.68 at 128).
+# write lock, so a batch is kept small enough not to stall them (docs/performance.md); a
+# backlog is drained by going round again at once.
 REPORT_BATCH = 128
 # Live orders asked about at once (one status call each, pipelined).
 LIVE_CHECK_BATCH = 256
