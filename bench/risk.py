@@ -36,7 +36,7 @@ import uvloop
 from redis.exceptions import RedisError
 
 from app.config import Settings, get_settings
-from app.domain.errors import RiskRejected
+from app.domain.errors import RiskDenied
 from app.domain.exposure import AccountImage, Settlement
 from app.domain.orders import OrderIntent, OrderType, Side
 from app.domain.risk import Reserved, RiskLimits, SymbolLimits
@@ -176,7 +176,7 @@ class _Targets:
     async def decide(self, order: BenchOrder) -> str:
         try:
             reserved = await self._risk.reserve(order.account, order.client_order_id, order.intent)
-        except RiskRejected as exc:
+        except RiskDenied as exc:
             return exc.code
         if reserved is Reserved.ALREADY:
             return HELD

@@ -18,7 +18,7 @@ holds the one table from exception class to answer):
     +-- OrderNotCancelable               409  order.not_cancelable
     +-- IdempotencyInFlight              409  idempotency.in_flight
     +-- IdempotencyConflict              422  idempotency.conflict
-    +-- RiskRejected                     422  risk.<check> (RiskCode: the check that refused)
+    +-- RiskDenied                     422  risk.<check> (RiskCode: the check that refused)
     +-- RiskUnavailable                  503  risk.unavailable
     +-- BrokerRejected                   422  broker.rejected
     +-- BrokerTimeout                    504  broker.timeout
@@ -167,12 +167,12 @@ class BrokerUnavailable(GatewayError):
     title = "Broker unavailable"
 
 
-class RiskRejected(GatewayError):
+class RiskDenied(GatewayError):
     """A pre-trade check refused the order. ``code`` names the check; the order is stored
-    as rejected with that code as its reason."""
+    as denied with that code as its reason (rejected is the venue's refusal)."""
 
     status = 422
-    title = "Rejected by pre-trade risk checks"
+    title = "Denied by pre-trade risk checks"
 
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from app.domain.decimals import ExactDecimal
-from app.domain.errors import RiskRejected
+from app.domain.errors import RiskDenied
 from app.domain.orders import MAX_PRICE, MAX_QTY, OrderIntent, OrderType, Side, Symbol
 
 # Exposure limits are bounded like the values they limit, so no input can overflow.
@@ -143,21 +143,21 @@ def check_static(
     intent: OrderIntent, limits: RiskLimits, reference_price: Decimal | None
 ) -> Decimal:
     """The checks that need no shared state. Returns the price the order's exposure is
-    counted at (its limit price, else the reference price); raises ``RiskRejected``."""
+    counted at (its limit price, else the reference price); raises ``RiskDenied``."""
     symbol = intent.symbol
     if limits.trading_state is TradingState.HALTED:
-        raise RiskRejected(RiskCode.TRADING_HALTED, "trading is halted for this account")
+        raise RiskDenied(RiskCode.TRADING_HALTED, "trading is halted for this account")
     if limits.allowed_symbols is not None and symbol not in limits.allowed_symbols:
-        raise RiskRejected(RiskCode.SYMBOL_NOT_ALLOWED, f"{symbol} is not on the allow list")
+        raise RiskDenied(RiskCode.SYMBOL_NOT_ALLOWED, f"{symbol} is not on the allow list")
     if limits.blocked_symbols is not None and symbol in limits.blocked_symbols:
-        raise RiskRejected(RiskCode.SYMBOL_BLOCKED, f"{symbol} is on the block list")
+        raise RiskDenied(RiskCode.SYMBOL_BLOCKED, f"{symbol} is on the block list")
     max_qty = limits.order_qty_limit(symbol)
     if max_qty is not None and intent.qty > max_qty:
-        raise RiskRejected(RiskCode.MAX_ORDER_QTY, f"qty {intent.qty} exceeds {max_qty}")
+        raise RiskDenied(RiskCode.MAX_ORDER_QTY, f"qty {intent.qty} exceeds {max_qty}")
 
     if intent.type is OrderType.MARKET:
         if reference_price is None:
-            raise RiskRejected(
+            raise RiskDenied(
                 RiskCode.NO_REFERENCE_PRICE, f"no reference price for {symbol}: market order"
             )
         price = reference_price
@@ -167,12 +167,12 @@ def check_static(
         collar = limits.price_collar_pct
         if collar is not None:
             if reference_price is None:
-                raise RiskRejected(
+                raise RiskDenied(
                     RiskCode.NO_REFERENCE_PRICE, f"no reference price for {symbol}: no collar"
                 )
             distance = abs(price - reference_price) / reference_price * 100
             if distance > collar:
-                raise RiskRejected(
+                raise RiskDenied(
                     RiskCode.PRICE_COLLAR,
                     f"limit {price} is {distance:.2f}% from the reference {reference_price}"
                     f" (collar {collar}%)",
@@ -180,7 +180,7 @@ def check_static(
 
     notional = intent.qty * price
     if limits.max_order_notional is not None and notional > limits.max_order_notional:
-        raise RiskRejected(
+        raise RiskDenied(
             RiskCode.MAX_ORDER_NOTIONAL,
             f"notional {notional:.2f} exceeds {limits.max_order_notional}",
         )

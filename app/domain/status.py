@@ -2,7 +2,8 @@
 
 pending_new -> new -> partially_filled -> filled
 new / partially_filled -> pending_cancel -> canceled
-pending_new -> rejected ; new -> expired
+pending_new -> denied (the gateway's own risk checks refused it) ; pending_new -> rejected
+(the venue refused it) ; new -> expired
 unknown: the placement's outcome was not learned; it is resolved by asking the broker.
 
 A broker may report a fill before its acknowledgement reaches us, and a fill may race a
@@ -23,6 +24,7 @@ class OrderStatus(StrEnum):
     FILLED = "filled"
     PENDING_CANCEL = "pending_cancel"
     CANCELED = "canceled"
+    DENIED = "denied"
     REJECTED = "rejected"
     EXPIRED = "expired"
     UNKNOWN = "unknown"
@@ -34,7 +36,7 @@ class OrderStatus(StrEnum):
 
 S = OrderStatus
 
-FINAL_STATUSES = frozenset({S.FILLED, S.CANCELED, S.REJECTED, S.EXPIRED})
+FINAL_STATUSES = frozenset({S.FILLED, S.CANCELED, S.DENIED, S.REJECTED, S.EXPIRED})
 # Open: may still trade at the broker, so it counts against exposure and can be canceled.
 OPEN_STATUSES = frozenset({S.PENDING_NEW, S.NEW, S.PARTIALLY_FILLED, S.PENDING_CANCEL, S.UNKNOWN})
 
@@ -44,6 +46,7 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.PENDING_NEW: frozenset(
         {
             S.NEW,
+            S.DENIED,
             S.REJECTED,
             S.UNKNOWN,
             S.PARTIALLY_FILLED,
@@ -63,6 +66,7 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     ),
     S.FILLED: frozenset(),
     S.CANCELED: frozenset(),
+    S.DENIED: frozenset(),
     S.REJECTED: frozenset(),
     S.EXPIRED: frozenset(),
 }

@@ -31,7 +31,7 @@ from app.domain.errors import (
     InvalidOrder,
     OrderNotCancelable,
     OrderNotFound,
-    RiskRejected,
+    RiskDenied,
     RiskUnavailable,
 )
 from app.domain.ids import new_id
@@ -157,12 +157,12 @@ class OrderService:
         # Pre-trade risk: decided fresh against live exposure; reserves it when accepted.
         try:
             reserved = await self._risk.reserve(account, client_order_id, intent, claim)
-        except RiskRejected as rejection:
+        except RiskDenied as denial:
             if claim is not None and not claim.ours:
-                # Refused in process, before Redis: the rejection is an answer to keep, so
+                # Refused in process, before Redis: the denial is an answer to keep, so
                 # claim the key now (a retry of an earlier, accepted order may hold it).
                 await self._claim(claim)
-            return await self._reject(order, rejection)
+            return await self._deny(order, denial)
 
         # Write-ahead: the order is durable before the broker can act on it.
         if not await self._log.insert_new(order):
@@ -207,13 +207,14 @@ class OrderService:
             # Redis holds the risk state too: without it no order can be decided.
             raise RiskUnavailable(f"Redis unreachable: {exc!r}") from exc
 
-    async def _reject(self, order: Order, rejection: RiskRejected) -> Answer:
-        """Store an order the risk checks refused, with the check's code as its reason."""
-        rejected = order.transition(OrderStatus.REJECTED, utcnow(), reject_reason=rejection.code)
-        answer = _problem(rejection, rejected)
-        # One write: the order, its rejection and the answer, in one transaction.
+    async def _deny(self, order: Order, denial: RiskDenied) -> Answer:
+        """Store an order the risk checks refused as denied, with the check's code as its
+        reason."""
+        denied = order.transition(OrderStatus.DENIED, utcnow(), reject_reason=denial.code)
+        answer = _problem(denial, denied)
+        # One write: the order, its denial and the answer, in one transaction.
         if not await self._log.insert_new(
-            order, outcome=rejected, reason=rejection.code, ack=(answer.status, answer.body)
+            order, outcome=denied, reason=denial.code, ack=(answer.status, answer.body)
         ):
             return await self._answer_from_database(
                 order.account, order.client_order_id, order.request_hash

@@ -20,7 +20,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.domain.errors import RiskRejected, RiskUnavailable
+from app.domain.errors import RiskDenied, RiskUnavailable
 from app.domain.exposure import AccountImage, Settlement
 from app.domain.orders import OrderIntent
 from app.domain.risk import Reserved, RiskLimits, check_static, duplicate_signature
@@ -78,13 +78,13 @@ class RiskService:
         """Decide the order; on acceptance its exposure is reserved under ``client_order_id``
         (``Reserved.NOW``), unless that id already held a reservation (``Reserved.ALREADY``:
         nothing new was reserved).
-        Raises ``RiskRejected`` (with the check's code) or ``RiskUnavailable``. ``claim``:
+        Raises ``RiskDenied`` (with the check's code) or ``RiskUnavailable``. ``claim``:
         the order's idempotency key, claimed in the same Redis step as the reservation
         (``KeyHeld`` if another request has it); the in-process checks come first, so a
-        ``RiskRejected`` from them leaves it unmade."""
+        ``RiskDenied`` from them leaves it unmade."""
         try:
             created = await self._decide(account, client_order_id, intent, claim)
-        except (RiskRejected, RiskUnavailable) as refusal:
+        except (RiskDenied, RiskUnavailable) as refusal:
             RISK_DECISIONS.labels(result=refusal.code).inc()
             raise
         RISK_ACCEPTED.inc()
@@ -117,7 +117,7 @@ class RiskService:
                 await self.rebuild(account)
                 continue
             if outcome.kind is ReserveResult.REJECT:
-                raise RiskRejected(outcome.code, outcome.detail)
+                raise RiskDenied(outcome.code, outcome.detail)
             if outcome.kind is ReserveResult.ABANDONED:  # only a call given up sees this
                 raise RiskUnavailable("the reservation attempt was given up; nothing reserved")
             return Reserved.NOW if outcome.kind is ReserveResult.OK else Reserved.ALREADY

@@ -228,7 +228,7 @@ async def test_every_ending_has_its_whole_story_in_order_events(
     ]
     assert await order_events(gateway, refused.json()["order_id"]) == [
         (None, "pending_new"),
-        ("pending_new", "rejected"),
+        ("pending_new", "denied"),
     ]
     assert await order_events(gateway, day["id"]) == [
         (None, "pending_new"),

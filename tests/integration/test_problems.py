@@ -53,7 +53,7 @@ async def test_refusals_of_orders_are_problems_with_the_orders_status_apart(
         refused = assert_problem(
             await client.post("/v1/orders", json=market(qty="6")), 422, "risk.max_order_qty"
         )
-        assert refused["order_status"] == "rejected"
+        assert refused["order_status"] == "denied"
 
         body = limit("1.00", symbol="AAPL")
         assert (await client.post("/v1/orders", json=body)).status_code == 201

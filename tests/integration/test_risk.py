@@ -54,15 +54,16 @@ async def put_limits(admin: httpx.AsyncClient, account: str, **limits: Any) -> d
     return body
 
 
-async def rejected_with(client: httpx.AsyncClient, order: dict[str, Any], code: str) -> None:
-    """The order is refused with ``code``, and stored as rejected with it as the reason."""
+async def denied_with(client: httpx.AsyncClient, order: dict[str, Any], code: str) -> None:
+    """The order is refused with ``code``, and stored as denied with it as the reason."""
     response = await client.post("/v1/orders", json=order)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["code"] == code, problem
+    assert problem["order_status"] == "denied"
     stored = (await client.get(f"/v1/orders/{problem['order_id']}")).json()
-    assert stored["status"] == "rejected"
+    assert stored["status"] == "denied"  # refused by the gateway: rejected is the venue's
     assert stored["reject_reason"] == code
 
 
@@ -186,7 +187,7 @@ async def test_patch_changes_only_the_limits_it_names(
     assert (after["max_order_qty"], after["max_position"]) == ("7", None)
     assert set(after["symbols"]) == {"MSFT", "TSLA"}
     # Every worker applies it to the next order.
-    await rejected_with(client, market("TSLA", qty="5"), "risk.position_limit")
+    await denied_with(client, market("TSLA", qty="5"), "risk.position_limit")
     await accepted(client, market("AAPL", qty="7"))
     [entry, *_] = (await admin.get("/v1/risk/audit", params={"limit": 1})).json()
     assert (entry["account"], entry["detail"]["max_position"]) == (account, None)
@@ -321,7 +322,7 @@ async def test_each_check_rejects_with_its_code_and_stores_it_on_the_order(
 ) -> None:
     account, client = trader
     await put_limits(admin, account, **limits)
-    await rejected_with(client, {**refused, "client_order_id": coid()}, code)
+    await denied_with(client, {**refused, "client_order_id": coid()}, code)
     if allowed is not None:
         await accepted(client, {**allowed, "client_order_id": coid()})
 
@@ -340,7 +341,7 @@ async def test_risk_decisions_are_counted_by_result_in_metrics(
     before = await count("risk.max_open_orders"), await count("accepted")
     await accepted(client, market("XOM", qty="1"))
     await put_limits(admin, account, max_open_orders=0)
-    await rejected_with(client, market("XOM", qty="2"), "risk.max_open_orders")
+    await denied_with(client, market("XOM", qty="2"), "risk.max_open_orders")
     assert await count("risk.max_open_orders") == before[0] + 1
     assert await count("accepted") >= before[1] + 1  # other tests' orders may count too
 
@@ -363,7 +364,7 @@ async def test_open_orders_count_toward_the_position_limit_until_canceled(
     account, client = trader
     await put_limits(admin, account, max_position="10")
     resting = await accepted(client, limit("1.00", symbol="AAPL", qty="6"))  # rests: far below
-    await rejected_with(client, limit("1.00", symbol="AAPL", qty="5"), "risk.position_limit")
+    await denied_with(client, limit("1.00", symbol="AAPL", qty="5"), "risk.position_limit")
     refused = (await client.post("/v1/orders", json=limit("1.00", symbol="AAPL", qty="4.5"))).json()
     # The quantities as they were sent, not as the risk state scales them.
     assert refused["detail"].startswith("AAPL position would reach 10.5 "), refused
@@ -378,7 +379,7 @@ async def test_an_expired_day_order_gives_its_reservation_back(
     account, client = trader
     await put_limits(admin, account, max_position="10")
     resting = await accepted(client, limit("1.00", symbol="GOOGL", qty="10"))
-    await rejected_with(client, limit("1.00", symbol="GOOGL", qty="1"), "risk.position_limit")
+    await denied_with(client, limit("1.00", symbol="GOOGL", qty="1"), "risk.position_limit")
     assert (await admin.post("/v1/sim/session-close")).status_code == 200
     await eventually_status(client, resting["id"], "expired")
 
@@ -396,7 +397,7 @@ async def test_the_same_order_again_within_the_window_is_a_duplicate_unless_deli
     await put_limits(admin, account, duplicate_window_ms=300)
     order = {"symbol": "MSFT", "side": "buy", "qty": "3", "type": "market"}
     await accepted(client, {**order, "client_order_id": coid()})
-    await rejected_with(client, {**order, "client_order_id": coid()}, "risk.duplicate_order")
+    await denied_with(client, {**order, "client_order_id": coid()}, "risk.duplicate_order")
     await accepted(client, {**order, "client_order_id": coid(), "allow_duplicate": True})
     await accepted(client, {**order, "qty": "4", "client_order_id": coid()})  # not the same
     await asyncio.sleep(0.4)  # the window has passed
@@ -526,8 +527,8 @@ async def test_account_kill_switch_cancels_open_orders_and_lets_only_reductions_
     assert outcome["by"].startswith("ops/admin/")
     await eventually_status(client, resting["id"], "canceled")
 
-    await rejected_with(client, market("JPM", qty="1"), "risk.kill_switch")
-    await rejected_with(client, market("XOM", side="sell", qty="1"), "risk.kill_switch")
+    await denied_with(client, market("JPM", qty="1"), "risk.kill_switch")
+    await denied_with(client, market("XOM", side="sell", qty="1"), "risk.kill_switch")
     await accepted(client, market("JPM", side="sell", qty="4"))  # reduces the long
     state = await account_state(admin, account)
     assert state["kill_switch"] is True
@@ -557,7 +558,7 @@ async def test_global_kill_switch_stops_every_account_on_every_worker(
         assert (await admin.post("/v1/risk/kill-switch", json=on)).status_code == 200
         try:
             for client in clients:
-                await rejected_with(client, market("IWM", qty="1"), "risk.kill_switch")
+                await denied_with(client, market("IWM", qty="1"), "risk.kill_switch")
             state = (await admin.get("/v1/risk/state")).json()
             assert any(k["scope"] == "global" and k["active"] for k in state["kill_switches"])
         finally:
@@ -702,6 +703,6 @@ async def test_the_development_profile_refuses_a_fat_finger_order(fresh: Launch)
         ORDERGATE_BROKER_TIMEOUT_MS="1000",  # within the tests' reconcile_after_s
     )
     async with gateway.client(gateway.new_key("fat-finger")) as client:
-        await rejected_with(client, market(qty="1000000000"), "risk.max_order_qty")
-        await rejected_with(client, market(qty="5000"), "risk.max_order_notional")  # 1.15M
+        await denied_with(client, market(qty="1000000000"), "risk.max_order_qty")
+        await denied_with(client, market(qty="5000"), "risk.max_order_notional")  # 1.15M
         await accepted(client, market(qty="100"))

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.domain.errors import RiskRejected
+from app.domain.errors import RiskDenied
 from app.domain.orders import OrderIntent
 from app.domain.risk import (
     RiskCode,
@@ -34,7 +34,7 @@ def limit_order(price: str, **fields: Any) -> OrderIntent:
 
 
 def refused(order: OrderIntent, limits: RiskLimits, reference: Decimal | None = REF) -> str:
-    with pytest.raises(RiskRejected) as caught:
+    with pytest.raises(RiskDenied) as caught:
         check_static(order, limits, reference)
     assert caught.value.status == 422
     return caught.value.code

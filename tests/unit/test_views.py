@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.domain.errors import GatewayError, HttpProblem, RiskRejected
+from app.domain.errors import GatewayError, HttpProblem, RiskDenied
 from app.domain.orders import Order, OrderType, Side, TimeInForce
 from app.domain.status import OrderStatus
 from app.domain.views import OrderView, problem_body, render_order
@@ -71,8 +71,8 @@ def _every_error_class(root: type[GatewayError] = GatewayError) -> list[type[Gat
 def _an_instance_of(cls: type[GatewayError]) -> GatewayError:
     if cls is HttpProblem:
         return HttpProblem(409, "x")
-    if cls is RiskRejected:
-        return RiskRejected("risk.position_limit", "x")
+    if cls is RiskDenied:
+        return RiskDenied("risk.position_limit", "x")
     return cls("x")
 
 
