@@ -1,9 +1,8 @@
-"""uvicorn's httptools protocol, with a response's writes sent together.
+"""The HTTP server's protocol: uvicorn's httptools protocol, with the limits a server facing
+the network needs (uvicorn has none for httptools).
 
-uvicorn writes a response in two sends, its head at ``http.response.start`` and its body at
-``http.response.body``: two system calls, and two TCP segments for the client to read. Here a
-connection's writes made in one turn of the event loop are joined and sent once, at the end
-of that turn. Nothing waits longer than the turn it was written in.
+It subclasses uvicorn's ``httptools_impl``, which is not a public API: a uvicorn upgrade may
+break it, and the tests in ``tests/integration/test_http_edge.py`` say so at once.
 """
 
 from __future__ import annotations
@@ -19,52 +18,9 @@ from app.domain.errors import GatewayError, HttpProblem, RequestHeadTooLarge, Re
 from app.domain.views import PROBLEM_JSON, render_problem
 
 
-class CoalescingTransport:
-    """A transport whose writes in one loop turn leave in one ``write`` of the real one.
-    Everything else goes to the real transport, after what is pending (so a close, say,
-    never overtakes a write)."""
-
-    __slots__ = ("_loop", "_pending", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._pending: list[bytes] = []
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._pending:
-            self._loop.call_soon(self.flush)
-        self._pending.append(bytes(data))
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        if not self._transport.is_closing():
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else (is_closing, pause_reading, get_extra_info, set_protocol, ...):
-        # what is pending goes first.
-        self.flush()
-        return getattr(self._transport, name)
-
-
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """``uvicorn.run(..., http=CoalescingHttpToolsProtocol)``."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        # uvloop's transports are not asyncio.Transport subclasses, so no isinstance here.
-        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
-
-
-class GatewayHttpProtocol(CoalescingHttpToolsProtocol):
-    """The coalescing protocol, with the limits a server facing the network needs (uvicorn
-    has none for httptools): a request's head (request line and headers) larger than
+class GatewayHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with the limits a server facing the network needs: a
+    request's head (request line and headers) larger than
     ``max_header_bytes`` is answered 431 and the connection closed before more of it is
     buffered; a head not complete within ``head_timeout_s`` of the connection opening or of
     the previous answer, or a body not complete within ``body_timeout_s`` of its head
