@@ -36,7 +36,6 @@ import uvloop
 from redis.exceptions import RedisError
 
 from app.config import Settings, get_settings
-from app.domain.errors import RiskDenied
 from app.domain.exposure import AccountImage, Settlement
 from app.domain.orders import OrderIntent, OrderType, Side
 from app.domain.risk import Reserved, RiskLimits, SymbolLimits
@@ -174,11 +173,10 @@ class _Targets:
         return FLOOR_OK
 
     async def decide(self, order: BenchOrder) -> str:
-        try:
-            reserved = await self._risk.reserve(order.account, order.client_order_id, order.intent)
-        except RiskDenied as exc:
-            return exc.code
-        if reserved is Reserved.ALREADY:
+        decision = await self._risk.reserve(order.account, order.client_order_id, order.intent)
+        if decision.denial is not None:
+            return decision.denial.code
+        if decision.reserved is Reserved.ALREADY:
             return HELD
         self._open.append(Settlement(order.account, order.client_order_id, Decimal(0), final=True))
         return ACCEPTED

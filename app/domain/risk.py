@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -119,6 +119,15 @@ class Reserved(StrEnum):
 
     NOW = "now"
     ALREADY = "already"
+
+
+class RiskDecision(NamedTuple):
+    """What the pre-trade checks decided: the reservation when accepted, the denial when
+    not, and whether the order's idempotency key was claimed on the way."""
+
+    reserved: Reserved | None
+    denial: RiskDenied | None
+    key_claimed: bool
 
 
 class RiskCode(StrEnum):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -101,11 +102,8 @@ class OrderService:
         except KeyHeld as held:
             return await self._answer_for_held_key(account, client_order_id, fingerprint, held)
         except GatewayError:
-            # Raised only before the order was written: nothing to remember, let a retry in.
-            # (A claim whose outcome is unknown, Redis having failed, expires instead.)
-            if claim.ours:
-                with contextlib.suppress(RedisError, OSError):  # else the claim expires
-                    await self._idempotency.release(claim)
+            # Nothing was written and the claim, if made, let go (a claim whose outcome is
+            # unknown, Redis having failed, expires instead).
             raise
         except BaseException:
             # Unexpected: keep the in-flight claim (it expires) rather than risk a duplicate.
@@ -155,20 +153,24 @@ class OrderService:
             request_hash=fingerprint,
         )
         # Pre-trade risk: decided fresh against live exposure; reserves it when accepted.
-        try:
-            reserved = await self._risk.reserve(account, client_order_id, intent, claim)
-        except RiskDenied as denial:
-            if claim is not None and not claim.ours:
+        decision = await self._risk.reserve(account, client_order_id, intent, claim)
+        claimed = claim if decision.key_claimed else None  # this request holds its key
+        if decision.denial is not None:
+            if claim is not None and claimed is None:
                 # Refused in process, before Redis: the denial is an answer to keep, so
                 # claim the key now (a retry of an earlier, accepted order may hold it).
                 await self._claim(claim)
-            return await self._deny(order, denial)
+                claimed = claim
+            return await self._or_let_go(self._deny(order, decision.denial), claimed)
 
         # Write-ahead: the order is durable before the broker can act on it.
         if not await self._log.insert_new(order):
-            if reserved is Reserved.NOW:  # the id is taken in the log: undo what was reserved
+            # The id is taken in the order log (Redis had forgotten the key).
+            if decision.reserved is Reserved.NOW:  # undo what was just reserved
                 await self._release(order, filled=Decimal(0))
-            return await self._answer_from_database(account, client_order_id, fingerprint)
+            return await self._or_let_go(
+                self._answer_from_database(account, client_order_id, fingerprint), claimed
+            )
 
         try:
             async with asyncio.timeout(self._broker_timeout_s):
@@ -199,6 +201,17 @@ class OrderService:
         await self._record(rejected, OrderStatus.PENDING_NEW, answer, reason=reason)
         await self._release(rejected, filled=Decimal(0))  # a rejected order never traded
         return answer
+
+    async def _or_let_go(self, answer: Awaitable[Answer], claimed: KeyClaim | None) -> Answer:
+        """``answer``; if it raises instead, nothing was written, so the key this request
+        claimed is let go first, for a retry (if Redis fails now, the claim expires)."""
+        try:
+            return await answer
+        except GatewayError:
+            if claimed is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._idempotency.release(claimed)
+            raise
 
     async def _claim(self, claim: KeyClaim) -> None:
         try:

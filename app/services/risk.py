@@ -23,7 +23,13 @@ from redis.exceptions import RedisError
 from app.domain.errors import RiskDenied, RiskUnavailable
 from app.domain.exposure import AccountImage, Settlement
 from app.domain.orders import OrderIntent
-from app.domain.risk import Reserved, RiskLimits, check_static, duplicate_signature
+from app.domain.risk import (
+    Reserved,
+    RiskDecision,
+    RiskLimits,
+    check_static,
+    duplicate_signature,
+)
 from app.services.cache import ReadThroughCache
 from app.services.metrics import RISK_ACCEPTED, RISK_DECISIONS
 from app.services.prices import ReferencePrices
@@ -74,28 +80,33 @@ class RiskService:
         client_order_id: str,
         intent: OrderIntent,
         claim: KeyClaim | None = None,
-    ) -> Reserved:
-        """Decide the order; on acceptance its exposure is reserved under ``client_order_id``
-        (``Reserved.NOW``), unless that id already held a reservation (``Reserved.ALREADY``:
-        nothing new was reserved).
-        Raises ``RiskDenied`` (with the check's code) or ``RiskUnavailable``. ``claim``:
-        the order's idempotency key, claimed in the same Redis step as the reservation
-        (``KeyHeld`` if another request has it); the in-process checks come first, so a
-        ``RiskDenied`` from them leaves it unmade."""
+    ) -> RiskDecision:
+        """Decide the order: accepted, its exposure reserved under ``client_order_id``
+        (``Reserved.NOW``) unless that id already held a reservation (``Reserved.ALREADY``:
+        nothing new was reserved); or denied, with the check's code. ``claim``: the order's
+        idempotency key, claimed in the same Redis step as the checks (``KeyHeld`` if another
+        request has it); the in-process checks come first, so a denial by them leaves it
+        unclaimed. Raises ``RiskUnavailable`` when there is no decision (fail closed)."""
         try:
-            created = await self._decide(account, client_order_id, intent, claim)
-        except (RiskDenied, RiskUnavailable) as refusal:
+            decision = await self._decide(account, client_order_id, intent, claim)
+        except RiskUnavailable as refusal:
             RISK_DECISIONS.labels(result=refusal.code).inc()
             raise
-        RISK_ACCEPTED.inc()
-        return created
+        if decision.denial is not None:
+            RISK_DECISIONS.labels(result=decision.denial.code).inc()
+        else:
+            RISK_ACCEPTED.inc()
+        return decision
 
     async def _decide(
         self, account: str, client_order_id: str, intent: OrderIntent, claim: KeyClaim | None
-    ) -> Reserved:
+    ) -> RiskDecision:
         limits = await self.limits(account)
         reference = self.prices.get(intent.symbol)
-        price = check_static(intent, limits, reference)
+        try:
+            price = check_static(intent, limits, reference)
+        except RiskDenied as static_denial:
+            return RiskDecision(None, static_denial, key_claimed=False)
         duplicate = None
         if limits.duplicate_window_ms and not intent.allow_duplicate:
             duplicate = (duplicate_signature(intent), limits.duplicate_window_ms)
@@ -117,10 +128,12 @@ class RiskService:
                 await self.rebuild(account)
                 continue
             if outcome.kind is ReserveResult.REJECT:
-                raise RiskDenied(outcome.code, outcome.detail)
+                denial = RiskDenied(outcome.code, outcome.detail)
+                return RiskDecision(None, denial, outcome.key_claimed)
             if outcome.kind is ReserveResult.ABANDONED:  # only a call given up sees this
                 raise RiskUnavailable("the reservation attempt was given up; nothing reserved")
-            return Reserved.NOW if outcome.kind is ReserveResult.OK else Reserved.ALREADY
+            reserved = Reserved.NOW if outcome.kind is ReserveResult.OK else Reserved.ALREADY
+            return RiskDecision(reserved, None, outcome.key_claimed)
         raise RiskUnavailable("risk state could not be rebuilt; order not accepted")
 
     async def release(self, account: str, client_order_id: str, cum_qty: Decimal) -> None:

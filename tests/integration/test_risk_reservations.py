@@ -762,7 +762,7 @@ async def test_the_reservation_claims_the_idempotency_key_in_the_same_step(
     outcome = await store.reserve(
         ACCOUNT, "k-1", "AAPL", Side.BUY, Decimal(1), MARKS["AAPL"], None, first
     )
-    assert (outcome.kind, first.ours) == ("ok", True)
+    assert (outcome.kind, outcome.key_claimed) == ("ok", True)
     # Another request with the key: told who holds it; nothing checked or reserved.
     second = KeyClaim(key, "fp-2", 60_000)
     with pytest.raises(KeyHeld) as held:
@@ -770,9 +770,30 @@ async def test_the_reservation_claims_the_idempotency_key_in_the_same_step(
             ACCOUNT, "k-1-again", "AAPL", Side.BUY, Decimal(1), MARKS["AAPL"], None, second
         )
     assert (held.value.claim.fingerprint, held.value.claim.answer) == ("fp-1", None)
-    assert not second.ours
     snapshot = await store.snapshot(ACCOUNT)
     assert [r.client_order_id for r in snapshot.reservations] == ["k-1"]
+
+
+async def test_an_account_without_risk_state_claims_no_key(redis_server: EmbeddedRedis) -> None:
+    """It is rebuilt, then asked again: the key is claimed by the call that decides."""
+    commands = MultiplexedRedis(db_url(redis_server, EXAMPLES_DB))
+    try:
+        await commands.execute("FLUSHDB")
+        key = idempotency(ACCOUNT, "k-2")
+        outcome = await RiskStore(commands).reserve(
+            ACCOUNT,
+            "k-2",
+            "AAPL",
+            Side.BUY,
+            Decimal(1),
+            MARKS["AAPL"],
+            None,
+            KeyClaim(key, "fp", 60_000),
+        )
+        assert (outcome.kind, outcome.key_claimed) == ("nostate", False)
+        assert await commands.execute("EXISTS", key) == 0
+    finally:
+        await commands.close()
 
 
 async def test_replaying_a_settlement_changes_nothing(store: RiskStore) -> None:

@@ -58,17 +58,16 @@ class Claim:
         return cls(fingerprint, Answer(int(status), body, replayed=True))
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class KeyClaim:
-    """One request's claim on its idempotency key, made by the first Redis script the
-    request runs: the risk reservation, which claims it in the same atomic step (the key
-    carries the account's hash tag), or ``IdempotencyStore.claim`` alone. ``ours`` once
-    it is made."""
+    """The claim one request makes on its idempotency key, by the first Redis script it
+    runs: the risk reservation, which claims it in the same atomic step (the key carries
+    the account's hash tag), or ``IdempotencyStore.claim`` alone. Whether it was made is
+    the caller's to keep: each says so (``ReserveOutcome.key_claimed``, or no ``KeyHeld``)."""
 
     key: str
     fingerprint: str
     ttl_ms: int
-    ours: bool = False
 
 
 class KeyHeld(Exception):
@@ -99,7 +98,6 @@ class IdempotencyStore:
         value = await self._claim(keys=[claim.key], args=[claim.fingerprint, claim.ttl_ms])
         if value is not None:
             raise KeyHeld(Claim.parse(value))
-        claim.ours = True
 
     def remember(self, account: str, key: str, fingerprint: str, answer: Answer) -> None:
         """Keep the answer given, in the background: the order log already holds it, so the
@@ -129,4 +127,3 @@ class IdempotencyStore:
     async def release(self, claim: KeyClaim) -> None:
         """Forget this request's claim: it left no trace, so a retry may proceed."""
         await self._redis.execute("DEL", claim.key)
-        claim.ours = False

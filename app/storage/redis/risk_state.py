@@ -82,6 +82,7 @@ class ReserveOutcome:
     kind: ReserveResult
     code: str = ""
     detail: str = ""
+    key_claimed: bool = False  # the idempotency key given was claimed by this call
 
 
 # Longer than a hung Redis plus its backlog could take to run what was sent meanwhile.
@@ -118,9 +119,10 @@ class RiskStore:
         claim: KeyClaim | None = None,
     ) -> ReserveOutcome:
         """Check every stateful limit and reserve the order's exposure, atomically.
-        ``duplicate``: (signature, window ms) when the duplicate window applies. ``claim``,
-        unless already ours: the order's idempotency key, claimed first in the same step
-        (raises ``KeyHeld``, with nothing checked or reserved, if another request has it)."""
+        ``duplicate``: (signature, window ms) when the duplicate window applies. ``claim``:
+        the order's idempotency key, to claim before the checks in the same step (None: no
+        key, or the caller holds it already); raises ``KeyHeld``, with nothing checked or
+        reserved, if another request has it."""
         if self._abandoned:
             await self._give_up_abandoned()
         keys = RiskKeys(account)
@@ -137,10 +139,9 @@ class RiskStore:
             str(int(time.time() * 1000)),
             attempt,
         ]
-        claiming = claim if claim is not None and not claim.ours else None
-        if claiming is not None:
-            script_keys.append(claiming.key)
-            args += [claiming.fingerprint, str(claiming.ttl_ms)]
+        if claim is not None:
+            script_keys.append(claim.key)
+            args += [claim.fingerprint, str(claim.ttl_ms)]
         try:
             result = await self._reserve(keys=script_keys, args=args)
         except BaseException:
@@ -154,11 +155,13 @@ class RiskStore:
         if reply == "claimed":
             raise KeyHeld(Claim.parse(result[1]))
         kind = ReserveResult(reply)
-        if claiming is not None and kind is not ReserveResult.ABANDONED:
-            claiming.ours = True
+        claimed = claim is not None and kind not in (
+            ReserveResult.ABANDONED,
+            ReserveResult.NOSTATE,
+        )
         if kind is ReserveResult.REJECT:
-            return ReserveOutcome(kind, _text(result[1]), _text(result[2]))
-        return ReserveOutcome(kind)
+            return ReserveOutcome(kind, _text(result[1]), _text(result[2]), claimed)
+        return ReserveOutcome(kind, key_claimed=claimed)
 
     async def _give_up_when_redis_answers(self) -> None:
         """Abandoned attempts are given up before the next reservation, and here, in the

@@ -8,16 +8,11 @@
 -- has no risk state here (rebuild it from the database) | {'reject', code, detail} |
 -- {'abandoned'} the gateway already gave this attempt up: nothing done |
 -- {'claimed', value} another request holds the idempotency key: nothing checked or reserved
--- With KEYS[6], the order's idempotency key (same hash tag), the key is claimed first, in the
--- same atomic step: ARGV[9] request fingerprint, ARGV[10] in-flight claim TTL (ms).
+-- With KEYS[6], the order's idempotency key (same hash tag), the key is claimed before any
+-- check, in the same atomic step: ARGV[9] request fingerprint, ARGV[10] in-flight claim TTL
+-- (ms). 'abandoned' and 'nostate' come before the claim: they claim nothing.
 if redis.call('EXISTS', KEYS[5]) == 1 then
   return {'abandoned'}
-end
-if KEYS[6] then
-  local holder = claim_key(KEYS[6], ARGV[9], ARGV[10])
-  if holder then
-    return {'claimed', holder}
-  end
 end
 local risk, expo, resv, dup = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local coid, sym, side, qty, mark, window = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
@@ -27,6 +22,12 @@ local r = redis.call('HMGET', risk, 'built', 'state', 'kill_account', 'kill_glob
   'max_position', 'max_gross', 'max_open', 'maxpos:' .. sym)
 if r[1] ~= '1' then
   return {'nostate'}
+end
+if KEYS[6] then
+  local holder = claim_key(KEYS[6], ARGV[9], ARGV[10])
+  if holder then
+    return {'claimed', holder}
+  end
 end
 if redis.call('HEXISTS', resv, coid) == 1 then
   return {'held'}
