@@ -80,9 +80,15 @@ def bind_processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any
 
 
 class RawLookup:
-    """A SELECT whose WHERE is one IN list per column, rendered per call (SQLAlchemy's
-    expanding parameters and result processing cost more than the query itself). Rows come
-    back as the driver gives them: see ``rows.order_from_values`` for their conversion."""
+    """A SELECT of the rows whose key columns take any of the given values, one list per
+    column (SQLAlchemy's expanding parameters and result processing cost more than the
+    query itself). Rows come back as the driver gives them: see ``rows.order_from_values``.
+
+    On PostgreSQL each list is one array parameter (``col = ANY($1)``): one statement text
+    whatever the batch size, prepared once by asyncpg and planned as an index lookup. An IN
+    list of its own length per call was a new statement to prepare and plan each time, and
+    the applier's batch lookup (locking its rows) took 25 ms on average. SQLite takes one
+    IN list per column, rendered per call."""
 
     def __init__(
         self, dialect: Dialect, select_sql: str, columns: Sequence[str], lock: bool = False
@@ -91,8 +97,15 @@ class RawLookup:
         self._select = select_sql
         self._columns = columns
         self._suffix = " FOR UPDATE" if lock and dialect.name == "postgresql" else ""
+        self._arrays = dialect.name == "postgresql"
+        if self._arrays:
+            where = " AND ".join(f"{c} = ANY(${i})" for i, c in enumerate(columns, 1))
+            self._array_sql = f"{select_sql} WHERE {where}{self._suffix}"
 
     def run(self, conn: DriverSQL, *values: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if self._arrays:
+            arrays = tuple(list(column_values) for column_values in values)
+            return [tuple(row) for row in conn.exec_driver_sql(self._array_sql, arrays)]
         clauses, params = [], []
         for column, column_values in zip(self._columns, values, strict=True):
             marks = []
