@@ -6,7 +6,9 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
+from app.domain.orders import Order
 from app.storage.sql.database import create_engine
+from app.storage.sql.rows import order_from_row
 from app.storage.sql.tables import order_events, orders
 
 
@@ -33,5 +35,16 @@ async def force_status(database_url: str, order_id: str, status: str, at: dateti
             await conn.execute(
                 update(orders).where(orders.c.id == order_id).values(status=status, updated_at=at)
             )
+    finally:
+        await engine.dispose()
+
+
+async def read_order(database_url: str, order_id: str) -> Order:
+    """The order as its row holds it."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            row = (await conn.execute(select(orders).where(orders.c.id == order_id))).one()
+            return order_from_row(row._mapping)
     finally:
         await engine.dispose()

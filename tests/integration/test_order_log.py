@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,6 +21,8 @@ from app.domain.status import OrderStatus
 from app.storage.sql.database import create_writer_engine
 from app.storage.sql.order_log import OrderLog, checkpoint
 from bench.risk import create_database
+from tests.conftest import REPO, DatabaseFactory, _backends
+from tests.helpers.database import read_order
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -80,6 +85,56 @@ async def test_a_late_acknowledgement_does_not_undo_a_cancel_in_progress(
     # So the broker's cancel confirmation is still recorded.
     canceled = canceling.transition(OrderStatus.CANCELED, NOW)
     assert await order_log.record_transition(canceled, OrderStatus.PENDING_CANCEL)
+
+
+@pytest.mark.parametrize("backend", _backends())
+async def test_an_answer_overtaken_by_the_brokers_fill_never_leaves_the_order_older_than_it(
+    backend: str, database_factory: DatabaseFactory
+) -> None:
+    # A market order fills inside the placement: the venue stamps the fill (to the
+    # millisecond, by its clock) before the gateway stamps its acknowledgement, and the
+    # applier may record the fill first. The acknowledgement's move from pending_new is then
+    # not applied, but its answer is given: the order must not read as older than it.
+    url = database_factory.create(backend)
+    migrated = subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"],
+        env={**os.environ, "DATABASE_URL": url},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    log = OrderLog(create_writer_engine(url), checkpoints=False)
+    log.start()
+    try:
+        placed = resting_buy()._replace(type=OrderType.MARKET, limit_price=None)
+        assert await log.insert_new(placed)
+        filled_at = NOW.replace(microsecond=563_000)
+        fill = ExecutionReport(
+            client_order_id="c-1",
+            exec_id="x-9",
+            seq=1,
+            status=OrderStatus.FILLED,
+            cum_qty=Decimal(5),
+            last_qty=Decimal(5),
+            last_px=Decimal(1),
+            account="acct",
+            symbol="AAPL",
+            side=Side.BUY,
+            transact_time=filled_at,
+        )
+        [applied] = await log.apply_reports([fill])
+        assert applied.order is not None and applied.order.updated_at == filled_at
+
+        answered = placed.transition(OrderStatus.NEW, NOW.replace(microsecond=564_136))
+        assert not await log.record_transition(
+            answered, OrderStatus.PENDING_NEW, ack=(201, "{}")
+        )
+    finally:
+        await log.close()
+    stored = await read_order(url, placed.id)
+    assert stored.status is OrderStatus.FILLED  # the fill holds the truth
+    assert stored.updated_at == answered.updated_at
 
 
 async def test_reports_planned_before_the_order_moved_are_planned_again_under_the_lock(

@@ -366,7 +366,8 @@ class OrderLog:
             outcome.append(ok)
             if not ok:
                 if move.ack is not None:  # kept for replays even when the move is not
-                    ack_rows.append((ack_status, ack_body, order.id))
+                    at = order.updated_at
+                    ack_rows.append((ack_status, ack_body, at, at, order.id))
                 continue
             current[order.id] = order.status.value
             status_rows.append(

@@ -179,7 +179,18 @@ class Statements:
                 )
             ],
         )
-        self.update_ack = _update(dialect, t.orders, ("ack_status", "ack_body"), "id")
+        # The answer to a move that the broker's own report overtook: kept for replays, and
+        # the order's updated_at rises to the answer's, so that the order never reads as
+        # older than an answer already given for it.
+        self.update_ack = RawWrite(
+            dialect,
+            "UPDATE orders SET ack_status = ?, ack_body = ?,"
+            " updated_at = CASE WHEN updated_at < ? THEN ? ELSE updated_at END WHERE id = ?",
+            [
+                t.orders.c[name]
+                for name in ("ack_status", "ack_body", "updated_at", "updated_at", "id")
+            ],
+        )
         self.update_fill_state = _update(dialect, t.orders, ORDER_FILL_STATE, "id")
         self.upsert_positions = _insert(
             dialect,
