@@ -124,12 +124,11 @@ async def test_an_answer_overtaken_by_the_brokers_fill_never_leaves_the_order_ol
             transact_time=filled_at,
         )
         [applied] = await log.apply_reports([fill])
-        assert applied.order is not None and applied.order.updated_at == filled_at
+        assert applied.order is not None
+        assert applied.order.updated_at == filled_at
 
         answered = placed.transition(OrderStatus.NEW, NOW.replace(microsecond=564_136))
-        assert not await log.record_transition(
-            answered, OrderStatus.PENDING_NEW, ack=(201, "{}")
-        )
+        assert not await log.record_transition(answered, OrderStatus.PENDING_NEW, ack=(201, "{}"))
     finally:
         await log.close()
     stored = await read_order(url, placed.id)
