@@ -204,8 +204,15 @@ class OrderLog:
                 if self._async_conn is None:
                     # One connection kept for the writer: no pool checkout/reset per batch.
                     self._async_conn = await self._engine.connect()
+                # Reports are planned first, from an unlocked read in a transaction of its
+                # own: the rows they touch are then locked only while the plan is checked
+                # against them and written (the gateway's own transitions wait for them).
+                plans: dict[int, ReportPlan] = {}
+                if any(isinstance(w, _Reports) for w in writes):
+                    async with self._async_conn.begin():
+                        plans = await self._async_conn.run_sync(self._plan, writes)
                 async with self._async_conn.begin():
-                    results = await self._async_conn.run_sync(self._execute, writes)
+                    results = await self._async_conn.run_sync(self._execute, writes, plans)
             else:
                 results = await self._execute_sqlite(writes)
         except Exception as exc:
@@ -222,6 +229,20 @@ class OrderLog:
             if not pending.future.done():
                 pending.future.set_result(result)
 
+    def _plan(self, plain: DriverSQL, writes: list[_Write]) -> dict[int, ReportPlan]:
+        """Each batch of reports planned from the rows as they are now (read unlocked), its
+        rows converted for the driver; by index in ``writes``."""
+        plans = {
+            i: plan_reports(
+                read_report_state(self._sql, plain, w.reports, lock=False), w.reports, w.cursor
+            )
+            for i, w in enumerate(writes)
+            if isinstance(w, _Reports)
+        }
+        for plan in plans.values():
+            plan.bind(self._sql)
+        return plans
+
     async def _execute_sqlite(self, writes: list[_Write]) -> list[Any]:
         """Run the batch on the event loop itself, on the stdlib connection with our own
         BEGIN IMMEDIATE ... COMMIT. A batch is well under a millisecond of SQLite work; in a
@@ -236,13 +257,7 @@ class OrderLog:
         raw = self._sqlite_connection()
         plain = _Sqlite3(raw)
         try:
-            plans = {
-                i: plan_reports(read_report_state(self._sql, plain, w.reports), w.reports, w.cursor)
-                for i, w in enumerate(writes)
-                if isinstance(w, _Reports)
-            }
-            for plan in plans.values():
-                plan.bind(self._sql)  # converted now, not while holding the lock
+            plans = self._plan(plain, writes)  # converted now, not while holding the lock
             await self._lock_sqlite(raw)
             try:
                 results = self._execute(plain, writes, plans)

@@ -53,10 +53,14 @@ class ReportState:
 
 
 def read_report_state(
-    sql: Statements, conn: DriverSQL, reports: list[ExecutionReport]
+    sql: Statements, conn: DriverSQL, reports: list[ExecutionReport], *, lock: bool = True
 ) -> ReportState:
+    """What ``reports`` depend on. ``lock``: lock the rows read (PostgreSQL's FOR UPDATE),
+    as the transaction that writes the plan must; a plan made before it reads unlocked."""
+    orders_by_key = sql.orders_by_key if lock else sql.orders_by_key_unlocked
+    positions_by_key = sql.positions_by_key if lock else sql.positions_by_key_unlocked
     wanted = {(r.account, r.client_order_id) for r in reports}
-    order_rows = sql.orders_by_key.run(
+    order_rows = orders_by_key.run(
         conn, sorted({k[0] for k in wanted}), sorted({k[1] for k in wanted})
     )
     orders = {
@@ -70,7 +74,7 @@ def read_report_state(
     keys = {(row.account, row.symbol) for row in orders.values()}
     positions: dict[tuple[str, str], PositionRow] = {}
     if keys:
-        rows = sql.positions_by_key.run(
+        rows = positions_by_key.run(
             conn, sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
         )
         positions = {

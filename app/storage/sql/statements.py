@@ -156,6 +156,13 @@ class Statements:
         self.positions_by_key = _lookup(
             dialect, t.positions, POSITION_COLUMNS, ("account", "symbol"), lock=True
         )
+        # The same reads without locks: to plan a batch of reports before locking its rows.
+        self.orders_by_key_unlocked = _lookup(
+            dialect, t.orders, ORDER_COLUMNS, order_key, lock=False
+        )
+        self.positions_by_key_unlocked = _lookup(
+            dialect, t.positions, POSITION_COLUMNS, ("account", "symbol"), lock=False
+        )
 
         self.insert_orders = _insert(dialect, t.orders, ORDER_COLUMNS)
         self.insert_events = _insert(dialect, t.order_events, EVENT_COLUMNS)
