@@ -10,7 +10,6 @@ from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-
 # Every statement planned for its own parameters (see ``create_engine``).
 POSTGRES_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 
