@@ -60,9 +60,15 @@ async def test_live_orders_lost_with_the_venues_state_end_canceled_and_free_thei
         limits = {"max_position": "400", "max_open_orders": 2}
         assert (await admin.put(f"/v1/risk/limits/{account}", json=limits)).status_code == 200
         partly = (await client.post("/v1/orders", json=resting_buy("1.00", "200"))).json()
-        await admin.post("/v1/sim/prices", json={"symbol": "AAPL", "price": "0.99"})
-        await eventually_status(client, partly["id"], "partially_filled")  # 100 of 200
-        await admin.post("/v1/sim/prices", json={"symbol": "AAPL", "price": "230"})
+        # One match at 0.99 fills the top of book (100 of 200); the applier's housekeeping,
+        # which matches every symbol now and then, is held back until the price has moved
+        # away again, or it could fill the rest.
+        assert gateway.process is not None
+        with stopped(applier_of(gateway.process.pid)):
+            for price in ("0.99", "230"):
+                moved = await admin.post("/v1/sim/prices", json={"symbol": "AAPL", "price": price})
+                assert moved.status_code == 200, moved.text
+        await eventually_status(client, partly["id"], "partially_filled")
         untouched = (await client.post("/v1/orders", json=resting_buy("0.50", "100"))).json()
         third = await client.post("/v1/orders", json=resting_buy("0.50", "1"))
         assert third.json()["code"] == "risk.max_open_orders"
