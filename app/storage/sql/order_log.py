@@ -22,20 +22,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from app.domain.orders import ExecutionReport, Order
 from app.domain.status import OrderStatus
+from app.storage.sql.drivers import AsyncpgSQL, DriverSQL, SqliteSQL
 from app.storage.sql.report_plan import (
     AppliedReport,
     ReportPlan,
     plan_reports,
     read_report_state,
 )
-from app.storage.sql.statements import DriverSQL, Statements
+from app.storage.sql.statements import Statements
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +104,8 @@ class OrderLog:
     """Group-committed writes of orders, their events, fills and positions.
 
     The batch logic is written once, as plain SQL on a ``DriverSQL``: on SQLite the stdlib
-    connection, on the event loop (see ``_execute_sqlite``); on PostgreSQL a SQLAlchemy
-    connection on asyncpg, through ``run_sync``.
+    connection, on the event loop (see ``_execute_sqlite``); on PostgreSQL the asyncpg
+    connection the writer holds (see ``_execute_postgres``).
     """
 
     def __init__(
@@ -116,7 +118,7 @@ class OrderLog:
         self._max_batch = max_batch
         self._task: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
-        self._async_conn: AsyncConnection | None = None
+        self._postgres: PoolProxiedConnection | None = None
         self._sqlite: PoolProxiedConnection | None = None
         self._checkpoint_thread = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="wal-checkpoint"
@@ -201,18 +203,7 @@ class OrderLog:
         writes = [p.write for p in batch]
         try:
             if isinstance(self._engine, AsyncEngine):
-                if self._async_conn is None:
-                    # One connection kept for the writer: no pool checkout/reset per batch.
-                    self._async_conn = await self._engine.connect()
-                # Reports are planned first, from an unlocked read in a transaction of its
-                # own: the rows they touch are then locked only while the plan is checked
-                # against them and written (the gateway's own transitions wait for them).
-                plans: dict[int, ReportPlan] = {}
-                if any(isinstance(w, _Reports) for w in writes):
-                    async with self._async_conn.begin():
-                        plans = await self._async_conn.run_sync(self._plan, writes)
-                async with self._async_conn.begin():
-                    results = await self._async_conn.run_sync(self._execute, writes, plans)
+                results = await self._execute_postgres(writes)
             else:
                 results = await self._execute_sqlite(writes)
         except Exception as exc:
@@ -229,19 +220,35 @@ class OrderLog:
             if not pending.future.done():
                 pending.future.set_result(result)
 
-    def _plan(self, plain: DriverSQL, writes: list[_Write]) -> dict[int, ReportPlan]:
+    async def _plan(self, plain: DriverSQL, writes: list[_Write]) -> dict[int, ReportPlan]:
         """Each batch of reports planned from the rows as they are now (read unlocked), its
         rows converted for the driver; by index in ``writes``."""
-        plans = {
-            i: plan_reports(
-                read_report_state(self._sql, plain, w.reports, lock=False), w.reports, w.cursor
-            )
-            for i, w in enumerate(writes)
-            if isinstance(w, _Reports)
-        }
-        for plan in plans.values():
-            plan.bind(self._sql)
+        plans: dict[int, ReportPlan] = {}
+        for i, w in enumerate(writes):
+            if isinstance(w, _Reports):
+                state = await read_report_state(self._sql, plain, w.reports, lock=False)
+                plans[i] = plan_reports(state, w.reports, w.cursor)
+                plans[i].bind(self._sql)
         return plans
+
+    async def _execute_postgres(self, writes: list[_Write]) -> list[Any]:
+        """Run the batch on the asyncpg connection the writer keeps (no pool checkout per
+        batch), each statement one round trip. Execution reports are planned first, from
+        unlocked reads: the rows they touch are then locked (``FOR UPDATE``) only while the
+        plan is checked against them and written, and the gateway's own transitions of
+        those orders wait for no more than that."""
+        try:
+            if self._postgres is None:
+                assert isinstance(self._engine, AsyncEngine)
+                self._postgres = await self._engine.raw_connection()
+            raw: asyncpg.Connection = self._postgres.driver_connection
+            plain = AsyncpgSQL(raw)
+            plans = await self._plan(plain, writes)
+            async with raw.transaction():
+                return await self._execute(plain, writes, plans)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # As SQLAlchemy would raise it: the app answers a DBAPIError with a 503.
+            raise DBAPIError(None, None, exc) from exc
 
     async def _execute_sqlite(self, writes: list[_Write]) -> list[Any]:
         """Run the batch on the event loop itself, on the stdlib connection with our own
@@ -255,12 +262,13 @@ class OrderLog:
         write lock for every process, and the gateway's commits wait while the applier holds
         it."""
         raw = self._sqlite_connection()
-        plain = _Sqlite3(raw)
+        plain = SqliteSQL(raw)
         try:
-            plans = self._plan(plain, writes)  # converted now, not while holding the lock
+            plans = await self._plan(plain, writes)  # converted now, not holding the lock
             await self._lock_sqlite(raw)
             try:
-                results = self._execute(plain, writes, plans)
+                # Nothing below waits for anything: the loop runs nothing else meanwhile.
+                results = await self._execute(plain, writes, plans)
                 raw.execute("COMMIT")
             except BaseException:
                 if raw.in_transaction:
@@ -307,47 +315,45 @@ class OrderLog:
                 log.warning("WAL checkpoint failed: %r", exc)
 
     async def _drop_connection(self) -> None:
-        if self._async_conn is not None:
+        if self._postgres is not None:
+            connection, self._postgres = self._postgres, None
             with contextlib.suppress(Exception):
-                await self._async_conn.close()
-            self._async_conn = None
+                connection.invalidate()  # its state is unknown after an error: a new one
         if self._sqlite is not None:
             raw, self._sqlite = self._sqlite, None
             with contextlib.suppress(Exception):
                 raw.close()
 
-    def _execute(
-        self, plain: DriverSQL, writes: list[_Write], plans: dict[int, ReportPlan] | None = None
+    async def _execute(
+        self, plain: DriverSQL, writes: list[_Write], plans: dict[int, ReportPlan]
     ) -> list[Any]:
-        """The batch's statements, in the transaction the caller began. ``plain``: SQLite's
-        stdlib connection, or a SQLAlchemy connection (PostgreSQL); plain SQL either way."""
+        """The batch's statements, in the transaction the caller began."""
         results: list[Any] = [None] * len(writes)
         followups: list[_Transition] = []
         new = [(i, w) for i, w in enumerate(writes) if isinstance(w, _NewOrder)]
         if new:
-            inserted = self._insert_orders(plain, [w.order for _, w in new])
+            inserted = await self._insert_orders(plain, [w.order for _, w in new])
             for (i, write), ok in zip(new, inserted, strict=True):
                 results[i] = ok
                 if ok and write.then is not None:
                     followups.append(write.then)
         moves = [(i, w) for i, w in enumerate(writes) if isinstance(w, _Transition)]
         if moves or followups:
-            applied = self._transition_orders(plain, [w for _, w in moves] + followups)
+            applied = await self._transition_orders(plain, [w for _, w in moves] + followups)
             for (i, _), ok in zip(moves, applied[: len(moves)], strict=True):
                 results[i] = ok
         for i, w in enumerate(writes):
             if isinstance(w, _Reports):
-                planned = None if plans is None else plans.get(i)
-                results[i] = self._apply_reports(plain, w.reports, w.cursor, planned)
+                results[i] = await self._apply_reports(plain, w.reports, w.cursor, plans.get(i))
         return results
 
     # -- set-based statements: a fixed number per kind of write, whatever the batch size ---
-    def _insert_orders(self, conn: DriverSQL, orders: list[Order]) -> list[bool]:
+    async def _insert_orders(self, conn: DriverSQL, orders: list[Order]) -> list[bool]:
         keys = [(o.account, o.client_order_id) for o in orders]
         wanted = set(keys)
         taken = (
             set(
-                self._sql.taken_client_ids.run(
+                await self._sql.taken_client_ids.run(
                     conn, sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
                 )
             )
@@ -361,15 +367,15 @@ class OrderLog:
             outcome.append(ok)
             if ok:
                 fresh.append(order)
-        self._sql.insert_orders.run(conn, [_order_tuple(o) for o in fresh])
-        self._sql.insert_events.run(
+        await self._sql.insert_orders.run(conn, [_order_tuple(o) for o in fresh])
+        await self._sql.insert_events.run(
             conn, [(o.id, o.account, None, o.status.value, None, None, o.created_at) for o in fresh]
         )
         return outcome
 
-    def _transition_orders(self, conn: DriverSQL, moves: list[_Transition]) -> list[bool]:
+    async def _transition_orders(self, conn: DriverSQL, moves: list[_Transition]) -> list[bool]:
         ids = list({m.order.id for m in moves})
-        current: dict[str, str] = dict(self._sql.statuses_by_id.run(conn, ids))
+        current: dict[str, str] = dict(await self._sql.statuses_by_id.run(conn, ids))
         status_rows: list[tuple[Any, ...]] = []
         ack_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
@@ -406,12 +412,12 @@ class OrderLog:
                     order.updated_at,
                 )
             )
-        self._sql.update_status.run(conn, status_rows)
-        self._sql.update_ack.run(conn, ack_rows)
-        self._sql.insert_events.run(conn, events)
+        await self._sql.update_status.run(conn, status_rows)
+        await self._sql.update_ack.run(conn, ack_rows)
+        await self._sql.insert_events.run(conn, events)
         return outcome
 
-    def _apply_reports(
+    async def _apply_reports(
         self,
         conn: DriverSQL,
         reports: list[ExecutionReport],
@@ -420,10 +426,10 @@ class OrderLog:
     ) -> list[AppliedReport]:
         """Apply reports in this transaction: ``planned`` if it was worked out from the state
         the database holds now, else a plan made from that state."""
-        state = read_report_state(self._sql, conn, reports)
+        state = await read_report_state(self._sql, conn, reports)
         if planned is None or planned.state != state:
             planned = plan_reports(state, reports, cursor)
-        planned.write(self._sql, conn)
+        await planned.write(self._sql, conn)
         return planned.applied
 
 
@@ -447,17 +453,3 @@ def _order_tuple(o: Order) -> tuple[Any, ...]:
         o.created_at,
         o.updated_at,
     )
-
-
-class _Sqlite3:
-    """``exec_driver_sql`` on a sqlite3 connection: a list of rows is an executemany."""
-
-    __slots__ = ("_raw",)
-
-    def __init__(self, raw: Any) -> None:
-        self._raw: sqlite3.Connection = raw
-
-    def exec_driver_sql(self, statement: str, parameters: Any) -> sqlite3.Cursor:
-        if isinstance(parameters, list):
-            return self._raw.executemany(statement, parameters)
-        return self._raw.execute(statement, parameters)

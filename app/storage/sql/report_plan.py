@@ -20,6 +20,7 @@ from typing import Any
 
 from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
 from app.domain.reports import apply_report
+from app.storage.sql.drivers import DriverSQL
 from app.storage.sql.rows import (
     EventRow,
     FillRow,
@@ -28,7 +29,7 @@ from app.storage.sql.rows import (
     PositionRow,
     order_from_values,
 )
-from app.storage.sql.statements import DriverSQL, RawWrite, Statements
+from app.storage.sql.statements import RawWrite, Statements
 from app.storage.sql.tables import decimal_from_db
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ReportState:
     positions: dict[tuple[str, str], PositionRow]  # by (account, symbol)
 
 
-def read_report_state(
+async def read_report_state(
     sql: Statements, conn: DriverSQL, reports: list[ExecutionReport], *, lock: bool = True
 ) -> ReportState:
     """What ``reports`` depend on. ``lock``: lock the rows read (PostgreSQL's FOR UPDATE),
@@ -60,7 +61,7 @@ def read_report_state(
     orders_by_key = sql.orders_by_key if lock else sql.orders_by_key_unlocked
     positions_by_key = sql.positions_by_key if lock else sql.positions_by_key_unlocked
     wanted = {(r.account, r.client_order_id) for r in reports}
-    order_rows = orders_by_key.run(
+    order_rows = await orders_by_key.run(
         conn, sorted({k[0] for k in wanted}), sorted({k[1] for k in wanted})
     )
     orders = {
@@ -69,12 +70,12 @@ def read_report_state(
         if (row.account, row.client_order_id) in wanted
     }
     fill_ids = [r.exec_id for r in reports if r.is_fill]
-    known_rows = sql.known_fills.run(conn, fill_ids) if fill_ids else []
+    known_rows = await sql.known_fills.run(conn, fill_ids) if fill_ids else []
     known = frozenset(exec_id for (exec_id,) in known_rows)
     keys = {(row.account, row.symbol) for row in orders.values()}
     positions: dict[tuple[str, str], PositionRow] = {}
     if keys:
-        rows = positions_by_key.run(
+        rows = await positions_by_key.run(
             conn, sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
         )
         positions = {
@@ -115,13 +116,13 @@ class ReportPlan:
             ]
         return self._bound
 
-    def write(self, sql: Statements, conn: DriverSQL) -> None:
+    async def write(self, sql: Statements, conn: DriverSQL) -> None:
         for report in self.unknown:
             log.error(
                 "execution report for unknown order %s/%s", report.account, report.client_order_id
             )
         for statement, bound in self.bind(sql):
-            statement.execute(conn, bound)
+            await statement.execute(conn, bound)
 
 
 def plan_reports(

@@ -11,18 +11,13 @@ more CPU than the database work itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Column, Dialect, Table
 
 from app.storage.sql import tables as t
+from app.storage.sql.drivers import DriverSQL
 from app.storage.sql.rows import EventRow, FillRow, FillStateRow, OrderRow, PositionRow
-
-
-class DriverSQL(Protocol):
-    """Where plain SQL runs: a SQLAlchemy ``Connection``, or the driver's own connection."""
-
-    def exec_driver_sql(self, statement: str, parameters: Any) -> Any: ...
 
 
 class RawWrite:
@@ -40,8 +35,8 @@ class RawWrite:
             (i, proc) for i, proc in enumerate(processors) if proc is not None
         ]
 
-    def run(self, conn: DriverSQL, rows: list[tuple[Any, ...]]) -> None:
-        self.execute(conn, self.bind(rows))
+    async def run(self, conn: DriverSQL, rows: list[tuple[Any, ...]]) -> None:
+        await self.execute(conn, self.bind(rows))
 
     def bind(self, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The rows' values as the driver takes them. Separate from ``execute`` so that it
@@ -57,10 +52,10 @@ class RawWrite:
             converted.append(tuple(values))
         return converted
 
-    def execute(self, conn: DriverSQL, bound: list[tuple[Any, ...]]) -> None:
+    async def execute(self, conn: DriverSQL, bound: list[tuple[Any, ...]]) -> None:
         """Run the statement over rows that ``bind`` converted."""
         if bound:
-            conn.exec_driver_sql(self.sql, bound)
+            await conn.executemany(self.sql, bound)
 
 
 def bind_processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -102,10 +97,10 @@ class RawLookup:
             where = " AND ".join(f"{c} = ANY(${i})" for i, c in enumerate(columns, 1))
             self._array_sql = f"{select_sql} WHERE {where}{self._suffix}"
 
-    def run(self, conn: DriverSQL, *values: Sequence[Any]) -> list[tuple[Any, ...]]:
+    async def run(self, conn: DriverSQL, *values: Sequence[Any]) -> list[tuple[Any, ...]]:
         if self._arrays:
-            arrays = tuple(list(column_values) for column_values in values)
-            return [tuple(row) for row in conn.exec_driver_sql(self._array_sql, arrays)]
+            arrays = [list(column_values) for column_values in values]
+            return await conn.fetch(self._array_sql, arrays)
         clauses, params = [], []
         for column, column_values in zip(self._columns, values, strict=True):
             marks = []
@@ -114,7 +109,7 @@ class RawLookup:
                 marks.append(f"${len(params)}" if self._dollar else "?")
             clauses.append(f"{column} IN ({', '.join(marks)})")
         sql = f"{self._select} WHERE {' AND '.join(clauses)}{self._suffix}"
-        return [tuple(row) for row in conn.exec_driver_sql(sql, tuple(params))]
+        return await conn.fetch(sql, params)
 
 
 def _lookup(
