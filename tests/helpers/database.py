@@ -48,3 +48,15 @@ async def read_order(database_url: str, order_id: str) -> Order:
             return order_from_row(row._mapping)
     finally:
         await engine.dispose()
+
+
+async def read_ack(database_url: str, order_id: str) -> tuple[int | None, str | None]:
+    """The answer the order log keeps for the order: (status, body)."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            query = select(orders.c.ack_status, orders.c.ack_body).where(orders.c.id == order_id)
+            row = (await conn.execute(query)).one()
+            return row.ack_status, row.ack_body
+    finally:
+        await engine.dispose()

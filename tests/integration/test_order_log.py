@@ -10,11 +10,13 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from app.domain.orders import ExecutionReport, Order, OrderType, Side, TimeInForce
 from app.domain.status import OrderStatus
@@ -22,7 +24,7 @@ from app.storage.sql.database import create_writer_engine
 from app.storage.sql.order_log import OrderLog, checkpoint
 from bench.risk import create_database
 from tests.conftest import REPO, DatabaseFactory, _backends
-from tests.helpers.database import read_order
+from tests.helpers.database import order_story, read_ack, read_order
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -87,15 +89,18 @@ async def test_a_late_acknowledgement_does_not_undo_a_cancel_in_progress(
     assert await order_log.record_transition(canceled, OrderStatus.PENDING_CANCEL)
 
 
-@pytest.mark.parametrize("backend", _backends())
-async def test_an_answer_overtaken_by_the_brokers_fill_never_leaves_the_order_older_than_it(
-    backend: str, database_factory: DatabaseFactory
-) -> None:
-    # A market order fills inside the placement: the venue stamps the fill (to the
-    # millisecond, by its clock) before the gateway stamps its acknowledgement, and the
-    # applier may record the fill first. The acknowledgement's move from pending_new is then
-    # not applied, but its answer is given: the order must not read as older than it.
-    url = database_factory.create(backend)
+@dataclass
+class MigratedLog:
+    url: str
+    log: OrderLog
+
+
+@pytest.fixture(params=_backends())
+async def migrated_log(
+    request: pytest.FixtureRequest, database_factory: DatabaseFactory
+) -> AsyncIterator[MigratedLog]:
+    """An order log on a new database of each backend, made by ``ordergate migrate``."""
+    url = database_factory.create(request.param)
     migrated = subprocess.run(
         [sys.executable, "-m", "app.cli", "migrate"],
         env={**os.environ, "DATABASE_URL": url},
@@ -106,34 +111,127 @@ async def test_an_answer_overtaken_by_the_brokers_fill_never_leaves_the_order_ol
     assert migrated.returncode == 0, migrated.stderr
     log = OrderLog(create_writer_engine(url), checkpoints=False)
     log.start()
-    try:
-        placed = resting_buy()._replace(type=OrderType.MARKET, limit_price=None)
-        assert await log.insert_new(placed)
-        filled_at = NOW.replace(microsecond=563_000)
-        fill = ExecutionReport(
-            client_order_id="c-1",
-            exec_id="x-9",
-            seq=1,
-            status=OrderStatus.FILLED,
-            cum_qty=Decimal(5),
-            last_qty=Decimal(5),
-            last_px=Decimal(1),
-            account="acct",
-            symbol="AAPL",
-            side=Side.BUY,
-            transact_time=filled_at,
-        )
-        [applied] = await log.apply_reports([fill])
-        assert applied.order is not None
-        assert applied.order.updated_at == filled_at
+    yield MigratedLog(url, log)
+    await log.close()
 
-        answered = placed.transition(OrderStatus.NEW, NOW.replace(microsecond=564_136))
-        assert not await log.record_transition(answered, OrderStatus.PENDING_NEW, ack=(201, "{}"))
-    finally:
-        await log.close()
-    stored = await read_order(url, placed.id)
+
+async def test_an_answer_overtaken_by_the_brokers_fill_never_leaves_the_order_older_than_it(
+    migrated_log: MigratedLog,
+) -> None:
+    # A market order fills inside the placement: the venue stamps the fill (to the
+    # millisecond, by its clock) before the gateway stamps its acknowledgement, and the
+    # applier may record the fill first. The acknowledgement's move from pending_new is then
+    # not applied, but its answer is given: the order must not read as older than it.
+    log = migrated_log.log
+    placed = resting_buy()._replace(type=OrderType.MARKET, limit_price=None)
+    assert await log.insert_new(placed)
+    filled_at = NOW.replace(microsecond=563_000)
+    fill = ExecutionReport(
+        client_order_id="c-1",
+        exec_id="x-9",
+        seq=1,
+        status=OrderStatus.FILLED,
+        cum_qty=Decimal(5),
+        last_qty=Decimal(5),
+        last_px=Decimal(1),
+        account="acct",
+        symbol="AAPL",
+        side=Side.BUY,
+        transact_time=filled_at,
+    )
+    [applied] = await log.apply_reports([fill])
+    assert applied.order is not None
+    assert applied.order.updated_at == filled_at
+
+    answered = placed.transition(OrderStatus.NEW, NOW.replace(microsecond=564_136))
+    assert not await log.record_transition(answered, OrderStatus.PENDING_NEW, ack=(201, "{}"))
+    stored = await read_order(migrated_log.url, placed.id)
     assert stored.status is OrderStatus.FILLED  # the fill holds the truth
     assert stored.updated_at == answered.updated_at
+
+
+def numbered(n: int, client_order_id: str | None = None) -> Order:
+    return resting_buy()._replace(id=f"01BATCH{n:06d}", client_order_id=client_order_id or f"b{n}")
+
+
+async def test_one_batch_of_new_orders_keeps_the_first_of_a_client_order_id_and_every_story(
+    migrated_log: MigratedLog,
+) -> None:
+    log = migrated_log.log
+    denied_at = NOW.replace(microsecond=1)
+    refused = numbered(3)
+    outcome = refused.transition(OrderStatus.DENIED, denied_at, reject_reason="risk.max_qty")
+    # Submitted together, so committed as one batch.
+    results = await asyncio.gather(
+        log.insert_new(numbered(1, "same")),
+        log.insert_new(numbered(2, "same")),
+        log.insert_new(refused, outcome=outcome, reason="risk.max_qty", ack=(422, '{"x":1}')),
+        log.insert_new(numbered(4)),
+    )
+    assert results == [True, False, True, True]
+    assert await order_story(migrated_log.url, numbered(1).id) == [(None, "pending_new", None)]
+    assert await order_story(migrated_log.url, numbered(2).id) == []
+    assert await order_story(migrated_log.url, refused.id) == [
+        (None, "pending_new", None),
+        ("pending_new", "denied", "risk.max_qty"),
+    ]
+    stored = await read_order(migrated_log.url, refused.id)
+    assert (stored.status, stored.reject_reason, stored.updated_at) == (
+        OrderStatus.DENIED,
+        "risk.max_qty",
+        denied_at,
+    )
+    assert await read_ack(migrated_log.url, refused.id) == (422, '{"x":1}')
+
+
+async def test_a_write_that_fails_in_a_batch_does_not_sink_its_neighbours(
+    migrated_log: MigratedLog,
+) -> None:
+    log = migrated_log.log
+    # A value the database refuses (NOT NULL), the same on every backend.
+    refused = numbered(2)._replace(request_hash=None)
+    results = await asyncio.gather(
+        log.insert_new(numbered(1)),
+        log.insert_new(refused),
+        log.insert_new(numbered(3)),
+        return_exceptions=True,
+    )
+    assert results[0] is True
+    assert isinstance(results[1], DBAPIError)
+    assert results[2] is True
+    moves = [numbered(n).transition(OrderStatus.NEW, NOW) for n in (1, 3)]
+    bad = numbered(3).transition(OrderStatus.REJECTED, None, reject_reason="r")  # type: ignore[arg-type]
+    outcome = await asyncio.gather(
+        log.record_transition(moves[0], OrderStatus.PENDING_NEW),
+        log.record_transition(bad, OrderStatus.PENDING_NEW),
+        return_exceptions=True,
+    )
+    assert outcome[0] is True
+    assert isinstance(outcome[1], DBAPIError)
+    # Nothing of the failed writes was kept; what did not fail was.
+    assert await order_story(migrated_log.url, numbered(3).id) == [(None, "pending_new", None)]
+    assert (await read_order(migrated_log.url, numbered(1).id)).status is OrderStatus.NEW
+    assert await log.record_transition(moves[1], OrderStatus.PENDING_NEW)
+
+
+async def test_moves_of_one_order_in_one_batch_apply_in_turn(migrated_log: MigratedLog) -> None:
+    log = migrated_log.log
+    placed = numbered(1)
+    assert await log.insert_new(placed)
+    live = placed.transition(OrderStatus.NEW, NOW)
+    canceling = live.transition(OrderStatus.PENDING_CANCEL, NOW)
+    stale = placed.transition(OrderStatus.REJECTED, NOW, reject_reason="late")
+    results = await asyncio.gather(
+        log.record_transition(live, OrderStatus.PENDING_NEW, ack=(201, "{}")),
+        log.record_transition(canceling, OrderStatus.NEW),
+        log.record_transition(stale, OrderStatus.PENDING_NEW),
+    )
+    assert results == [True, True, False]
+    assert await order_story(migrated_log.url, placed.id) == [
+        (None, "pending_new", None),
+        ("pending_new", "new", None),
+        ("new", "pending_cancel", None),
+    ]
 
 
 async def test_reports_planned_before_the_order_moved_are_planned_again_under_the_lock(

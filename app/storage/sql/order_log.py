@@ -31,12 +31,14 @@ from sqlalchemy.pool import PoolProxiedConnection
 from app.domain.orders import ExecutionReport, Order
 from app.domain.status import OrderStatus
 from app.storage.sql.drivers import AsyncpgSQL, DriverSQL, SqliteSQL
+from app.storage.sql.postgres_writes import MoveWrite, NewOrderWrite, PostgresOrderWrites
 from app.storage.sql.report_plan import (
     AppliedReport,
     ReportPlan,
     plan_reports,
     read_report_state,
 )
+from app.storage.sql.rows import order_values
 from app.storage.sql.statements import Statements
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,9 @@ class OrderLog:
     ) -> None:
         self._engine = engine
         self._sql = Statements(engine.dialect)
+        self._postgres_writes = (
+            PostgresOrderWrites(engine.dialect) if isinstance(engine, AsyncEngine) else None
+        )
         self._checkpoints = checkpoints and isinstance(engine, Engine)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._max_batch = max_batch
@@ -201,6 +206,9 @@ class OrderLog:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         writes = [p.write for p in batch]
+        if self._postgres_writes is not None and _one_statement_each(writes):
+            await self._commit_statements(batch)
+            return
         try:
             if isinstance(self._engine, AsyncEngine):
                 results = await self._execute_postgres(writes)
@@ -220,6 +228,45 @@ class OrderLog:
             if not pending.future.done():
                 pending.future.set_result(result)
 
+    async def _commit_statements(self, batch: list[_Pending]) -> None:
+        """The gateway's own writes on PostgreSQL: new orders in one statement, moves in
+        another, each its own transaction (see ``postgres_writes``). A statement that fails
+        is tried again write by write, so a bad write never sinks its neighbours; a
+        statement that succeeded stands."""
+        assert self._postgres_writes is not None
+        writes = self._postgres_writes
+        new = [p for p in batch if isinstance(p.write, _NewOrder)]
+        moves = [p for p in batch if isinstance(p.write, _Transition)]
+        for part in (new, moves):
+            if not part:
+                continue
+            try:
+                raw = await self._postgres_connection()
+                if part is new:
+                    results = await writes.insert(raw, [_new_order_write(p.write) for p in part])
+                else:
+                    results = await writes.transition(raw, [_move_write(p.write) for p in part])
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, DBAPIError) as exc:
+                await self._drop_connection()
+                if len(part) == 1:
+                    if not part[0].future.done():
+                        part[0].future.set_exception(_as_dbapi_error(exc))
+                    continue
+                log.warning("%d writes in one statement failed (%r); one by one", len(part), exc)
+                for pending in part:
+                    await self._commit([pending])
+                continue
+            for pending, result in zip(part, results, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(result)
+
+    async def _postgres_connection(self) -> asyncpg.Connection:
+        """The asyncpg connection the writer keeps (no pool checkout per batch)."""
+        if self._postgres is None:
+            assert isinstance(self._engine, AsyncEngine)
+            self._postgres = await self._engine.raw_connection()
+        return self._postgres.driver_connection
+
     async def _plan(self, plain: DriverSQL, writes: list[_Write]) -> dict[int, ReportPlan]:
         """Each batch of reports planned from the rows as they are now (read unlocked), its
         rows converted for the driver; by index in ``writes``."""
@@ -238,17 +285,13 @@ class OrderLog:
         plan is checked against them and written, and the gateway's own transitions of
         those orders wait for no more than that."""
         try:
-            if self._postgres is None:
-                assert isinstance(self._engine, AsyncEngine)
-                self._postgres = await self._engine.raw_connection()
-            raw: asyncpg.Connection = self._postgres.driver_connection
+            raw = await self._postgres_connection()
             plain = AsyncpgSQL(raw)
             plans = await self._plan(plain, writes)
             async with raw.transaction():
                 return await self._execute(plain, writes, plans)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            # As SQLAlchemy would raise it: the app answers a DBAPIError with a 503.
-            raise DBAPIError(None, None, exc) from exc
+            raise _as_dbapi_error(exc) from exc
 
     async def _execute_sqlite(self, writes: list[_Write]) -> list[Any]:
         """Run the batch on the event loop itself, on the stdlib connection with our own
@@ -367,7 +410,7 @@ class OrderLog:
             outcome.append(ok)
             if ok:
                 fresh.append(order)
-        await self._sql.insert_orders.run(conn, [_order_tuple(o) for o in fresh])
+        await self._sql.insert_orders.run(conn, [order_values(o) for o in fresh])
         await self._sql.insert_events.run(
             conn, [(o.id, o.account, None, o.status.value, None, None, o.created_at) for o in fresh]
         )
@@ -433,23 +476,34 @@ class OrderLog:
         return planned.applied
 
 
-def _order_tuple(o: Order) -> tuple[Any, ...]:
-    return (
-        o.id,
-        o.account,
-        o.client_order_id,
-        o.symbol,
-        o.side.value,
-        o.qty,
-        o.type.value,
-        o.limit_price,
-        o.time_in_force.value,
-        o.status.value,
-        o.filled_qty,
-        o.avg_fill_price,
-        o.reject_reason,
-        o.request_hash,
-        o.exec_seq,
-        o.created_at,
-        o.updated_at,
-    )
+def _one_statement_each(writes: list[_Write]) -> bool:
+    """Whether the batch goes as one statement per kind of write: the gateway's own writes
+    (not reports), one move per order."""
+    moved: set[str] = set()
+    for w in writes:
+        if isinstance(w, _Reports):
+            return False
+        if isinstance(w, _Transition):
+            if w.order.id in moved:
+                return False
+            moved.add(w.order.id)
+    return True
+
+
+def _new_order_write(w: _Write) -> NewOrderWrite:
+    assert isinstance(w, _NewOrder)
+    if w.then is None:
+        return NewOrderWrite(w.order, None, None, None)
+    return NewOrderWrite(w.order, w.then.order, w.then.reason, w.then.ack)
+
+
+def _move_write(w: _Write) -> MoveWrite:
+    assert isinstance(w, _Transition)
+    return MoveWrite(w.order, w.previous, w.reason, w.ack)
+
+
+def _as_dbapi_error(exc: BaseException) -> DBAPIError:
+    """As SQLAlchemy would raise it: the app answers a DBAPIError with a 503."""
+    if isinstance(exc, DBAPIError):
+        return exc
+    return DBAPIError(None, None, exc)

@@ -103,3 +103,26 @@ def order_from_values(row: OrderRow) -> Order:
         request_hash=row.request_hash,
         exec_seq=row.exec_seq,
     )
+
+
+def order_values(o: Order) -> tuple[Any, ...]:
+    """An order as the values of its ``orders`` row, in ``OrderRow``'s order."""
+    return (
+        o.id,
+        o.account,
+        o.client_order_id,
+        o.symbol,
+        o.side.value,
+        o.qty,
+        o.type.value,
+        o.limit_price,
+        o.time_in_force.value,
+        o.status.value,
+        o.filled_qty,
+        o.avg_fill_price,
+        o.reject_reason,
+        o.request_hash,
+        o.exec_seq,
+        o.created_at,
+        o.updated_at,
+    )
