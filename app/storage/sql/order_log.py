@@ -1,14 +1,16 @@
 """The durable order log: every order write goes through one group-committing writer.
 
 Writers enqueue a write and await its result. One task drains the queue and commits all that
-arrived while the previous transaction ran, in ONE transaction and with a fixed number of
-statements per kind of write (set-based: one SELECT to check, one executemany to write): a
-batch costs far less than its writes would one by one. If a batch fails, its writes are retried one
-by one, so a bad write never sinks its neighbours.
+arrived while the previous batch ran, with a fixed number of statements per kind of write
+(set-based: one to check, one to write): a batch costs far less than its writes would one by
+one. If a batch fails, its writes are retried one by one, so a bad write never sinks its
+neighbours.
 
-Conditional writes stay race-free: on SQLite the writer holds the write lock from BEGIN
-(``BEGIN IMMEDIATE``); on PostgreSQL the rows it checks are locked (``SELECT ... FOR UPDATE``)
-and the unique (account, client_order_id) constraint catches concurrent inserts.
+On SQLite a batch is one transaction, run on the event loop under the database's one write
+lock (``BEGIN IMMEDIATE``). On PostgreSQL the gateway's own writes go as one statement per
+kind, a round trip and a transaction each (see ``postgres_writes``); execution reports go in
+a transaction that locks the rows it checks (``SELECT ... FOR UPDATE``). The unique
+(account, client_order_id) constraint catches concurrent inserts on both.
 """
 
 from __future__ import annotations
@@ -206,7 +208,7 @@ class OrderLog:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         writes = [p.write for p in batch]
-        if self._postgres_writes is not None and _one_statement_each(writes):
+        if self._postgres_writes is not None and _one_statement_each(batch):
             await self._commit_statements(batch)
             return
         try:
@@ -230,35 +232,48 @@ class OrderLog:
 
     async def _commit_statements(self, batch: list[_Pending]) -> None:
         """The gateway's own writes on PostgreSQL: new orders in one statement, moves in
-        another, each its own transaction (see ``postgres_writes``). A statement that fails
-        is tried again write by write, so a bad write never sinks its neighbours; a
-        statement that succeeded stands."""
-        assert self._postgres_writes is not None
-        writes = self._postgres_writes
+        another, each its own transaction (see ``postgres_writes``). A statement that
+        PostgreSQL refused wrote nothing, and is tried again write by write, so a bad write
+        never sinks its neighbours; one whose connection failed is in doubt and fails."""
         new = [p for p in batch if isinstance(p.write, _NewOrder)]
         moves = [p for p in batch if isinstance(p.write, _Transition)]
         for part in (new, moves):
             if not part:
                 continue
             try:
-                raw = await self._postgres_connection()
-                if part is new:
-                    results = await writes.insert(raw, [_new_order_write(p.write) for p in part])
-                else:
-                    results = await writes.transition(raw, [_move_write(p.write) for p in part])
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, DBAPIError) as exc:
-                await self._drop_connection()
-                if len(part) == 1:
-                    if not part[0].future.done():
-                        part[0].future.set_exception(_as_dbapi_error(exc))
+                results = await self._run_statement(part, new=part is new)
+            except asyncpg.PostgresError as exc:
+                if len(part) > 1:
+                    log.warning(
+                        "%d writes in one statement refused (%r); one by one", len(part), exc
+                    )
+                    for pending in part:
+                        await self._commit([pending])
                     continue
-                log.warning("%d writes in one statement failed (%r); one by one", len(part), exc)
-                for pending in part:
-                    await self._commit([pending])
-                continue
-            for pending, result in zip(part, results, strict=True):
-                if not pending.future.done():
-                    pending.future.set_result(result)
+                _fail(part, _as_dbapi_error(exc))
+            except (asyncpg.InterfaceError, OSError, DBAPIError) as exc:
+                _fail(part, _as_dbapi_error(exc))
+            except BaseException as exc:
+                _fail(part, exc)
+                raise
+            else:
+                for pending, result in zip(part, results, strict=True):
+                    if not pending.future.done():
+                        pending.future.set_result(result)
+
+    async def _run_statement(self, part: list[_Pending], *, new: bool) -> list[bool]:
+        assert self._postgres_writes is not None
+        writes = self._postgres_writes
+        try:
+            raw = await self._postgres_connection()
+            if new:
+                return await writes.insert(raw, [_new_order_write(p.write) for p in part])
+            return await writes.transition(raw, [_move_write(p.write) for p in part])
+        except asyncpg.PostgresError:
+            raise  # the statement was refused; the connection is as good as before
+        except BaseException:
+            await self._drop_connection()  # its state is unknown: a new one next time
+            raise
 
     async def _postgres_connection(self) -> asyncpg.Connection:
         """The asyncpg connection the writer keeps (no pool checkout per batch)."""
@@ -476,11 +491,11 @@ class OrderLog:
         return planned.applied
 
 
-def _one_statement_each(writes: list[_Write]) -> bool:
+def _one_statement_each(batch: list[_Pending]) -> bool:
     """Whether the batch goes as one statement per kind of write: the gateway's own writes
     (not reports), one move per order."""
     moved: set[str] = set()
-    for w in writes:
+    for w in (p.write for p in batch):
         if isinstance(w, _Reports):
             return False
         if isinstance(w, _Transition):
@@ -488,6 +503,12 @@ def _one_statement_each(writes: list[_Write]) -> bool:
                 return False
             moved.add(w.order.id)
     return True
+
+
+def _fail(part: list[_Pending], exc: BaseException) -> None:
+    for pending in part:
+        if not pending.future.done():
+            pending.future.set_exception(exc)
 
 
 def _new_order_write(w: _Write) -> NewOrderWrite:
