@@ -23,7 +23,8 @@ holds the one table from exception class to answer):
     +-- BrokerRejected                   422  broker.rejected
     +-- BrokerTimeout                    504  broker.timeout
     +-- BrokerUnavailable                503  broker.unavailable
-    +-- DependencyUnavailable            503  dependency.unavailable (Redis or the database)
+    +-- DependencyUnavailable            503  dependency.unavailable (Redis)
+    |   +-- StorageUnavailable           503  storage.unavailable (the order log's database)
     +-- InternalError                    500  internal (a bug; logged)
 
 ``InvalidTransition`` is not among them: an order status change the state machine forbids
@@ -89,6 +90,11 @@ class DependencyUnavailable(GatewayError):
     status = 503
     code = "dependency.unavailable"
     title = "A backing service is unavailable"
+
+
+class StorageUnavailable(DependencyUnavailable):
+    code = "storage.unavailable"
+    title = "The order log's database is unavailable"
 
 
 class InternalError(GatewayError):

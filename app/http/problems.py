@@ -6,7 +6,7 @@ handlers), used by the FastAPI app and by the order entry fast path alike.
     RequestValidationError (FastAPI: a request that does not parse) 422 request.invalid
     HTTPException (Starlette: unknown path, wrong method)           its status, http.<status>
     RedisError                                                      503 dependency.unavailable
-    DBAPIError                                                      503 dependency.unavailable
+    DBAPIError                                                      503 storage.unavailable
     Exception (anything else: a bug)                                500 internal, logged
 """
 
@@ -28,6 +28,7 @@ from app.domain.errors import (
     HttpProblem,
     InternalError,
     RequestInvalid,
+    StorageUnavailable,
     validation_errors,
 )
 from app.domain.views import PROBLEM_JSON, Problem, render_problem
@@ -65,7 +66,7 @@ def _redis_down(exc: Exception) -> GatewayError:
 def _database_down(exc: Exception) -> GatewayError:
     # The database's own transaction rolled back.
     log.warning("database unavailable: %r", exc)
-    return DependencyUnavailable("the database is unavailable", dependency="database")
+    return StorageUnavailable("the order log's database is unavailable; nothing was done")
 
 
 def _bug(exc: Exception) -> GatewayError:

@@ -34,6 +34,7 @@ from app.domain.errors import (
     OrderNotFound,
     RiskDenied,
     RiskUnavailable,
+    StorageUnavailable,
 )
 from app.domain.ids import new_id
 from app.domain.instruments import check_precision
@@ -164,7 +165,16 @@ class OrderService:
             return await self._or_let_go(self._deny(order, decision.denial), claimed)
 
         # Write-ahead: the order is durable before the broker can act on it.
-        if not await self._log.insert_new(order):
+        try:
+            inserted = await self._log.insert_new(order)
+        except StorageUnavailable:
+            # Nothing reached the broker: give back what was reserved, and the key (a
+            # write in doubt that did commit is resolved by reconciliation as never sent).
+            if decision.reserved is Reserved.NOW:
+                await self._release(order, filled=Decimal(0))
+            await self._let_go(claimed)
+            raise
+        if not inserted:
             # The id is taken in the order log (Redis had forgotten the key).
             if decision.reserved is Reserved.NOW:  # undo what was just reserved
                 await self._release(order, filled=Decimal(0))
@@ -208,10 +218,14 @@ class OrderService:
         try:
             return await answer
         except GatewayError:
-            if claimed is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await self._idempotency.release(claimed)
+            await self._let_go(claimed)
             raise
+
+    async def _let_go(self, claimed: KeyClaim | None) -> None:
+        """Let go of the key this request claimed (if Redis fails now, the claim expires)."""
+        if claimed is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._idempotency.release(claimed)
 
     async def _claim(self, claim: KeyClaim) -> None:
         try:

@@ -16,8 +16,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy.exc import DBAPIError
 
+from app.domain.errors import StorageUnavailable
 from app.domain.orders import ExecutionReport, Order, OrderType, Side, TimeInForce
 from app.domain.status import OrderStatus
 from app.storage.sql.database import create_writer_engine
@@ -197,7 +197,7 @@ async def test_a_write_that_fails_in_a_batch_does_not_sink_its_neighbours(
         return_exceptions=True,
     )
     assert results[0] is True
-    assert isinstance(results[1], DBAPIError)
+    assert isinstance(results[1], StorageUnavailable)
     assert results[2] is True
     moves = [numbered(n).transition(OrderStatus.NEW, NOW) for n in (1, 3)]
     bad = numbered(3).transition(OrderStatus.REJECTED, None, reject_reason="r")  # type: ignore[arg-type]
@@ -207,7 +207,7 @@ async def test_a_write_that_fails_in_a_batch_does_not_sink_its_neighbours(
         return_exceptions=True,
     )
     assert outcome[0] is True
-    assert isinstance(outcome[1], DBAPIError)
+    assert isinstance(outcome[1], StorageUnavailable)
     # Nothing of the failed writes was kept; what did not fail was.
     assert await order_story(migrated_log.url, numbered(3).id) == [(None, "pending_new", None)]
     assert (await read_order(migrated_log.url, numbered(1).id)).status is OrderStatus.NEW

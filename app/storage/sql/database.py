@@ -12,6 +12,7 @@ from sqlalchemy.pool import StaticPool
 
 # Every statement planned for its own parameters (see ``create_engine``).
 POSTGRES_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+POSTGRES_CONNECT_TIMEOUT_S = 2.0
 
 
 def is_sqlite(url: str) -> bool:
@@ -38,16 +39,21 @@ def create_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> Asyn
     from several processes serialise instead of failing to upgrade a read snapshot.
     """
     if not is_sqlite(url):
-        return create_async_engine(
+        postgres = create_async_engine(
             url,
             pool_size=1 if writer else pool_size,
             max_overflow=0 if writer else 10,
             pool_pre_ping=True,
-            # asyncpg prepares every statement once per connection, and after five runs
-            # PostgreSQL keeps a generic plan made from the statistics of that moment: on a
-            # new, empty order log, a sequential scan, kept while the table grows.
-            connect_args={"server_settings": POSTGRES_SETTINGS},
+            connect_args={
+                # asyncpg prepares every statement once per connection, and after five
+                # runs PostgreSQL keeps a generic plan made from the statistics of that
+                # moment: on a new, empty order log, a sequential scan, kept as it grows.
+                "server_settings": POSTGRES_SETTINGS,
+                "timeout": POSTGRES_CONNECT_TIMEOUT_S,
+            },
         )
+        _refusals_as_database_errors(postgres)
+        return postgres
     _ensure_directory(make_url(url).database)
     engine = create_async_engine(
         url,
@@ -57,6 +63,18 @@ def create_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> Asyn
     )
     _configure_sqlite(engine, immediate=writer)
     return engine
+
+
+def _refusals_as_database_errors(engine: AsyncEngine) -> None:
+    """A server that refuses or never answers a connection is a database error like any
+    other (a ``DBAPIError``, answered 503), not the socket's bare OSError."""
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.loaded_dbapi.connect(*cargs, **cparams)
+        except (OSError, TimeoutError) as exc:
+            raise dialect.loaded_dbapi.OperationalError(f"cannot connect: {exc!r}") from exc
 
 
 def _ensure_directory(database: str | None) -> None:

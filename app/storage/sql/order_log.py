@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
+from app.domain.errors import StorageUnavailable
 from app.domain.orders import ExecutionReport, Order
 from app.domain.status import OrderStatus
 from app.storage.sql.drivers import AsyncpgSQL, DriverSQL, SqliteSQL
@@ -51,6 +52,9 @@ CHECKPOINT_INTERVAL_S = 1.0
 # Past this much WAL in use, a checkpoint has the WAL started over (see ``checkpoint``).
 # 16 MiB of 4 KiB pages fill one block of SQLite's WAL index; a page read searches them all.
 WAL_LIMIT_BYTES = 8 * 1024 * 1024
+# A PostgreSQL connection that failed under a statement, which may or may not have
+# committed. (InternalClientError: asyncpg found the connection mid-way through another.)
+CONNECTION_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, DBAPIError)
 
 
 def checkpoint(database: str, limit_bytes: int = WAL_LIMIT_BYTES) -> bool:
@@ -191,7 +195,12 @@ class OrderLog:
             raise RuntimeError("order log writer is not running")
         pending = _Pending(write)
         self._queue.put_nowait(pending)
-        return await pending.future
+        try:
+            return await pending.future
+        except DBAPIError as exc:
+            # Unavailable, or in doubt if the connection failed mid-commit; either way
+            # the write is not known to have been made.
+            raise StorageUnavailable(f"the order log was not written: {exc.orig!r}") from exc
 
     async def _run(self) -> None:
         while True:
@@ -251,11 +260,13 @@ class OrderLog:
                         await self._commit([pending])
                     continue
                 _fail(part, _as_dbapi_error(exc))
-            except (asyncpg.InterfaceError, OSError, DBAPIError) as exc:
+            except CONNECTION_ERRORS as exc:
                 _fail(part, _as_dbapi_error(exc))
-            except BaseException as exc:
+            except asyncio.CancelledError as exc:
                 _fail(part, exc)
                 raise
+            except Exception as exc:  # a bug: its callers answer 500; the writer goes on
+                _fail(part, exc)
             else:
                 for pending, result in zip(part, results, strict=True):
                     if not pending.future.done():
@@ -264,13 +275,17 @@ class OrderLog:
     async def _run_statement(self, part: list[_Pending], *, new: bool) -> list[bool]:
         assert self._postgres_writes is not None
         writes = self._postgres_writes
+        raw = await self._postgres_connection()
         try:
-            raw = await self._postgres_connection()
             if new:
                 return await writes.insert(raw, [_new_order_write(p.write) for p in part])
             return await writes.transition(raw, [_move_write(p.write) for p in part])
         except asyncpg.PostgresError:
-            raise  # the statement was refused; the connection is as good as before
+            # Refused. The connection is as good as before, unless the server ended the
+            # session (it is shutting down, say).
+            if raw.is_closed():
+                await self._drop_connection()
+            raise
         except BaseException:
             await self._drop_connection()  # its state is unknown: a new one next time
             raise
@@ -279,7 +294,11 @@ class OrderLog:
         """The asyncpg connection the writer keeps (no pool checkout per batch)."""
         if self._postgres is None:
             assert isinstance(self._engine, AsyncEngine)
-            self._postgres = await self._engine.raw_connection()
+            try:
+                self._postgres = await self._engine.raw_connection()
+            except self._engine.dialect.loaded_dbapi.Error as exc:
+                # The pool hands the driver's own error through, not SQLAlchemy's.
+                raise DBAPIError(None, None, exc) from exc
         return self._postgres.driver_connection
 
     async def _plan(self, plain: DriverSQL, writes: list[_Write]) -> dict[int, ReportPlan]:
@@ -305,7 +324,7 @@ class OrderLog:
             plans = await self._plan(plain, writes)
             async with raw.transaction():
                 return await self._execute(plain, writes, plans)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
             raise _as_dbapi_error(exc) from exc
 
     async def _execute_sqlite(self, writes: list[_Write]) -> list[Any]:
