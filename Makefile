@@ -39,9 +39,12 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix app bench tests migrations
 	$(BIN)/ruff format app bench tests migrations
 
-## bench-orders: order path vs its floor at a constant arrival rate (see README)
+## bench-orders: order path vs its floor at a constant arrival rate, on SQLite then on a
+## throwaway PostgreSQL database (ORDERGATE_BENCH_POSTGRES_URL, else the local server;
+## without a reachable server that part says so and the SQLite result stands)
 bench-orders: $(VENV)/.dev
 	$(BIN)/python -m bench orders
+	-$(BIN)/python -m bench orders --database postgresql
 
 ## bench-risk: the pre-trade risk decision alone vs plain Redis GETs, in process, same run
 bench-risk: $(VENV)/.dev

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.databases import DATABASES, DEFAULT_POSTGRES_URL
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -102,6 +104,19 @@ def add_orders_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     parser.add_argument(
         "--logs", type=Path, default=None, help="keep the servers' logs in this directory"
+    )
+    parser.add_argument(
+        "--database",
+        choices=DATABASES,
+        default="sqlite",
+        help="the gateway's order log: a SQLite file (the default) or a throwaway PostgreSQL "
+        "database, created for the run and dropped after it",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="the PostgreSQL server --database postgresql creates its database on "
+        "(ORDERGATE_BENCH_POSTGRES_URL, else the local server)",
     )
     parser.add_argument(
         "--gateway-env",

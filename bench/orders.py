@@ -28,7 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import make_url
+
 from app.redisio.embedded import EmbeddedRedis
+from bench.databases import DEFAULT_POSTGRES_URL, describe, order_log_url
 from bench.floor import floor_command
 from bench.openloop import LoadProcess, LoadSpec, PhaseResult, merge_phases
 from bench.procs import (
@@ -72,10 +75,13 @@ class BenchOptions:
     workers: int = 1
     gateway_env: dict[str, str] = field(default_factory=dict)
     logs_dir: Path | None = None
+    database: str = "sqlite"
+    postgres_url: str = DEFAULT_POSTGRES_URL
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["logs_dir"] = None if self.logs_dir is None else str(self.logs_dir)
+        data["postgres_url"] = make_url(self.postgres_url).render_as_string()  # no password
         return data
 
     @classmethod
@@ -96,6 +102,8 @@ class BenchOptions:
             workers=args.workers,
             gateway_env=env,
             logs_dir=args.logs,
+            database=args.database,
+            postgres_url=args.postgres_url,
         )
 
 
@@ -154,7 +162,11 @@ def run_orders_bench(
         progress("starting redis-server")
         redis = EmbeddedRedis(port=free_port()).start()
         stack.callback(redis.stop)
-        env = _environment(tmp, redis.url, options.gateway_env)
+        progress(describe(options.database, options.postgres_url))
+        database_url = stack.enter_context(
+            order_log_url(options.database, options.postgres_url, tmp)
+        )
+        env = _environment(tmp, redis.url, database_url, options.gateway_env)
         gateway = stack.enter_context(_start_gateway(env, tmp, progress, options.workers))
         floor = stack.enter_context(_start_floor(env, tmp, redis.url, progress))
         load = stack.enter_context(LoadProcess())
@@ -238,7 +250,9 @@ def _keep_logs(tmp: Path, destination: Path) -> None:
         shutil.copy2(log, destination / log.name)
 
 
-def _environment(tmp: Path, redis_url: str, extra: dict[str, str]) -> dict[str, str]:
+def _environment(
+    tmp: Path, redis_url: str, database_url: str, extra: dict[str, str]
+) -> dict[str, str]:
     """The servers' environment: this run's files and Redis, the issue's broker settings."""
     # Not whatever ORDERGATE_* the shell has (a production ORDERGATE_CONFIG, say): the run's
     # conditions are fixed here, and --gateway-env changes them explicitly.
@@ -246,7 +260,7 @@ def _environment(tmp: Path, redis_url: str, extra: dict[str, str]) -> dict[str, 
     return {
         **inherited,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
+        "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "ORDERGATE_DATA_DIR": str(tmp),
         "ORDERGATE_SIM__LATENCY_MS": "0",  # the issue's condition: a zero-latency broker
@@ -302,6 +316,7 @@ def command(args: argparse.Namespace) -> int:
     except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
         _progress(f"bench orders failed: {exc}")
         return 1
+    print(describe(options.database, options.postgres_url), flush=True)
     print(format_table(report), flush=True)
     if args.json is not None:
         report.write_json(args.json)
