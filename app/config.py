@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     applier: Literal["in_process", "external"] = "in_process"
     broker: Literal["simulated"] = "simulated"
     broker_timeout_ms: float = Field(1000.0, gt=0)
+    # How long an order waits for the order log to confirm its write-ahead or its outcome:
+    # past it the answer is 503 storage.unavailable, and an order not yet written is never
+    # placed (a stalled database must not place orders late, after the client gave up).
+    storage_timeout_ms: float = Field(1000.0, gt=0)
     sim: SimulatedBrokerSettings = SimulatedBrokerSettings()
     risk: RiskSettings = RiskSettings()
     universe: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_UNIVERSE))
@@ -146,6 +150,10 @@ class Settings(BaseSettings):
         # whose placement is still in flight must not look like one.
         if self.reconcile_after_s * 1000 <= self.broker_timeout_ms:
             raise ValueError("reconcile_after_s must exceed the broker timeout")
+        # A reservation with no order row this old is released as never placed; an order
+        # whose write-ahead is still waiting must not look like one.
+        if self.risk.orphan_reservation_after_s * 1000 <= self.storage_timeout_ms:
+            raise ValueError("risk.orphan_reservation_after_s must exceed storage_timeout_ms")
         return self
 
     def instruments(self) -> dict[str, Instrument]:

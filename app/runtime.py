@@ -95,7 +95,11 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
     writer_engine = create_writer_engine(url)
     stack.push_async_callback(_dispose, writer_engine)
 
-    order_log = OrderLog(writer_engine, checkpoints=checkpoints)
+    order_log = OrderLog(
+        writer_engine,
+        checkpoints=checkpoints,
+        order_write_timeout_s=settings.storage_timeout_ms / 1000,
+    )
     order_log.start()
     stack.push_async_callback(order_log.close)
 

@@ -66,7 +66,7 @@ def _redis_down(exc: Exception) -> GatewayError:
 def _database_down(exc: Exception) -> GatewayError:
     # The database's own transaction rolled back.
     log.warning("database unavailable: %r", exc)
-    return StorageUnavailable("the order log's database is unavailable; nothing was done")
+    return StorageUnavailable("the order log's database is unavailable")
 
 
 def _bug(exc: Exception) -> GatewayError:

@@ -262,9 +262,19 @@ class OrderService:
     ) -> None:
         # If the broker's own report got there first (e.g. a fill), the transition is not
         # applied: the report holds the truth. The answer is kept either way, for replays.
-        await self._log.record_transition(
-            order, previous, reason=reason, ack=(answer.status, answer.body)
-        )
+        try:
+            await self._log.record_transition(
+                order, previous, reason=reason, ack=(answer.status, answer.body)
+            )
+        except StorageUnavailable as exc:
+            # The broker has answered: the order is not "not done". Its outcome reaches the
+            # order log from the broker's reports, or from reconciliation.
+            raise StorageUnavailable(
+                f"the broker answered for order {order.id} ({order.status.value}), but the "
+                "order log did not record it; it will from the broker's reports",
+                order_id=order.id,
+                order_status=order.status.value,
+            ) from exc
 
     async def _answer_from_database(
         self, account: str, client_order_id: str, fingerprint: str, *, answered_only: bool = False

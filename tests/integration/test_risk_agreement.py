@@ -108,7 +108,9 @@ async def test_a_reservation_no_order_stands_behind_is_released_by_the_sweep(
     """A worker that died between reserving and writing its order left a reservation no
     order stands behind: the applier releases it after orphan_reservation_after_s, and
     leaves a live order's alone."""
-    gateway: Gateway = fresh(ORDERGATE_RISK__ORPHAN_RESERVATION_AFTER_S="0.5")
+    gateway: Gateway = fresh(
+        ORDERGATE_RISK__ORPHAN_RESERVATION_AFTER_S="0.5", ORDERGATE_STORAGE_TIMEOUT_MS="400"
+    )
     assert gateway.redis_url is not None
     account = "orphaned"
     async with (

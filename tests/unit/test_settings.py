@@ -14,6 +14,14 @@ def test_reconciliation_must_wait_longer_than_a_placement_may_take() -> None:
     assert Settings(reconcile_after_s=1.5, broker_timeout_ms=1000).reconcile_after_s == 1.5
 
 
+def test_an_orphaned_reservation_is_older_than_any_write_ahead_may_wait() -> None:
+    # The sweep takes "no order row" for "never placed": a write-ahead still waiting for its
+    # commit would be placed after its reservation was given back.
+    with pytest.raises(ValidationError, match="orphan_reservation_after_s"):
+        Settings(storage_timeout_ms=10_000)  # the sweep's default age: 10 s
+    assert Settings(storage_timeout_ms=2000).storage_timeout_ms == 2000
+
+
 def test_decimals_can_only_be_set_for_symbols_traded_here() -> None:
     with pytest.raises(ValidationError, match="not in the universe"):
         Settings(symbol_decimals={"ZZZZ": SymbolDecimals(qty=0)})

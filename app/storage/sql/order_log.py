@@ -117,9 +117,17 @@ class OrderLog:
     """
 
     def __init__(
-        self, engine: AsyncEngine | Engine, max_batch: int = 512, checkpoints: bool = True
+        self,
+        engine: AsyncEngine | Engine,
+        max_batch: int = 512,
+        checkpoints: bool = True,
+        order_write_timeout_s: float | None = None,
     ) -> None:
+        """``order_write_timeout_s``: how long an order's own write (``insert_new``,
+        ``record_transition``) may wait for its commit; past it, StorageUnavailable, and a
+        write still queued is dropped, never made late."""
         self._engine = engine
+        self._order_write_timeout_s = order_write_timeout_s
         self._sql = Statements(engine.dialect)
         self._postgres_writes = (
             PostgresOrderWrites(engine.dialect) if isinstance(engine, AsyncEngine) else None
@@ -149,7 +157,7 @@ class OrderLog:
         ``outcome``: the order's next state, already known (a risk rejection), written with
         ``reason`` and the answer ``ack`` in the same transaction."""
         then = None if outcome is None else _Transition(outcome, order.status, reason, ack)
-        inserted: bool = await self._submit(_NewOrder(order, then))
+        inserted: bool = await self._submit(_NewOrder(order, then), self._order_write_timeout_s)
         return inserted
 
     async def record_transition(
@@ -163,7 +171,8 @@ class OrderLog:
         """Persist ``order`` (already transitioned in memory) if the stored row is still in
         ``previous``; False when something else moved it first (e.g. a fill beat the ack).
         ``ack``, the answer given for the order, is kept either way, for replays."""
-        applied: bool = await self._submit(_Transition(order, previous, reason, ack))
+        move = _Transition(order, previous, reason, ack)
+        applied: bool = await self._submit(move, self._order_write_timeout_s)
         return applied
 
     async def apply_reports(
@@ -190,23 +199,33 @@ class OrderLog:
         await self._drop_connection()
         self._checkpoint_thread.shutdown(wait=True)
 
-    async def _submit(self, write: _Write) -> Any:
+    async def _submit(self, write: _Write, timeout_s: float | None = None) -> Any:
         if self._task is None or self._task.done():
             raise RuntimeError("order log writer is not running")
         pending = _Pending(write)
         self._queue.put_nowait(pending)
         try:
-            return await pending.future
+            # On timeout the future is cancelled: the writer drops it if it has not taken
+            # it yet, and a commit already under way is in doubt.
+            async with asyncio.timeout(timeout_s):
+                return await pending.future
+        except TimeoutError as exc:
+            raise StorageUnavailable(
+                f"the order log did not confirm the write within {timeout_s:g} s"
+            ) from exc
         except DBAPIError as exc:
-            # Unavailable, or in doubt if the connection failed mid-commit; either way
-            # the write is not known to have been made.
-            raise StorageUnavailable(f"the order log was not written: {exc.orig!r}") from exc
+            # Unavailable, or in doubt if the connection failed mid-commit: either way the
+            # write is not known to have been made.
+            raise StorageUnavailable(
+                f"the order log did not confirm the write: {exc.orig!r}"
+            ) from exc
 
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            batch = [p for p in batch if not p.future.cancelled()]  # their callers gave up
             # Orders waiting for an answer commit first; execution reports (background
             # work, and the larger transactions) go in a transaction of their own after.
             on_order_path = [p for p in batch if not isinstance(p.write, _Reports)]
@@ -292,6 +311,10 @@ class OrderLog:
 
     async def _postgres_connection(self) -> asyncpg.Connection:
         """The asyncpg connection the writer keeps (no pool checkout per batch)."""
+        kept = None if self._postgres is None else self._postgres.driver_connection
+        if self._postgres is not None and (kept is None or kept.is_closed()):
+            # The server ended it while it was idle (a restart): not worth a failed order.
+            await self._drop_connection()
         if self._postgres is None:
             assert isinstance(self._engine, AsyncEngine)
             try:
