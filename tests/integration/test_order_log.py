@@ -56,16 +56,26 @@ def resting_buy() -> Order:
 
 def acknowledgement() -> ExecutionReport:
     """The broker's 'new' for ``resting_buy``."""
+    return report_of_resting_buy("x-1", OrderStatus.NEW, filled=0)
+
+
+def report_of_resting_buy(
+    exec_id: str, status: OrderStatus, *, filled: int, last: int = 0, at: datetime = NOW
+) -> ExecutionReport:
+    """The broker's report number 1 for ``resting_buy``: ``filled`` in all, ``last`` of it
+    now (at 1)."""
     return ExecutionReport(
         client_order_id="c-1",
-        exec_id="x-1",
+        exec_id=exec_id,
         seq=1,
-        status=OrderStatus.NEW,
-        cum_qty=Decimal(0),
+        status=status,
+        cum_qty=Decimal(filled),
+        last_qty=Decimal(last),
+        last_px=Decimal(1) if last else None,
         account="acct",
         symbol="AAPL",
         side=Side.BUY,
-        transact_time=NOW,
+        transact_time=at,
     )
 
 
@@ -126,19 +136,7 @@ async def test_an_answer_overtaken_by_the_brokers_fill_never_leaves_the_order_ol
     placed = resting_buy()._replace(type=OrderType.MARKET, limit_price=None)
     assert await log.insert_new(placed)
     filled_at = NOW.replace(microsecond=563_000)
-    fill = ExecutionReport(
-        client_order_id="c-1",
-        exec_id="x-9",
-        seq=1,
-        status=OrderStatus.FILLED,
-        cum_qty=Decimal(5),
-        last_qty=Decimal(5),
-        last_px=Decimal(1),
-        account="acct",
-        symbol="AAPL",
-        side=Side.BUY,
-        transact_time=filled_at,
-    )
+    fill = report_of_resting_buy("x-9", OrderStatus.FILLED, filled=5, last=5, at=filled_at)
     [applied] = await log.apply_reports([fill])
     assert applied.order is not None
     assert applied.order.updated_at == filled_at
@@ -244,19 +242,7 @@ async def test_reports_planned_before_the_order_moved_are_planned_again_under_th
     assert await order_log.insert_new(placed)
     live = placed.transition(OrderStatus.NEW, NOW)
     assert await order_log.record_transition(live, OrderStatus.PENDING_NEW)
-    fill = ExecutionReport(
-        client_order_id="c-1",
-        exec_id="x-2",
-        seq=1,
-        status=OrderStatus.PARTIALLY_FILLED,
-        cum_qty=Decimal(2),
-        last_qty=Decimal(2),
-        last_px=Decimal(1),
-        account="acct",
-        symbol="AAPL",
-        side=Side.BUY,
-        transact_time=NOW,
-    )
+    fill = report_of_resting_buy("x-2", OrderStatus.PARTIALLY_FILLED, filled=2, last=2)
 
     other = sqlite3.connect(tmp_path / "log.db", isolation_level=None)
     try:
