@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from sqlalchemy import select, update
+import asyncpg
+from sqlalchemy import make_url, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.orders import Order
-from app.storage.sql.database import create_engine
+from app.storage.sql.database import POSTGRES_SETTINGS, create_engine
+from app.storage.sql.drivers import AsyncpgSQL, DriverSQL, SqliteSQL
 from app.storage.sql.rows import order_from_row
+from app.storage.sql.statements import Statements
 from app.storage.sql.tables import order_events, orders
 
 
@@ -58,3 +62,30 @@ async def read_ack(database_url: str, order_id: str) -> tuple[int | None, str | 
         query = select(orders.c.ack_status, orders.c.ack_body).where(orders.c.id == order_id)
         row = (await conn.execute(query)).one()
         return row.ack_status, row.ack_body
+
+
+@asynccontextmanager
+async def driver_connection(database_url: str) -> AsyncIterator[tuple[Statements, DriverSQL]]:
+    """The order log's statements and a driver connection as its writer has them (on
+    PostgreSQL with the gateway's server settings), in a transaction committed at the end."""
+    engine = create_engine(database_url)
+    statements = Statements(engine.dialect)
+    await engine.dispose()  # only its dialect was wanted
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        raw = sqlite3.connect(url.database or "", isolation_level=None)
+        try:
+            raw.execute("PRAGMA foreign_keys=ON")
+            raw.execute("BEGIN IMMEDIATE")
+            yield statements, SqliteSQL(raw)
+            raw.execute("COMMIT")
+        finally:
+            raw.close()
+        return
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn, server_settings=POSTGRES_SETTINGS)
+    try:
+        async with conn.transaction():
+            yield statements, AsyncpgSQL(conn)
+    finally:
+        await conn.close()

@@ -21,10 +21,12 @@ from app.domain.errors import StorageUnavailable
 from app.domain.orders import ExecutionReport, Order, OrderType, Side, TimeInForce
 from app.domain.status import OrderStatus
 from app.storage.sql.database import create_writer_engine
+from app.storage.sql.drivers import AsyncpgSQL
 from app.storage.sql.order_log import OrderLog, checkpoint
+from app.storage.sql.rows import FillStateRow, PositionRow
 from bench.risk import create_database
 from tests.conftest import REPO, DatabaseFactory, _backends
-from tests.helpers.database import order_story, read_ack, read_order
+from tests.helpers.database import driver_connection, order_story, read_ack, read_order
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -110,7 +112,20 @@ async def migrated_log(
     request: pytest.FixtureRequest, database_factory: DatabaseFactory
 ) -> AsyncIterator[MigratedLog]:
     """An order log on a new database of each backend, made by ``ordergate migrate``."""
-    url = database_factory.create(request.param)
+    async for log in _migrated(database_factory.create(request.param)):
+        yield log
+
+
+@pytest.fixture(params=[b for b in _backends() if b == "postgres"])
+async def migrated_postgres(
+    request: pytest.FixtureRequest, database_factory: DatabaseFactory
+) -> AsyncIterator[MigratedLog]:
+    """As ``migrated_log``, on PostgreSQL only (TEST_DATABASE_URL)."""
+    async for log in _migrated(database_factory.create(request.param)):
+        yield log
+
+
+async def _migrated(url: str) -> AsyncIterator[MigratedLog]:
     migrated = subprocess.run(
         [sys.executable, "-m", "app.cli", "migrate"],
         env={**os.environ, "DATABASE_URL": url},
@@ -230,6 +245,87 @@ async def test_moves_of_one_order_in_one_batch_apply_in_turn(migrated_log: Migra
         ("pending_new", "new", None),
         ("new", "pending_cancel", None),
     ]
+
+
+async def test_lookups_by_a_key_of_two_columns_find_the_keys_asked_for_and_no_others(
+    migrated_log: MigratedLog,
+) -> None:
+    log = migrated_log.log
+    for order in (numbered(1, "x"), numbered(2, "y"), numbered(3, "x")._replace(account="b")):
+        assert await log.insert_new(order)
+    asked = [("acct", "x"), ("b", "x"), ("acct", "z")]
+    async with driver_connection(migrated_log.url) as (sql, conn):
+        for lookup in (sql.orders_by_key, sql.orders_by_key_unlocked, sql.taken_client_ids):
+            rows = await lookup.run(conn, asked)
+            found = {(row[1], row[2]) for row in rows} if len(rows[0]) > 2 else set(rows)
+            assert found == {("acct", "x"), ("b", "x")}
+        with pytest.raises(ValueError, match="keys of 1 values"):
+            await sql.orders_by_key.run(conn, [("acct",)])
+
+
+async def test_a_write_of_one_key_twice_in_one_call_applies_each_row_in_turn(
+    migrated_log: MigratedLog,
+) -> None:
+    # On PostgreSQL a call is one statement over arrays when its keys are distinct; one
+    # statement would update a repeated key once (or, an upsert, fail), so such rows go
+    # one by one, as on SQLite.
+    url = migrated_log.url
+    placed = numbered(1)
+    assert await migrated_log.log.insert_new(placed)
+    later = NOW.replace(microsecond=2)
+
+    def fill_state(filled: int, at: datetime) -> FillStateRow:
+        return FillStateRow(
+            "partially_filled", Decimal(filled), Decimal(1), filled, None, at, placed.id
+        )
+
+    def position(qty: int) -> PositionRow:
+        return PositionRow("acct", "AAPL", Decimal(qty), Decimal(1), Decimal(0), NOW)
+
+    async with driver_connection(url) as (sql, conn):
+        await sql.update_fill_state.run(conn, [fill_state(1, NOW), fill_state(2, later)])
+        await sql.upsert_positions.run(conn, [position(1), position(3)])
+        await sql.upsert_cursor.run(conn, [("applier", "1-0"), ("applier", "2-0")])
+    stored = await read_order(url, placed.id)
+    assert (stored.filled_qty, stored.updated_at) == (Decimal(2), later)
+    async with driver_connection(url) as (sql, conn):
+        [row] = await sql.positions_by_key.run(conn, [("acct", "AAPL")])
+        assert Decimal(str(row[2])) == 3
+        assert await conn.fetch("SELECT position FROM stream_cursors", []) == [("2-0",)]
+
+
+async def test_postgresql_looks_up_orders_and_fills_by_their_keys_before_any_analyze(
+    migrated_postgres: MigratedLog,
+) -> None:
+    # Each call is planned for its own keys from the statistics the database has: on a new
+    # order log none, until autovacuum first analyzes it (never, on a server with it off).
+    # Once the log holds more than a few thousand orders, the applier's lookups must probe
+    # the keys' own indexes, not scan an account's every order or the whole fills table.
+    async with driver_connection(migrated_postgres.url) as (sql, conn):
+        assert isinstance(conn, AsyncpgSQL)
+        await conn.raw.execute(
+            "INSERT INTO orders (id, account, client_order_id, symbol, side, qty, type,"
+            " time_in_force, status, filled_qty, request_hash, exec_seq, created_at,"
+            " updated_at) SELECT 'o' || i, 'acct', 'c' || i, 'AAPL', 'buy', 1, 'market', 'day',"
+            " 'filled', 1, 'h', 1, now(), now() FROM generate_series(1, 20000) AS i;"
+            " INSERT INTO fills (exec_id, order_id, account, symbol, side, qty, price, at)"
+            " SELECT 'x' || i, 'o' || i, 'acct', 'AAPL', 'buy', 1, 1, now()"
+            " FROM generate_series(1, 20000) AS i"
+        )
+
+        async def plan(statement: str | None, *keys: list[str]) -> str:
+            assert statement is not None
+            return "\n".join(row[0] for row in await conn.raw.fetch("EXPLAIN " + statement, *keys))
+
+        coids = [f"c{i}" for i in range(1000, 1064)]
+        for lookup in (sql.orders_by_key, sql.orders_by_key_unlocked):
+            orders_plan = await plan(lookup.array_sql, ["acct"] * 64, coids)
+            assert "uq_orders_account_client_order_id" in orders_plan, orders_plan
+            assert "ix_orders_account_id" not in orders_plan, orders_plan
+            assert "Seq Scan" not in orders_plan, orders_plan
+        fills_plan = await plan(sql.known_fills.array_sql, [f"y{i}" for i in range(64)])
+        assert "fills_pkey" in fills_plan, fills_plan
+        assert "Seq Scan" not in fills_plan, fills_plan
 
 
 async def test_reports_planned_before_the_order_moved_are_planned_again_under_the_lock(

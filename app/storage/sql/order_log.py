@@ -451,14 +451,7 @@ class OrderLog:
     async def _insert_orders(self, conn: DriverSQL, orders: list[Order]) -> list[bool]:
         keys = [(o.account, o.client_order_id) for o in orders]
         wanted = set(keys)
-        taken = (
-            set(
-                await self._sql.taken_client_ids.run(
-                    conn, sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
-                )
-            )
-            & wanted
-        )
+        taken = set(await self._sql.taken_client_ids.run(conn, sorted(wanted))) & wanted
         fresh: list[Order] = []
         outcome: list[bool] = []
         for order, key in zip(orders, keys, strict=True):
@@ -475,7 +468,9 @@ class OrderLog:
 
     async def _transition_orders(self, conn: DriverSQL, moves: list[_Transition]) -> list[bool]:
         ids = list({m.order.id for m in moves})
-        current: dict[str, str] = dict(await self._sql.statuses_by_id.run(conn, ids))
+        current: dict[str, str] = dict(
+            await self._sql.statuses_by_id.run(conn, [(order_id,) for order_id in ids])
+        )
         status_rows: list[tuple[Any, ...]] = []
         ack_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []

@@ -22,7 +22,6 @@ tests hold both to it:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -33,7 +32,7 @@ from app.domain.orders import Order
 from app.domain.status import OrderStatus
 from app.storage.sql import tables as t
 from app.storage.sql.rows import EventRow, OrderRow, order_values
-from app.storage.sql.statements import bind_processor
+from app.storage.sql.statements import bind_processor, unbounded_type
 
 ORDER_INSERT_COLUMNS = (*OrderRow._fields, "ack_status", "ack_body")
 MOVE_COLUMNS = (
@@ -69,11 +68,8 @@ class _Arrays:
     def __init__(self, dialect: Dialect, columns: Sequence[Column[Any]], first: int) -> None:
         self._width = len(columns)
         self._processors = [bind_processor(column, dialect) for column in columns]
-        # Cast to the type without its length or precision: an explicit cast to
-        # VARCHAR(16) would cut a longer value short, where the column refuses it.
         self.casts = [
-            f"${first + i}::{_unbounded(column.type.dialect_impl(dialect).compile(dialect))}[]"
-            for i, column in enumerate(columns)
+            f"${first + i}::{unbounded_type(column, dialect)}[]" for i, column in enumerate(columns)
         ]
 
     def bind(self, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
@@ -82,10 +78,6 @@ class _Arrays:
             for array, process, value in zip(arrays, self._processors, row, strict=True):
                 array.append(value if value is None or process is None else process(value))
         return arrays
-
-
-def _unbounded(type_name: str) -> str:
-    return re.sub(r"\(.*?\)", "", type_name)
 
 
 class PostgresOrderWrites:

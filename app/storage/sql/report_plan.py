@@ -61,23 +61,19 @@ async def read_report_state(
     orders_by_key = sql.orders_by_key if lock else sql.orders_by_key_unlocked
     positions_by_key = sql.positions_by_key if lock else sql.positions_by_key_unlocked
     wanted = {(r.account, r.client_order_id) for r in reports}
-    order_rows = await orders_by_key.run(
-        conn, sorted({k[0] for k in wanted}), sorted({k[1] for k in wanted})
-    )
+    order_rows = await orders_by_key.run(conn, sorted(wanted))
     orders = {
         row.id: row
         for row in map(OrderRow._make, order_rows)
         if (row.account, row.client_order_id) in wanted
     }
     fill_ids = [r.exec_id for r in reports if r.is_fill]
-    known_rows = await sql.known_fills.run(conn, fill_ids) if fill_ids else []
+    known_rows = await sql.known_fills.run(conn, [(exec_id,) for exec_id in fill_ids])
     known = frozenset(exec_id for (exec_id,) in known_rows)
     keys = {(row.account, row.symbol) for row in orders.values()}
     positions: dict[tuple[str, str], PositionRow] = {}
     if keys:
-        rows = await positions_by_key.run(
-            conn, sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
-        )
+        rows = await positions_by_key.run(conn, sorted(keys))
         positions = {
             (row.account, row.symbol): row
             for row in map(PositionRow._make, rows)

@@ -10,7 +10,8 @@ more CPU than the database work itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from sqlalchemy import Column, Dialect, Table
@@ -21,13 +22,30 @@ from app.storage.sql.rows import EventRow, FillRow, FillStateRow, OrderRow, Posi
 
 
 class RawWrite:
-    """One INSERT/UPDATE, run as executemany over tuples in column order."""
+    """One INSERT/UPDATE over rows (tuples in column order): ``executemany``, or on
+    PostgreSQL, where ``array_sql`` is given, one statement over one array per column
+    (``unnest``). PostgreSQL executes a statement per row of an ``executemany``, each with
+    its own plan; one statement over arrays is planned once for the batch.
 
-    def __init__(self, dialect: Dialect, sql: str, columns: Sequence[Column[Any]]) -> None:
+    ``unique``: the positions of the columns whose values no two rows of one statement may
+    share (an UPDATE's key, an upsert's conflict key): one statement would update such a
+    row once, or fail, where row by row each applies in turn. Rows that share them go row by
+    row."""
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        sql: str,
+        columns: Sequence[Column[Any]],
+        array_sql: str | None = None,
+        unique: Sequence[int] = (),
+    ) -> None:
         if dialect.paramstyle == "numeric_dollar":  # asyncpg: $1, $2, ...
             parts = sql.split("?")
             sql = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
         self.sql = sql
+        self.array_sql = array_sql
+        self._unique = tuple(unique)
         self._width = len(columns)
         processors = [bind_processor(column, dialect) for column in columns]
         # Only the columns that need converting are visited, row by row.
@@ -54,8 +72,18 @@ class RawWrite:
 
     async def execute(self, conn: DriverSQL, bound: list[tuple[Any, ...]]) -> None:
         """Run the statement over rows that ``bind`` converted."""
-        if bound:
+        if not bound:
+            return
+        if self.array_sql is not None and self._distinct(bound):
+            await conn.fetch(self.array_sql, [list(column) for column in zip(*bound, strict=True)])
+        else:
             await conn.executemany(self.sql, bound)
+
+    def _distinct(self, bound: list[tuple[Any, ...]]) -> bool:
+        if not self._unique or len(bound) == 1:
+            return True
+        keys = {tuple(row[i] for i in self._unique) for row in bound}
+        return len(keys) == len(bound)
 
 
 def bind_processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -75,60 +103,110 @@ def bind_processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any
 
 
 class RawLookup:
-    """A SELECT of the rows whose key columns take any of the given values, one list per
-    column (SQLAlchemy's expanding parameters and result processing cost more than the
-    query itself). Rows come back as the driver gives them: see ``rows.order_from_values``.
+    """A SELECT of the rows with the given keys (one tuple of values per key, in the order
+    of the key columns). Rows come back as the driver gives them (SQLAlchemy's expanding
+    parameters and result processing cost more than the query itself): see
+    ``rows.order_from_values``.
 
-    On PostgreSQL each list is one array parameter (``col = ANY($1)``): one statement text
-    whatever the batch size, prepared once by asyncpg and planned as an index lookup. An IN
-    list of its own length per call was a new statement to prepare and plan each time, and
-    the applier's batch lookup (locking its rows) took 25 ms on average. SQLite takes one
-    IN list per column, rendered per call."""
+    On PostgreSQL the keys go as one array parameter per key column: one statement text
+    whatever the batch size, prepared once by asyncpg. A one-column key is ``col = ANY($1)``;
+    a key of several columns is a join with its pairs (``unnest``), which only the key's
+    own unique index answers well: ``a = ANY($1) AND b = ANY($2)`` was planned, on an order
+    log not yet analyzed, as a scan of the account's every order (see docs/performance.md).
+    An IN list of its own length per call was a new statement to prepare and plan each
+    time. SQLite takes one IN list per column, rendered per call; callers keep only the
+    exact keys they asked for."""
 
     def __init__(
-        self, dialect: Dialect, select_sql: str, columns: Sequence[str], lock: bool = False
+        self, dialect: Dialect, table: Table, names: Sequence[str], key: Sequence[str], lock: bool
     ) -> None:
-        self._dollar = dialect.paramstyle == "numeric_dollar"
-        self._select = select_sql
-        self._columns = columns
-        self._suffix = " FOR UPDATE" if lock and dialect.name == "postgresql" else ""
-        self._arrays = dialect.name == "postgresql"
-        if self._arrays:
-            where = " AND ".join(f"{c} = ANY(${i})" for i, c in enumerate(columns, 1))
-            self._array_sql = f"{select_sql} WHERE {where}{self._suffix}"
+        self._select = f"SELECT {', '.join(names)} FROM {table.name}"
+        self._key = key
+        postgres = dialect.name == "postgresql"
+        self.array_sql: str | None = None  # PostgreSQL's: SQLite's is rendered per call
+        if postgres and len(key) == 1:
+            lock_clause = " FOR UPDATE" if lock else ""
+            self.array_sql = f"{self._select} WHERE {key[0]} = ANY($1){lock_clause}"
+        elif postgres:
+            arrays = _array_parameters([table.c[c] for c in key], dialect)
+            on = " AND ".join(f"t.{c} = k.{c}" for c in key)
+            columns = ", ".join(f"t.{name}" for name in names)
+            lock_clause = " FOR UPDATE OF t" if lock else ""
+            self.array_sql = (
+                f"SELECT {columns} FROM unnest({arrays}) AS k({', '.join(key)})"
+                f" JOIN {table.name} t ON {on}{lock_clause}"
+            )
 
-    async def run(self, conn: DriverSQL, *values: Sequence[Any]) -> list[tuple[Any, ...]]:
-        if self._arrays:
-            arrays = [list(column_values) for column_values in values]
-            return await conn.fetch(self._array_sql, arrays)
+    async def run(
+        self, conn: DriverSQL, keys: Collection[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        if not keys:
+            return []
+        columns = list(zip(*keys, strict=True))
+        if len(columns) != len(self._key):
+            raise ValueError(f"keys of {len(columns)} values for {self._key}")
+        if self.array_sql is not None:
+            return await conn.fetch(self.array_sql, [list(column) for column in columns])
         clauses, params = [], []
-        for column, column_values in zip(self._columns, values, strict=True):
-            marks = []
-            for value in column_values:
-                params.append(value)
-                marks.append(f"${len(params)}" if self._dollar else "?")
-            clauses.append(f"{column} IN ({', '.join(marks)})")
-        sql = f"{self._select} WHERE {' AND '.join(clauses)}{self._suffix}"
+        for name, values in zip(self._key, columns, strict=True):
+            distinct = sorted(set(values))
+            params.extend(distinct)
+            clauses.append(f"{name} IN ({', '.join('?' for _ in distinct)})")
+        sql = f"{self._select} WHERE {' AND '.join(clauses)}"
         return await conn.fetch(sql, params)
 
 
+def unbounded_type(column: Column[Any], dialect: Dialect) -> str:
+    """The column's type without length or precision: a cast to VARCHAR(16) would cut a
+    longer value short, where the column refuses it."""
+    return re.sub(r"\(.*?\)", "", column.type.dialect_impl(dialect).compile(dialect))
+
+
 def _lookup(
-    dialect: Dialect, table: Table, names: Sequence[str], where: Sequence[str], lock: bool
+    dialect: Dialect, table: Table, names: Sequence[str], key: Sequence[str], lock: bool
 ) -> RawLookup:
-    return RawLookup(dialect, f"SELECT {', '.join(names)} FROM {table.name}", where, lock)
+    return RawLookup(dialect, table, names, key, lock)
 
 
-def _insert(dialect: Dialect, table: Table, names: Sequence[str], suffix: str = "") -> RawWrite:
+def _insert(
+    dialect: Dialect,
+    table: Table,
+    names: Sequence[str],
+    suffix: str = "",
+    conflict_key: Sequence[str] = (),
+) -> RawWrite:
+    """An INSERT (an upsert where ``suffix`` says ON CONFLICT on ``conflict_key``)."""
     columns = [table.c[name] for name in names]
     marks = ", ".join("?" for _ in names)
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks}){suffix}"
-    return RawWrite(dialect, sql, columns)
+    array_sql = (
+        f"INSERT INTO {table.name} ({', '.join(names)})"
+        f" SELECT * FROM unnest({_array_parameters(columns, dialect)}){suffix}"
+        if dialect.name == "postgresql"
+        else None
+    )
+    unique = [names.index(name) for name in conflict_key]
+    return RawWrite(dialect, sql, columns, array_sql, unique)
 
 
 def _update(dialect: Dialect, table: Table, names: Sequence[str], key: str) -> RawWrite:
+    """An UPDATE of ``names`` by ``key`` (the table's own key: one row each)."""
+    columns = [*(table.c[name] for name in names), table.c[key]]
     assignments = ", ".join(f"{name} = ?" for name in names)
     sql = f"UPDATE {table.name} SET {assignments} WHERE {key} = ?"
-    return RawWrite(dialect, sql, [*(table.c[name] for name in names), table.c[key]])
+    array_sql = (
+        f"UPDATE {table.name} AS t SET {', '.join(f'{name} = k.{name}' for name in names)}"
+        f" FROM unnest({_array_parameters(columns, dialect)}) AS k({', '.join(names)}, {key})"
+        f" WHERE t.{key} = k.{key}"
+        if dialect.name == "postgresql"
+        else None
+    )
+    return RawWrite(dialect, sql, columns, array_sql, unique=[len(names)])
+
+
+def _array_parameters(columns: Sequence[Column[Any]], dialect: Dialect) -> str:
+    """$1::type[], $2::type[], ...: one array parameter per column (PostgreSQL)."""
+    return ", ".join(f"${i}::{unbounded_type(c, dialect)}[]" for i, c in enumerate(columns, 1))
 
 
 ORDER_COLUMNS = OrderRow._fields
@@ -140,9 +218,9 @@ ORDER_FILL_STATE = FillStateRow._fields[:-1]  # set by id, the last field
 
 class Statements:
     def __init__(self, dialect: Dialect) -> None:
-        # Keys are matched as "a IN (...) AND b IN (...)", not "(a, b) IN (VALUES ...)":
-        # SQLite answers the first from the (a, b) index and scans the table for the second.
-        # Callers keep only the exact pairs they asked for.
+        # On SQLite keys are matched as "a IN (...) AND b IN (...)", not "(a, b) IN
+        # (VALUES ...)": SQLite answers the first from the (a, b) index and scans the table
+        # for the second.
         order_key = ("account", "client_order_id")
         self.taken_client_ids = _lookup(dialect, t.orders, order_key, order_key, lock=False)
         self.statuses_by_id = _lookup(dialect, t.orders, ("id", "status"), ("id",), lock=True)
@@ -201,10 +279,12 @@ class Statements:
             " ON CONFLICT (account, symbol) DO UPDATE SET qty = excluded.qty,"
             " avg_price = excluded.avg_price, realized_pnl = excluded.realized_pnl,"
             " updated_at = excluded.updated_at",
+            conflict_key=("account", "symbol"),
         )
         self.upsert_cursor = _insert(
             dialect,
             t.stream_cursors,
             ("name", "position"),
             " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+            conflict_key=("name",),
         )
