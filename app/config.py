@@ -20,6 +20,12 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from app.domain.broker_guard import (
+    INTERACTIVE_BROKERS_PACING,
+    BreakerPolicy,
+    Endpoint,
+    PacingRule,
+)
 from app.domain.instruments import Instrument
 from app.domain.orders import PRICE_DECIMALS, QTY_DECIMALS
 from app.domain.risk import RiskLimits
@@ -52,7 +58,7 @@ class SimulatedBrokerSettings(BaseModel):
     latency_jitter_ms: float = Field(0.0, ge=0, description="uniform +/- jitter on latency")
     reject_rate: float = Field(0.0, ge=0, le=1, description="share of orders rejected")
     timeout_rate: float = Field(0.0, ge=0, le=1, description="share of calls that hang")
-    error_rate: float = Field(0.0, ge=0, le=1, description="share of calls with transport error")
+    fail_rate: float = Field(0.0, ge=0, le=1, description="share of calls with transport error")
     # Quantity available at the reference price per match; larger orders fill in parts.
     top_of_book_qty: Decimal = Field(Decimal(10_000), gt=0)
 
@@ -98,6 +104,50 @@ class RiskSettings(BaseModel):
     orphan_reservation_after_s: float = Field(10.0, gt=0)
 
 
+class PacingRuleSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rate: float = Field(gt=0, description="requests per second, on average")
+    burst: int = Field(ge=1, description="requests at once from a full bucket")
+
+
+def _default_pacing() -> dict[Endpoint, PacingRuleSettings]:
+    return {
+        endpoint: PacingRuleSettings(rate=rule.rate, burst=rule.burst)
+        for endpoint, rule in INTERACTIVE_BROKERS_PACING.items()
+    }
+
+
+class BrokerGuardSettings(BaseModel):
+    """Pacing (token buckets per broker endpoint, shared through Redis by every worker) and
+    the circuit breaker. The default pacing is Interactive Brokers' profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pacing: dict[Endpoint, PacingRuleSettings] = Field(default_factory=_default_pacing)
+    # A call waits for a token at most this long; one that would wait longer is refused at
+    # once (429 pacing.rate_limited with Retry-After), nothing sent.
+    max_wait_ms: float = Field(500.0, ge=0, le=60_000)
+    breaker_failure_threshold: int = Field(5, ge=1)
+    breaker_open_s: float = Field(60.0, gt=0)
+    breaker_half_open_trials: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _every_endpoint_paced(self) -> BrokerGuardSettings:
+        # A YAML file or variable names the endpoints it changes; the others keep the profile.
+        self.pacing = {**_default_pacing(), **self.pacing}
+        return self
+
+    def rule(self, endpoint: Endpoint) -> PacingRule:
+        spec = self.pacing[endpoint]
+        return PacingRule(spec.rate, spec.burst)
+
+    def breaker(self) -> BreakerPolicy:
+        return BreakerPolicy(
+            self.breaker_failure_threshold, self.breaker_open_s, self.breaker_half_open_trials
+        )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ORDERGATE_", env_nested_delimiter="__", extra="ignore"
@@ -126,6 +176,7 @@ class Settings(BaseSettings):
     # placed (a stalled database must not place orders late, after the client gave up).
     storage_timeout_ms: float = Field(1000.0, gt=0)
     sim: SimulatedBrokerSettings = SimulatedBrokerSettings()
+    broker_guard: BrokerGuardSettings = BrokerGuardSettings()
     risk: RiskSettings = RiskSettings()
     universe: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_UNIVERSE))
     # Decimals of every symbol, and of those named in `symbol_decimals` their own.

@@ -15,6 +15,7 @@ from app.config import Settings
 from app.domain.errors import NotAuthenticated
 from app.redisio.multiplexed import MultiplexedRedis
 from app.services.auth import ApiKeyService, Principal, Role
+from app.services.broker_guard import BrokerGuard
 from app.services.orders import OrderService
 from app.services.risk import RiskService
 from app.services.risk_controls import RiskControlService
@@ -27,6 +28,7 @@ class Services:
     redis: MultiplexedRedis
     engine: AsyncEngine
     broker: SimulatedBroker
+    guard: BrokerGuard
     orders: OrderService
     symbols: SymbolCatalog
     risk: RiskService

@@ -22,15 +22,17 @@ from app.deps import Services, document_bearer_auth
 from app.http.bodies import BodySizeLimit
 from app.http.order_entry import OrderEntryFastPath
 from app.http.problems import ERROR_TABLE, error_response
-from app.routers import account, health, orders, risk, sim, symbols
+from app.routers import account, broker_guard, health, orders, risk, sim, symbols
 from app.runtime import open_core, start_applier
 from app.services.auth import ApiKeyService
+from app.services.broker_guard import BrokerGuard
 from app.services.metrics import record_request
 from app.services.orders import OrderService
 from app.services.prices import ReferencePrices
 from app.services.risk import RiskService
 from app.services.risk_controls import RiskControlService
 from app.services.symbols import SymbolCatalog
+from app.storage.redis.broker_guard import BrokerGuardStore
 from app.storage.redis.idempotency import IdempotencyStore
 from app.storage.redis.last_trades import LastTrades
 from app.storage.sql.repositories import ApiKeyRepository
@@ -66,11 +68,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         risk.start()
         stack.push_async_callback(risk.close)
+        guard = BrokerGuard(BrokerGuardStore(core.redis, settings.broker), settings.broker_guard)
         orders = OrderService(
             order_log=core.order_log,
             orders=core.orders,
             idempotency=idempotency,
             broker=core.broker,
+            guard=guard,
             risk=risk,
             symbols=symbols,
             broker_timeout_s=settings.broker_timeout_ms / 1000,
@@ -80,6 +84,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             redis=core.redis,
             engine=core.engine,
             broker=core.broker,
+            guard=guard,
             orders=orders,
             symbols=symbols,
             risk=risk,
@@ -144,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         account.router,
         symbols.router,
         risk.router,
+        broker_guard.router,
         sim.router,
     ):
         app.include_router(router)

@@ -250,6 +250,12 @@ def _keep_logs(tmp: Path, destination: Path) -> None:
         shutil.copy2(log, destination / log.name)
 
 
+UNPACED_PLACEMENT = {
+    "ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__RATE": "1000000",
+    "ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__BURST": "1000000",
+}
+
+
 def _environment(
     tmp: Path, redis_url: str, database_url: str, extra: dict[str, str]
 ) -> dict[str, str]:
@@ -264,6 +270,9 @@ def _environment(
         "REDIS_URL": redis_url,
         "ORDERGATE_DATA_DIR": str(tmp),
         "ORDERGATE_SIM__LATENCY_MS": "0",  # the condition: a zero-latency broker
+        # The gateway itself is measured, not a broker's pacing: a placement budget far
+        # above any offered load (the default profile allows 40 a second).
+        **UNPACED_PLACEMENT,
         **extra,
     }
 

@@ -220,6 +220,10 @@ def launch_gateway(
             "ORDERGATE_AUTH_CACHE_TTL_S": "0.2",
             # Small top of book so partial fills are easy to provoke.
             "ORDERGATE_SIM__TOP_OF_BOOK_QTY": "100",
+            # Tests send orders faster than a broker's pacing allows (40 a second by
+            # default); the pacing tests set their own.
+            "ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__RATE": "1000000",
+            "ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__BURST": "1000000",
             "PYTHONPATH": str(REPO),
         }
     )

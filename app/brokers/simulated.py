@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import time
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -27,6 +29,40 @@ from app.storage.redis.keys import SimKeys
 from app.storage.redis.scripts import load_script
 
 _SCALE = Decimal(10) ** QTY_DECIMALS
+
+
+# How stale a worker's copy of the run-time faults may be (PUT /v1/sim/broker reaches the
+# other workers within this; fail_next is counted in Redis, exactly).
+FAULTS_REFRESH_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class SimFaults:
+    """What the paper exchange injects: configured at start, changeable at run time."""
+
+    latency_ms: float
+    latency_jitter_ms: float
+    reject_rate: float
+    fail_rate: float
+    timeout_rate: float
+
+    @classmethod
+    def of(cls, settings: SimulatedBrokerSettings) -> SimFaults:
+        return cls(
+            settings.latency_ms,
+            settings.latency_jitter_ms,
+            settings.reject_rate,
+            settings.fail_rate,
+            settings.timeout_rate,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SimFaultState:
+    faults: SimFaults
+    fail_next: int  # placements still to fail
+    placements: int  # placement calls that reached the venue
+    failed: int  # of which failed by fail_next
 
 
 def _scaled(qty: Decimal) -> str:
@@ -50,6 +86,8 @@ class SimulatedBroker:
         # The report stream is read with a blocking XREAD: a connection of its own.
         self._reports_redis = reports_redis
         self._settings = settings
+        self._faults = SimFaults.of(settings)
+        self._faults_read_at = -FAULTS_REFRESH_S
         self._reference_prices = reference_prices
         self._rng = rng or random.Random()
         self._top = _scaled(settings.top_of_book_qty)
@@ -82,21 +120,22 @@ class SimulatedBroker:
             await self._ensure_venue()
 
     async def place(self, order: Order) -> PlacementAck:
-        await self._network_delay()
+        faults = await self._current_faults()
+        await self._network_delay(faults)
         fault = self._rng.random()
-        if fault < self._settings.error_rate:
+        if fault < faults.fail_rate:
             raise BrokerTransportError("injected transport error: order not sent")
-        fault -= self._settings.error_rate
-        hang_after_placing = fault < self._settings.timeout_rate / 2
-        hang_before_placing = not hang_after_placing and fault < self._settings.timeout_rate
+        fault -= faults.fail_rate
+        hang_after_placing = fault < faults.timeout_rate / 2
+        hang_before_placing = not hang_after_placing and fault < faults.timeout_rate
         if hang_before_placing:
             await asyncio.Event().wait()  # lost on the way: the venue never sees it
         reject = ""
-        if self._rng.random() < self._settings.reject_rate:
+        if self._rng.random() < faults.reject_rate:
             reject = "broker.injected_reject"
         result = await self._script(
             self._place,
-            [SimKeys.order(order.account, order.client_order_id)],
+            [SimKeys.order(order.account, order.client_order_id), SimKeys.fail_next, SimKeys.stats],
             [
                 order.account,
                 order.client_order_id,
@@ -110,21 +149,24 @@ class SimulatedBroker:
                 self._configured_price(order.symbol),
             ],
         )
+        outcome = result[0].decode()
+        if outcome == "failed":
+            raise BrokerTransportError("injected transport error (fail_next): order not sent")
         if hang_after_placing:
             await asyncio.Event().wait()  # placed, but the acknowledgement is lost
-        await self._network_delay()  # the acknowledgement's way back
-        outcome = result[0].decode()
+        await self._network_delay(faults)  # the acknowledgement's way back
         if outcome == "rejected":
             return PlacementAck(accepted=False, reason=result[1].decode())
         # 'duplicate': the venue already has this client_order_id (a retried placement).
         return PlacementAck(accepted=True)
 
     async def cancel(self, order: Order) -> CancelAck:
-        await self._network_delay()
+        faults = await self._current_faults()
+        await self._network_delay(faults)
         result = await self._script(
             self._cancel, [SimKeys.order(order.account, order.client_order_id)], []
         )
-        await self._network_delay()
+        await self._network_delay(faults)
         outcome = result[0].decode()
         if outcome == "canceled":
             return CancelAck(True, OrderStatus.CANCELED, cum_qty=_unscaled(result[1]))
@@ -177,6 +219,48 @@ class SimulatedBroker:
         expired: int = await self._script(self._expire, [], [])
         return expired
 
+    async def set_faults(self, faults: SimFaults, fail_next: int) -> None:
+        """Inject ``faults`` from now on, in every worker (within FAULTS_REFRESH_S), and
+        fail the next ``fail_next`` placements with a transport error."""
+        fields = [str(v) for pair in asdict(faults).items() for v in pair]
+        await self._redis.transaction(
+            [
+                ("DEL", SimKeys.faults),
+                ("HSET", SimKeys.faults, *fields),
+                ("SET", SimKeys.fail_next, fail_next),
+            ]
+        )
+        self._faults, self._faults_read_at = faults, time.monotonic()
+
+    async def fault_state(self) -> SimFaultState:
+        faults = await self._current_faults(fresh=True)
+        fail_next, stats = await self._redis.execute_many(
+            [("GET", SimKeys.fail_next), ("HGETALL", SimKeys.stats)]
+        )
+        counts = {k.decode(): int(v) for k, v in pairs(stats).items()}
+        return SimFaultState(
+            faults, int(fail_next or 0), counts.get("placements", 0), counts.get("failed", 0)
+        )
+
+    async def _current_faults(self, *, fresh: bool = False) -> SimFaults:
+        """The run-time faults, re-read from Redis at most every FAULTS_REFRESH_S (none
+        set: the configured ones)."""
+        now = time.monotonic()
+        if fresh or now - self._faults_read_at >= FAULTS_REFRESH_S:
+            self._faults_read_at = now
+            try:
+                stored = pairs(await self._redis.execute("HGETALL", SimKeys.faults))
+            except (redis_errors.RedisError, OSError):
+                if fresh:
+                    raise
+                return self._faults  # the venue's own Redis answers the placement itself
+            self._faults = (
+                SimFaults(**{k.decode(): float(v) for k, v in stored.items()})
+                if stored
+                else SimFaults.of(self._settings)
+            )
+        return self._faults
+
     def _configured_price(self, symbol: str) -> str:
         """What the venue's scripts fall back on when its Redis lost the symbol's price."""
         price = self._reference_prices.get(symbol)
@@ -188,12 +272,12 @@ class SimulatedBroker:
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             raise BrokerTransportError(str(exc)) from exc
 
-    async def _network_delay(self) -> None:
+    async def _network_delay(self, faults: SimFaults) -> None:
         """One way of a round trip: a request's to the venue, or its answer's back."""
-        latency = self._settings.latency_ms
-        if latency <= 0 and self._settings.latency_jitter_ms <= 0:
+        latency = faults.latency_ms
+        if latency <= 0 and faults.latency_jitter_ms <= 0:
             return
-        jitter = self._settings.latency_jitter_ms
+        jitter = faults.latency_jitter_ms
         delay = max(0.0, latency + self._rng.uniform(-jitter, jitter))
         await asyncio.sleep(delay / 1000)
 

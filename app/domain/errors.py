@@ -23,6 +23,8 @@ holds the one table from exception class to answer):
     +-- BrokerRejected                   422  broker.rejected
     +-- BrokerTimeout                    504  broker.timeout
     +-- BrokerUnavailable                503  broker.unavailable
+    +-- BrokerCircuitOpen                503  broker.circuit_open (Retry-After)
+    +-- PacingRateLimited                429  pacing.rate_limited (Retry-After)
     +-- DependencyUnavailable            503  dependency.unavailable (Redis)
     |   +-- StorageUnavailable           503  storage.unavailable (the order log's database)
     +-- InternalError                    500  internal (a bug; logged)
@@ -171,6 +173,32 @@ class BrokerUnavailable(GatewayError):
     status = 503
     code = "broker.unavailable"
     title = "Broker unavailable"
+
+
+class _RetryLater(GatewayError):
+    """Refused for now: ``Retry-After`` says when trying again may succeed."""
+
+    def __init__(self, detail: str, retry_after_ms: int, **extra: Any) -> None:
+        super().__init__(detail, retry_after_ms=retry_after_ms, **extra)
+        self.retry_after_ms = retry_after_ms
+        # Whole seconds (RFC 9110 10.2.3), never 0: a client must wait at least a moment.
+        self.headers = {"Retry-After": str(max(1, -(-retry_after_ms // 1000)))}
+
+
+class BrokerCircuitOpen(_RetryLater):
+    """The broker is failing: the circuit breaker refuses calls without making them."""
+
+    status = 503
+    code = "broker.circuit_open"
+    title = "Broker circuit open; the broker was not called"
+
+
+class PacingRateLimited(_RetryLater):
+    """The broker's rate limit (pacing) leaves no token within the caller's wait."""
+
+    status = 429
+    code = "pacing.rate_limited"
+    title = "Broker rate limit reached; the broker was not called"
 
 
 class RiskDenied(GatewayError):

@@ -1,10 +1,14 @@
-"""Controls of the paper exchange (admin): move reference prices, close the session."""
+"""Controls of the paper exchange (admin): move reference prices, close the session, inject
+faults at run time."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
+from dataclasses import asdict
 
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.brokers.simulated import SimFaults, SimFaultState
 from app.deps import AdminDep, ServicesDep
 from app.domain.decimals import ExactDecimal
 from app.domain.instruments import check_price
@@ -47,3 +51,66 @@ async def set_reference_price(
 async def close_session(_: AdminDep, services: ServicesDep) -> SessionCloseResult:
     """End the trading day: resting day orders expire."""
     return SessionCloseResult(expired_orders=await services.broker.close_session())
+
+
+class BrokerFaults(BaseModel):
+    """The paper exchange's faults. PUT replaces them all: a field left out takes its
+    configured value (``sim.*`` settings), ``fail_next`` 0."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: float | None = Field(None, ge=0, le=60_000, description="one-way latency")
+    latency_jitter_ms: float | None = Field(None, ge=0, le=60_000)
+    reject_rate: float | None = Field(None, ge=0, le=1, description="share rejected")
+    fail_rate: float | None = Field(None, ge=0, le=1, description="share failing unsent")
+    timeout_rate: float | None = Field(None, ge=0, le=1, description="share that hang")
+    fail_next: int = Field(0, ge=0, le=1_000_000, description="the next N placements fail")
+
+
+class BrokerFaultsOut(BaseModel):
+    latency_ms: float
+    latency_jitter_ms: float
+    reject_rate: float
+    fail_rate: float
+    timeout_rate: float
+    fail_next: int
+    placements: int
+    failed_by_fail_next: int
+
+    @classmethod
+    def of(cls, state: SimFaultState) -> BrokerFaultsOut:
+        f = state.faults
+        return cls(
+            latency_ms=f.latency_ms,
+            latency_jitter_ms=f.latency_jitter_ms,
+            reject_rate=f.reject_rate,
+            fail_rate=f.fail_rate,
+            timeout_rate=f.timeout_rate,
+            fail_next=state.fail_next,
+            placements=state.placements,
+            failed_by_fail_next=state.failed,
+        )
+
+
+@router.put("/broker", response_model=BrokerFaultsOut, responses=problem_responses(403))
+async def set_broker_faults(
+    faults: BrokerFaults, _: AdminDep, services: ServicesDep
+) -> BrokerFaultsOut:
+    """Inject latency, rejects, transport failures and timeouts into the paper exchange,
+    for every worker (within 0.2 s; ``fail_next`` at once, counted exactly)."""
+    configured = SimFaults.of(services.settings.sim)
+    chosen = SimFaults(
+        **{
+            name: configured_value if value is None else value
+            for name, configured_value in asdict(configured).items()
+            for value in (getattr(faults, name),)
+        }
+    )
+    await services.broker.set_faults(chosen, faults.fail_next)
+    return BrokerFaultsOut.of(await services.broker.fault_state())
+
+
+@router.get("/broker", response_model=BrokerFaultsOut, responses=problem_responses(403))
+async def get_broker_faults(_: AdminDep, services: ServicesDep) -> BrokerFaultsOut:
+    """The paper exchange's faults now, and its placement counts."""
+    return BrokerFaultsOut.of(await services.broker.fault_state())

@@ -49,3 +49,21 @@ def record_request(handler: str, method: str, status_class: str, duration_s: flo
     requests, latency = _series(handler, method, status_class)
     requests.inc()
     latency.observe(duration_s)
+
+
+BREAKER_TRANSITIONS = Counter(
+    "ordergate_breaker_transitions",
+    "Circuit breaker state changes, by broker and the state entered",
+    ["broker", "state"],
+)
+BROKER_GUARD_REFUSALS = Counter(
+    "ordergate_broker_guard_refusals",
+    "Broker calls refused before they were made: breaker open, or paced out",
+    ["broker", "endpoint", "reason"],
+)
+PACING_WAIT = Histogram(
+    "ordergate_pacing_wait_seconds",
+    "How long broker calls waited for a pacing token (0 when one was there)",
+    ["broker", "endpoint"],
+    buckets=(0.0, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)

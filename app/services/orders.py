@@ -1,9 +1,9 @@
 """The order path, top to bottom, in ``OrderService.submit``.
 
 identify -> pre-trade risk (static checks in process, then one atomic Redis step that claims
-the idempotency key and reserves the exposure; fails closed) -> write-ahead (pending_new,
-durable) -> broker.place under a timeout -> record the outcome (durable) -> remember the
-answer.
+the idempotency key and reserves the exposure; fails closed) -> broker guard (circuit
+breaker, then a pacing token, waited for if need be) -> write-ahead (pending_new, durable)
+-> broker.place under a timeout -> record the outcome (durable) -> remember the answer.
 
 The order is durable *before* the broker sees it, so a crash at any point leaves a row that
 reconciliation resolves by asking the broker, never by placing again.
@@ -22,7 +22,9 @@ from decimal import Decimal
 from redis.exceptions import RedisError
 
 from app.brokers.base import Broker, BrokerTransportError
+from app.domain.broker_guard import Endpoint
 from app.domain.errors import (
+    BrokerCircuitOpen,
     BrokerRejected,
     BrokerTimeout,
     BrokerUnavailable,
@@ -32,7 +34,7 @@ from app.domain.errors import (
     InvalidOrder,
     OrderNotCancelable,
     OrderNotFound,
-    RiskDenied,
+    PacingRateLimited,
     RiskUnavailable,
     StorageUnavailable,
 )
@@ -42,8 +44,10 @@ from app.domain.orders import Order, OrderIntent, OrderReason, Position
 from app.domain.risk import Reserved
 from app.domain.status import OrderStatus
 from app.domain.views import render_order, render_problem
+from app.services.broker_guard import BrokerGuard
 from app.services.risk import RiskService
 from app.services.symbols import SymbolCatalog
+from app.storage.redis.broker_guard import Admitted
 from app.storage.redis.idempotency import Answer, IdempotencyStore, KeyClaim, KeyHeld
 from app.storage.sql.order_log import OrderLog
 from app.storage.sql.repositories import OrderRepository
@@ -71,11 +75,13 @@ class OrderService:
         orders: OrderRepository,
         idempotency: IdempotencyStore,
         broker: Broker,
+        guard: BrokerGuard,
         risk: RiskService,
         symbols: SymbolCatalog,
         broker_timeout_s: float,
     ) -> None:
         self._risk = risk
+        self._guard = guard
         self._log = order_log
         self._orders = orders
         self._idempotency = idempotency
@@ -164,6 +170,15 @@ class OrderService:
                 claimed = claim
             return await self._or_let_go(self._deny(order, decision.denial), claimed)
 
+        # The broker's protection: an open circuit breaker, or no pacing token within the
+        # wait, refuses the order before it is written; stored as denied, with that code.
+        try:
+            admitted = await self._guard.admit(Endpoint.ORDER_PLACEMENT)
+        except (BrokerCircuitOpen, PacingRateLimited) as refusal:
+            if decision.reserved is Reserved.NOW:
+                await self._release(order, filled=Decimal(0))
+            return await self._or_let_go(self._deny(order, refusal), claimed)
+
         # Write-ahead: the order is durable before the broker can act on it.
         try:
             inserted = await self._log.insert_new(order)
@@ -186,6 +201,7 @@ class OrderService:
             async with asyncio.timeout(self._broker_timeout_s):
                 ack = await self._broker.place(order)
         except (TimeoutError, BrokerTransportError) as exc:
+            await self._guard.failed(admitted)
             # The broker may or may not hold the order: say so, and let reconciliation ask.
             error: GatewayError = (
                 BrokerTimeout(f"no answer from the broker within {self._broker_timeout_s}s")
@@ -198,6 +214,7 @@ class OrderService:
             await self._record(unknown, OrderStatus.PENDING_NEW, answer, reason=error.code)
             return answer
 
+        await self._guard.succeeded(admitted)  # a business reject is an answer too
         if ack.accepted:
             placed = order.transition(OrderStatus.NEW, utcnow())
             answer = Answer(201, render_order(placed))
@@ -234,9 +251,9 @@ class OrderService:
             # Redis holds the risk state too: without it no order can be decided.
             raise RiskUnavailable(f"Redis unreachable: {exc!r}") from exc
 
-    async def _deny(self, order: Order, denial: RiskDenied) -> Answer:
-        """Store an order the risk checks refused as denied, with the check's code as its
-        reason."""
+    async def _deny(self, order: Order, denial: GatewayError) -> Answer:
+        """Store an order the gateway refused (a risk check, the broker guard) as denied,
+        with the refusal's code as its reason."""
         denied = order.transition(OrderStatus.DENIED, utcnow(), reject_reason=denial.code)
         answer = _problem(denial, denied)
         # One write: the order, its denial and the answer, in one transaction.
@@ -331,8 +348,13 @@ class OrderService:
 
     # -- canceling -----------------------------------------------------------------------
     async def cancel(self, account: str, order_id: str) -> Order:
-        """Cancel one open order; answers the order as it stands afterwards."""
+        """Cancel one open order; answers the order as it stands afterwards. The cancel
+        passes the broker guard (nothing changes if it refuses)."""
+        return await self._cancel(account, order_id, guarded=True)
+
+    async def _cancel(self, account: str, order_id: str, *, guarded: bool) -> Order:
         order = await self.get(account, order_id)
+        admitted: Admitted | None = None
         for _ in range(3):  # a concurrent fill may move the order under us; re-read
             if order.status.is_final:
                 raise OrderNotCancelable(
@@ -345,21 +367,29 @@ class OrderService:
                     "the placement's outcome is not known yet; retry shortly",
                     order_status=order.status.value,
                 )
+            if guarded and admitted is None:
+                admitted = await self._guard.admit(Endpoint.ORDER_PLACEMENT)
             pending = order.transition(OrderStatus.PENDING_CANCEL, utcnow())
             if await self._log.record_transition(pending, order.status, reason="client"):
-                return await self._cancel_at_broker(order, pending)
+                return await self._cancel_at_broker(order, pending, admitted)
             order = await self.get(account, order_id)
         raise OrderNotCancelable("order kept changing; retry", order_status=order.status.value)
 
-    async def _cancel_at_broker(self, before: Order, pending: Order) -> Order:
+    async def _cancel_at_broker(
+        self, before: Order, pending: Order, admitted: Admitted | None
+    ) -> Order:
         try:
             async with asyncio.timeout(self._broker_timeout_s):
                 ack = await self._broker.cancel(pending)
         except (TimeoutError, BrokerTransportError) as exc:
+            if admitted is not None:
+                await self._guard.failed(admitted)
             # Stays pending_cancel: the broker's report (or reconciliation) settles it.
             raise BrokerTimeout(
                 f"cancel not confirmed by the broker: {exc or 'timeout'}", order_id=pending.id
             ) from exc
+        if admitted is not None:
+            await self._guard.succeeded(admitted)
         if ack.canceled:
             canceled = pending.transition(OrderStatus.CANCELED, utcnow())
             await self._log.record_transition(canceled, OrderStatus.PENDING_CANCEL, reason="client")
@@ -394,8 +424,11 @@ class OrderService:
             for o in await self._orders.open_orders(account)
             if o.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
         ]
+        # Not through the broker guard one by one: a kill switch must not be paced out
+        # order by order. (Mass cancels in batches, each paced as one call, replace this.)
         results = await asyncio.gather(
-            *(self.cancel(account, o.id) for o in candidates), return_exceptions=True
+            *(self._cancel(account, o.id, guarded=False) for o in candidates),
+            return_exceptions=True,
         )
         done: list[Order] = []
         for order, result in zip(candidates, results, strict=True):
@@ -425,4 +458,4 @@ def _client_order_id(intent: OrderIntent, idempotency_key: str | None) -> str | 
 
 def _problem(error: GatewayError, order: Order) -> Answer:
     body = render_problem(error, order_id=order.id, order_status=order.status.value)
-    return Answer(error.status, body)
+    return Answer(error.status, body, first_headers=error.headers or None)

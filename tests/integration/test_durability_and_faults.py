@@ -82,6 +82,8 @@ async def test_broker_timeout_answers_504_and_reconciliation_resolves_it(fresh: 
     gateway: Gateway = fresh(
         ORDERGATE_SIM__TIMEOUT_RATE="1.0",
         ORDERGATE_BROKER_TIMEOUT_MS="200",
+        # Eight timeouts in a row would open the circuit breaker after five: not this test.
+        ORDERGATE_BROKER_GUARD__BREAKER_FAILURE_THRESHOLD="100",
     )
     async with gateway.client(gateway.new_key("slow-broker")) as client:
         answers = [await client.post("/v1/orders", json=market("MSFT")) for _ in range(8)]
@@ -130,7 +132,7 @@ def _same_body(answer: httpx.Response) -> dict[str, str]:
 
 
 async def test_transport_error_is_503_and_the_order_is_never_placed(fresh: Launch) -> None:
-    gateway: Gateway = fresh(ORDERGATE_SIM__ERROR_RATE="1.0")
+    gateway: Gateway = fresh(ORDERGATE_SIM__FAIL_RATE="1.0")
     async with gateway.client(gateway.new_key("down-broker")) as client:
         answer = await client.post("/v1/orders", json=market("SPY"))
         assert_problem(answer, 503, "broker.unavailable")

@@ -1,9 +1,17 @@
 -- Accept an order, match what is marketable against the reference price, rest the rest.
--- KEYS[1] order hash
+-- KEYS[1] order hash, KEYS[2] placements still to fail (PUT /v1/sim/broker's fail_next),
+-- KEYS[3] the venue's call counts
 -- ARGV: account, client_order_id, symbol, side, qty (scaled), limit ('' for market),
 --       time_in_force, top-of-book qty (scaled), injected reject reason ('' for none),
 --       the symbol's configured reference price ('' for none)
--- Returns {'new'} | {'rejected', reason} | {'duplicate', status}
+-- Returns {'new'} | {'rejected', reason} | {'duplicate', status} | {'failed'} (injected: as
+-- if the order never reached the venue)
+redis.call('HINCRBY', KEYS[3], 'placements', 1)
+if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then
+  redis.call('DECR', KEYS[2])
+  redis.call('HINCRBY', KEYS[3], 'failed', 1)
+  return {'failed'}
+end
 local okey = KEYS[1]
 if redis.call('EXISTS', okey) == 1 then
   return {'duplicate', redis.call('HGET', okey, 'status')}

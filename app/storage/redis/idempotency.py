@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -31,6 +32,9 @@ class Answer:
     status: int
     body: str
     replayed: bool = False
+    # Headers of the first answer only, never kept (a Retry-After: a replay's moment has
+    # passed).
+    first_headers: Mapping[str, str] | None = None
 
     @property
     def media_type(self) -> str:
@@ -39,7 +43,9 @@ class Answer:
 
     @property
     def headers(self) -> dict[str, str] | None:
-        return REPLAYED_HEADERS if self.replayed else None
+        if self.replayed:
+            return REPLAYED_HEADERS
+        return dict(self.first_headers) if self.first_headers else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,9 @@ class SimKeys:
     prices = "{sim}:px"
     epoch = "{sim}:epoch"
     reports = "{sim}:exec"
+    faults = "{sim}:faults"  # injected at run time (PUT /v1/sim/broker)
+    fail_next = "{sim}:fail_next"
+    stats = "{sim}:stats"
 
     @staticmethod
     def order(account: str, client_order_id: str) -> str:
@@ -60,3 +63,15 @@ class RiskKeys:
 # Last trade price per symbol (market data; the paper exchange's price moves until a feed
 # exists). A plain hash: read by every worker's reference-price cache.
 LAST_TRADES = "og:md:last"
+
+
+class BrokerGuardKeys:
+    """One broker's pacing buckets and circuit breaker, under the broker's hash tag (one
+    slot: a script checks the breaker and takes a token in one step)."""
+
+    def __init__(self, broker: str) -> None:
+        self.breaker = f"og:{{broker:{broker}}}:breaker"
+        self._bucket_prefix = f"og:{{broker:{broker}}}:pace:"
+
+    def bucket(self, endpoint: str) -> str:
+        return self._bucket_prefix + endpoint
