@@ -28,6 +28,7 @@ from app.domain.broker_guard import (
 )
 from app.domain.instruments import Instrument
 from app.domain.orders import PRICE_DECIMALS, QTY_DECIMALS
+from app.domain.rate_limits import RouteClass
 from app.domain.risk import RiskLimits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -148,6 +149,26 @@ class BrokerGuardSettings(BaseModel):
         )
 
 
+def _rule(rate: float, burst: int) -> PacingRuleSettings:
+    return PacingRuleSettings(rate=rate, burst=burst)
+
+
+class InboundLimitSettings(BaseModel):
+    """Each API key's request budget per class of routes: a token bucket in Redis, shared
+    by every worker. Beyond it: 429 rate_limit.exceeded with Retry-After."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_entry: PacingRuleSettings = Field(default_factory=lambda: _rule(100, 200))
+    cancels: PacingRuleSettings = Field(default_factory=lambda: _rule(100, 200))
+    queries: PacingRuleSettings = Field(default_factory=lambda: _rule(50, 100))
+    admin_unlimited: bool = True
+
+    def rule(self, route_class: RouteClass) -> PacingRule:
+        spec: PacingRuleSettings = getattr(self, route_class.value)
+        return PacingRule(spec.rate, spec.burst)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ORDERGATE_", env_nested_delimiter="__", extra="ignore"
@@ -177,6 +198,7 @@ class Settings(BaseSettings):
     storage_timeout_ms: float = Field(1000.0, gt=0)
     sim: SimulatedBrokerSettings = SimulatedBrokerSettings()
     broker_guard: BrokerGuardSettings = BrokerGuardSettings()
+    inbound_limits: InboundLimitSettings = InboundLimitSettings()
     risk: RiskSettings = RiskSettings()
     universe: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_UNIVERSE))
     # Decimals of every symbol, and of those named in `symbol_decimals` their own.

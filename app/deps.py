@@ -6,17 +6,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.brokers.simulated import SimulatedBroker
 from app.config import Settings
 from app.domain.errors import NotAuthenticated
+from app.domain.rate_limits import route_class
 from app.redisio.multiplexed import MultiplexedRedis
 from app.services.auth import ApiKeyService, Principal, Role
 from app.services.broker_guard import BrokerGuard
 from app.services.orders import OrderService
+from app.services.rate_limits import InboundLimits
 from app.services.risk import RiskService
 from app.services.risk_controls import RiskControlService
 from app.services.symbols import SymbolCatalog
@@ -29,6 +31,7 @@ class Services:
     engine: AsyncEngine
     broker: SimulatedBroker
     guard: BrokerGuard
+    limits: InboundLimits
     orders: OrderService
     symbols: SymbolCatalog
     risk: RiskService
@@ -42,6 +45,10 @@ async def get_services(request: Request) -> Services:
 
 
 BEARER_SCHEME = "HTTPBearer"
+# The RateLimit headers of a request already charged to its key's budget, in the ASGI
+# scope's state: for its error answer, and so that a request the order entry fast path
+# passes on to FastAPI is not charged twice.
+RATE_LIMIT_TAKEN = "ordergate.rate_limit_taken"
 
 
 async def authorize(services: Services, authorization: str | None, role: Role) -> Principal:
@@ -61,9 +68,17 @@ def requiring(role: Role) -> Callable[..., Awaitable[Principal]]:
     role: fewer layers for FastAPI on every request. ``document_bearer_auth`` declares it
     in the OpenAPI document."""
 
-    async def dependency(request: Request) -> Principal:
+    async def dependency(request: Request, response: Response) -> Principal:
         services: Services = request.app.state.services
-        return await authorize(services, request.headers.get("authorization"), role)
+        principal = await authorize(services, request.headers.get("authorization"), role)
+        # The key's budget, before anything else is done for the request.
+        taken: dict[str, str] | None = request.scope.get("state", {}).get(RATE_LIMIT_TAKEN)
+        if taken is None:
+            kind = route_class(request.method, request.url.path)
+            taken = await services.limits.take(principal, kind)
+            request.scope.setdefault("state", {})[RATE_LIMIT_TAKEN] = taken  # for errors
+        response.headers.update(taken)
+        return principal
 
     return dependency
 

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from app.config import Settings, get_settings
-from app.deps import Services, document_bearer_auth
+from app.deps import RATE_LIMIT_TAKEN, Services, document_bearer_auth
 from app.http.bodies import BodySizeLimit
 from app.http.order_entry import OrderEntryFastPath
 from app.http.problems import ERROR_TABLE, error_response
@@ -29,12 +29,14 @@ from app.services.broker_guard import BrokerGuard
 from app.services.metrics import record_request
 from app.services.orders import OrderService
 from app.services.prices import ReferencePrices
+from app.services.rate_limits import InboundLimits
 from app.services.risk import RiskService
 from app.services.risk_controls import RiskControlService
 from app.services.symbols import SymbolCatalog
 from app.storage.redis.broker_guard import BrokerGuardStore
 from app.storage.redis.idempotency import IdempotencyStore
 from app.storage.redis.last_trades import LastTrades
+from app.storage.redis.rate_limits import RateLimitStore
 from app.storage.sql.repositories import ApiKeyRepository
 from app.storage.sql.risk_repository import RiskRepository
 
@@ -85,6 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             engine=core.engine,
             broker=core.broker,
             guard=guard,
+            limits=InboundLimits(RateLimitStore(core.redis), settings.inbound_limits),
             orders=orders,
             symbols=symbols,
             risk=risk,
@@ -113,7 +116,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             allowed = _allowed_methods(app, request.url.path)
             if allowed:
                 exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
-        return error_response(exc)
+        response = error_response(exc)
+        for name, value in request.scope.get("state", {}).get(RATE_LIMIT_TAKEN, {}).items():
+            response.headers.setdefault(name, value)
+        return response
 
     for cls in ERROR_TABLE:
         app.add_exception_handler(cls, answer)

@@ -250,9 +250,12 @@ def _keep_logs(tmp: Path, destination: Path) -> None:
         shutil.copy2(log, destination / log.name)
 
 
-UNPACED_PLACEMENT = {
+UNLIMITED_ORDER_FLOW = {
     "ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__RATE": "1000000",
     "ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__BURST": "1000000",
+    # and the bench's one API key's own order-entry budget (100 a second by default)
+    "ORDERGATE_INBOUND_LIMITS__ORDER_ENTRY__RATE": "1000000",
+    "ORDERGATE_INBOUND_LIMITS__ORDER_ENTRY__BURST": "1000000",
 }
 
 
@@ -270,9 +273,9 @@ def _environment(
         "REDIS_URL": redis_url,
         "ORDERGATE_DATA_DIR": str(tmp),
         "ORDERGATE_SIM__LATENCY_MS": "0",  # the condition: a zero-latency broker
-        # The gateway itself is measured, not a broker's pacing: a placement budget far
-        # above any offered load (the default profile allows 40 a second).
-        **UNPACED_PLACEMENT,
+        # The gateway itself is measured, not a broker's pacing or a key's request budget:
+        # both far above any offered load (the defaults allow 40 and 100 orders a second).
+        **UNLIMITED_ORDER_FLOW,
         **extra,
     }
 

@@ -224,6 +224,12 @@ def launch_gateway(
             # default); the pacing tests set their own.
             "ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__RATE": "1000000",
             "ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__BURST": "1000000",
+            # The same for each key's own request budget; the rate limit tests set theirs.
+            **{
+                f"ORDERGATE_INBOUND_LIMITS__{kind}__{field}": "1000000"
+                for kind in ("ORDER_ENTRY", "CANCELS", "QUERIES")
+                for field in ("RATE", "BURST")
+            },
             "PYTHONPATH": str(REPO),
         }
     )

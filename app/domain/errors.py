@@ -25,6 +25,7 @@ holds the one table from exception class to answer):
     +-- BrokerUnavailable                503  broker.unavailable
     +-- BrokerCircuitOpen                503  broker.circuit_open (Retry-After)
     +-- PacingRateLimited                429  pacing.rate_limited (Retry-After)
+    +-- RateLimited                      429  rate_limit.exceeded (an API key's own budget)
     +-- DependencyUnavailable            503  dependency.unavailable (Redis)
     |   +-- StorageUnavailable           503  storage.unavailable (the order log's database)
     +-- InternalError                    500  internal (a bug; logged)
@@ -176,9 +177,10 @@ class BrokerUnavailable(GatewayError):
 
 
 class _RetryLater(GatewayError):
-    """Refused for now: ``Retry-After`` says when trying again may succeed."""
+    """Refused for now: ``Retry-After`` says when trying again may succeed. (Not drawn in
+    the tree: a base of those that are, with no answer of its own.)"""
 
-    def __init__(self, detail: str, retry_after_ms: int, **extra: Any) -> None:
+    def __init__(self, detail: str, retry_after_ms: int = 1000, **extra: Any) -> None:
         super().__init__(detail, retry_after_ms=retry_after_ms, **extra)
         self.retry_after_ms = retry_after_ms
         # Whole seconds (RFC 9110 10.2.3), never 0: a client must wait at least a moment.
@@ -199,6 +201,24 @@ class PacingRateLimited(_RetryLater):
     status = 429
     code = "pacing.rate_limited"
     title = "Broker rate limit reached; the broker was not called"
+
+
+class RateLimited(_RetryLater):
+    """The API key sent more requests of this class than its budget allows."""
+
+    status = 429
+    code = "rate_limit.exceeded"
+    title = "Too many requests for this API key"
+
+    def __init__(
+        self,
+        detail: str,
+        retry_after_ms: int = 1000,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail, retry_after_ms, **extra)
+        self.headers = {**self.headers, **(headers or {})}
 
 
 class RiskDenied(GatewayError):

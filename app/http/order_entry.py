@@ -39,10 +39,11 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.deps import Services, authorize
+from app.deps import RATE_LIMIT_TAKEN, Services, authorize
 from app.domain import decimals
-from app.domain.errors import GatewayError
+from app.domain.errors import GatewayError, RateLimited
 from app.domain.orders import CLIENT_ORDER_ID_PATTERN, OrderIntent
+from app.domain.rate_limits import RouteClass
 from app.http.bodies import read_body, replaying
 from app.http.problems import error_response
 from app.routers.orders import ORDERS_PATH
@@ -97,6 +98,14 @@ class OrderEntryFastPath:
             # Refused, or not checked: FastAPI's dependency answers 401, 403 or 503.
             await self.app(scope, receive, send)
             return
+        try:
+            # The key's budget, before anything else is done for the request.
+            limit_headers = await services.limits.take(principal, RouteClass.ORDER_ENTRY)
+        except RateLimited as refused:
+            await self._answer(error_response(refused), scope, receive, send, started)
+            return
+        # Taken once: a request passed on to FastAPI below is not charged again there.
+        scope.setdefault("state", {})[RATE_LIMIT_TAKEN] = limit_headers
 
         received, body = await read_body(receive, self._max_body_bytes)
         replayed = replaying(received, receive)
@@ -117,11 +126,19 @@ class OrderEntryFastPath:
                 answer.body,
                 status_code=answer.status,
                 media_type=answer.media_type,
-                headers=answer.headers,
+                headers={**limit_headers, **(answer.headers or {})},
             )
         except Exception as exc:
             response = error_response(exc)
-        await response(scope, replayed, send)
+            for name, value in limit_headers.items():
+                response.headers.setdefault(name, value)
+        await self._answer(response, scope, replayed, send, started)
+
+    @staticmethod
+    async def _answer(
+        response: Response, scope: Scope, receive: Receive, send: Send, started: float
+    ) -> None:
+        await response(scope, receive, send)
         record_request(
             ORDERS_PATH, "POST", f"{response.status_code // 100}xx", perf_counter() - started
         )

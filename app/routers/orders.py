@@ -29,6 +29,7 @@ async def place_order(
     intent: OrderIntent,
     principal: TraderDep,
     services: ServicesDep,
+    limits: Response,
     idempotency_key: Annotated[str | None, Header(pattern=CLIENT_ORDER_ID_PATTERN)] = None,
 ) -> Response:
     """Place an order. A retry with the same client_order_id or Idempotency-Key gets the
@@ -37,9 +38,9 @@ async def place_order(
     # Well-formed orders are served by OrderEntryFastPath, in front of FastAPI, with the same
     # service call; this route serves the rest (and documents the operation).
     answer = await services.orders.submit(principal.account, intent, idempotency_key)
-    return Response(
-        answer.body, answer.status, headers=answer.headers, media_type=answer.media_type
-    )
+    # A Response returned as is leaves out the headers dependencies set (RateLimit).
+    headers = {**limits.headers, **(answer.headers or {})}
+    return Response(answer.body, answer.status, headers=headers, media_type=answer.media_type)
 
 
 @router.get("", response_model=OrderPage, responses=problem_responses())

@@ -11,7 +11,8 @@ LINE = re.compile(r"^\s*[|+\- ]*(\w+)\s+(\d{3}|4xx)\s+(\S+)")
 
 
 def _all_subclasses(root: type[GatewayError]) -> set[type[GatewayError]]:
-    found = {root}
+    """Every error class but private bases (``_RetryLater``), which answer nothing."""
+    found = set() if root.__name__.startswith("_") else {root}
     for sub in root.__subclasses__():
         found |= _all_subclasses(sub)
     return found

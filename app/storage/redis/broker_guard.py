@@ -42,7 +42,9 @@ class BrokerGuardStore:
         self.broker = broker
         self._keys = BrokerGuardKeys(broker)
         self._admit, self._record, self._read = (
-            load_script(redis, "app.storage.redis", name, preludes=("broker_guard_common",))
+            load_script(
+                redis, "app.storage.redis", name, preludes=("token_bucket", "broker_guard_common")
+            )
             for name in ("broker_guard_admit", "broker_guard_record", "broker_guard_read")
         )
 

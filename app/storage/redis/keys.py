@@ -75,3 +75,8 @@ class BrokerGuardKeys:
 
     def bucket(self, endpoint: str) -> str:
         return self._bucket_prefix + endpoint
+
+
+def inbound_bucket(key_id: str, route_class: str) -> str:
+    """An API key's request budget for one class of routes."""
+    return f"og:{{key:{key_id}}}:rl:{route_class}"

@@ -7,19 +7,8 @@
 --                             opened, closed (counts of changes)
 --   og:{broker:B}:pace:E      tokens (may be negative: callers booked and waiting), ts (µs),
 --                             taken, waited, throttled (counts)
--- Time is Redis's own, so every worker and replica reads one clock.
-
-local function now_us()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-
-local function num(v, default)
-  if not v then
-    return default
-  end
-  return tonumber(v)
-end
+-- Time is Redis's own (token_bucket.lua, prepended before this), so every worker and
+-- replica reads one clock.
 
 -- The breaker as of `now`: an open breaker whose wait is over is half-open (written).
 local function breaker_now(key, now, open_us)
@@ -40,15 +29,4 @@ local function breaker_now(key, now, open_us)
       'successes', 0, 'gen', b.gen)
   end
   return b
-end
-
--- The bucket as of `now`: refilled by the time since it was last written (not written).
-local function bucket_now(key, now, rate, burst)
-  local f = redis.call('HMGET', key, 'tokens', 'ts')
-  local tokens = num(f[1], burst)
-  local ts = num(f[2], now)
-  if now > ts then
-    tokens = math.min(burst, tokens + (now - ts) * rate / 1000000)
-  end
-  return tokens
 end
