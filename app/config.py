@@ -224,9 +224,13 @@ class Settings(BaseSettings):
         if self.reconcile_after_s * 1000 <= self.broker_timeout_ms:
             raise ValueError("reconcile_after_s must exceed the broker timeout")
         # A reservation with no order row this old is released as never placed; an order
-        # whose write-ahead is still waiting must not look like one.
-        if self.risk.orphan_reservation_after_s * 1000 <= self.storage_timeout_ms:
-            raise ValueError("risk.orphan_reservation_after_s must exceed storage_timeout_ms")
+        # still waiting for its pacing token, then its write-ahead, must not look like one.
+        waits_ms = self.broker_guard.max_wait_ms + self.storage_timeout_ms
+        if self.risk.orphan_reservation_after_s * 1000 <= waits_ms:
+            raise ValueError(
+                "risk.orphan_reservation_after_s must exceed broker_guard.max_wait_ms"
+                " + storage_timeout_ms"
+            )
         return self
 
     def instruments(self) -> dict[str, Instrument]:

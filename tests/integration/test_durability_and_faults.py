@@ -253,7 +253,9 @@ async def test_kill_9_mid_placement_leaves_no_order_at_the_venue_without_its_row
         workers=2,
         ORDERGATE_SIM__LATENCY_MS="40",
         ORDERGATE_RISK__ORPHAN_RESERVATION_AFTER_S="1",
-        ORDERGATE_STORAGE_TIMEOUT_MS="500",  # below the orphan sweep's age, as it must be
+        # Below the orphan sweep's age together, as they must be.
+        ORDERGATE_STORAGE_TIMEOUT_MS="500",
+        ORDERGATE_BROKER_GUARD__MAX_WAIT_MS="100",
     )
     account = "mid-flight"
     acknowledged: list[str] = []

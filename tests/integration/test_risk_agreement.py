@@ -109,7 +109,9 @@ async def test_a_reservation_no_order_stands_behind_is_released_by_the_sweep(
     order stands behind: the applier releases it after orphan_reservation_after_s, and
     leaves a live order's alone."""
     gateway: Gateway = fresh(
-        ORDERGATE_RISK__ORPHAN_RESERVATION_AFTER_S="0.5", ORDERGATE_STORAGE_TIMEOUT_MS="400"
+        ORDERGATE_RISK__ORPHAN_RESERVATION_AFTER_S="0.5",
+        ORDERGATE_STORAGE_TIMEOUT_MS="400",
+        ORDERGATE_BROKER_GUARD__MAX_WAIT_MS="50",
     )
     assert gateway.redis_url is not None
     account = "orphaned"

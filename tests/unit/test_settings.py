@@ -15,10 +15,12 @@ def test_reconciliation_must_wait_longer_than_a_placement_may_take() -> None:
 
 
 def test_an_orphaned_reservation_is_older_than_any_write_ahead_may_wait() -> None:
-    # The sweep takes "no order row" for "never placed": a write-ahead still waiting for its
-    # commit would be placed after its reservation was given back.
+    # The sweep takes "no order row" for "never placed": an order still waiting for its
+    # pacing token and then its commit would be placed after its reservation was given back.
     with pytest.raises(ValidationError, match="orphan_reservation_after_s"):
         Settings(storage_timeout_ms=10_000)  # the sweep's default age: 10 s
+    with pytest.raises(ValidationError, match="orphan_reservation_after_s"):
+        Settings(storage_timeout_ms=9_000, broker_guard={"max_wait_ms": 1_000})
     assert Settings(storage_timeout_ms=2000).storage_timeout_ms == 2000
 
 
