@@ -57,6 +57,9 @@ class SimulatedBrokerSettings(BaseModel):
         0.0, ge=0, description="mean one-way latency (a placement or cancel waits it twice)"
     )
     latency_jitter_ms: float = Field(0.0, ge=0, description="uniform +/- jitter on latency")
+    # The venue has taken the placement; only its answer is late (a timeout then hides a
+    # placed order, which reconciliation must find).
+    answer_delay_ms: float = Field(0.0, ge=0, description="extra delay of a placement's answer")
     reject_rate: float = Field(0.0, ge=0, le=1, description="share of orders rejected")
     timeout_rate: float = Field(0.0, ge=0, le=1, description="share of calls that hang")
     fail_rate: float = Field(0.0, ge=0, le=1, description="share of calls with transport error")

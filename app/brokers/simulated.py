@@ -42,6 +42,7 @@ class SimFaults:
 
     latency_ms: float
     latency_jitter_ms: float
+    answer_delay_ms: float
     reject_rate: float
     fail_rate: float
     timeout_rate: float
@@ -51,6 +52,7 @@ class SimFaults:
         return cls(
             settings.latency_ms,
             settings.latency_jitter_ms,
+            settings.answer_delay_ms,
             settings.reject_rate,
             settings.fail_rate,
             settings.timeout_rate,
@@ -155,6 +157,8 @@ class SimulatedBroker:
         if hang_after_placing:
             await asyncio.Event().wait()  # placed, but the acknowledgement is lost
         await self._network_delay(faults)  # the acknowledgement's way back
+        if faults.answer_delay_ms > 0:
+            await asyncio.sleep(faults.answer_delay_ms / 1000)
         if outcome == "rejected":
             return PlacementAck(accepted=False, reason=result[1].decode())
         # 'duplicate': the venue already has this client_order_id (a retried placement).
@@ -254,10 +258,10 @@ class SimulatedBroker:
                 if fresh:
                     raise
                 return self._faults  # the venue's own Redis answers the placement itself
-            self._faults = (
-                SimFaults(**{k.decode(): float(v) for k, v in stored.items()})
-                if stored
-                else SimFaults.of(self._settings)
+            configured = asdict(SimFaults.of(self._settings))
+            chosen = {k.decode(): float(v) for k, v in stored.items()}
+            self._faults = SimFaults(
+                **{name: chosen.get(name, value) for name, value in configured.items()}
             )
         return self._faults
 

@@ -61,6 +61,9 @@ class BrokerFaults(BaseModel):
 
     latency_ms: float | None = Field(None, ge=0, le=60_000, description="one-way latency")
     latency_jitter_ms: float | None = Field(None, ge=0, le=60_000)
+    answer_delay_ms: float | None = Field(
+        None, ge=0, le=60_000, description="placed, but the answer comes this much later"
+    )
     reject_rate: float | None = Field(None, ge=0, le=1, description="share rejected")
     fail_rate: float | None = Field(None, ge=0, le=1, description="share failing unsent")
     timeout_rate: float | None = Field(None, ge=0, le=1, description="share that hang")
@@ -70,6 +73,7 @@ class BrokerFaults(BaseModel):
 class BrokerFaultsOut(BaseModel):
     latency_ms: float
     latency_jitter_ms: float
+    answer_delay_ms: float
     reject_rate: float
     fail_rate: float
     timeout_rate: float
@@ -83,6 +87,7 @@ class BrokerFaultsOut(BaseModel):
         return cls(
             latency_ms=f.latency_ms,
             latency_jitter_ms=f.latency_jitter_ms,
+            answer_delay_ms=f.answer_delay_ms,
             reject_rate=f.reject_rate,
             fail_rate=f.fail_rate,
             timeout_rate=f.timeout_rate,

@@ -126,6 +126,33 @@ async def test_broker_timeout_answers_504_and_reconciliation_resolves_it(fresh: 
         assert [Decimal(e["position"]) for e in state["exposure"]] == ([filled] if filled else [0])
 
 
+async def test_an_order_the_broker_took_but_answered_too_late_is_placed_once_and_filled(
+    fresh: Launch,
+) -> None:
+    gateway: Gateway = fresh(
+        ORDERGATE_BROKER_TIMEOUT_MS="200", ORDERGATE_SIM__ANSWER_DELAY_MS="600"
+    )
+    async with (
+        gateway.client(gateway.new_key("late-answer")) as client,
+        gateway.client(gateway.new_key("ops", "admin")) as admin,
+    ):
+        answer = await client.post("/v1/orders", json=market("MSFT"))
+        problem = assert_problem(answer, 504, "broker.timeout")
+        assert problem["order_status"] == "unknown"
+        # Sent again (the client's retry): the same answer, never a second placement.
+        retry = await client.post("/v1/orders", json=_same_body(answer))
+        assert retry.content == answer.content
+        await eventually_status(client, problem["order_id"], "filled")
+        venue = (await admin.get("/v1/sim/broker")).json()
+        assert venue["placements"] == 1
+        story = await order_events(gateway, problem["order_id"])
+        assert story[0] == (None, "pending_new")
+        assert story[-1][1] == "filled", story
+        state = await _own_risk_state(client)
+        assert state["reservations"] == []
+        assert [Decimal(e["position"]) for e in state["exposure"]] == [1]
+
+
 def _same_body(answer: httpx.Response) -> dict[str, str]:
     body: dict[str, str] = json.loads(answer.request.content)
     return body
