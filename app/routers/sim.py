@@ -103,14 +103,9 @@ async def set_broker_faults(
 ) -> BrokerFaultsOut:
     """Inject latency, rejects, transport failures and timeouts into the paper exchange,
     for every worker (within 0.2 s; ``fail_next`` at once, counted exactly)."""
-    configured = SimFaults.of(services.settings.sim)
-    chosen = SimFaults(
-        **{
-            name: configured_value if value is None else value
-            for name, configured_value in asdict(configured).items()
-            for value in (getattr(faults, name),)
-        }
-    )
+    configured = asdict(SimFaults.of(services.settings.sim))
+    given = faults.model_dump(exclude={"fail_next"}, exclude_none=True)
+    chosen = SimFaults(**{**configured, **given})
     await services.broker.set_faults(chosen, faults.fail_next)
     return BrokerFaultsOut.of(await services.broker.fault_state())
 
