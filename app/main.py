@@ -71,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         risk.start()
         stack.push_async_callback(risk.close)
         guard = BrokerGuard(BrokerGuardStore(core.redis, settings.broker), settings.broker_guard)
+        await guard.start()
         orders = OrderService(
             order_log=core.order_log,
             orders=core.orders,

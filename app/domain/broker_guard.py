@@ -20,6 +20,12 @@ class Endpoint(StrEnum):
     EXECUTIONS = "executions"
 
 
+class CallOutcome(StrEnum):
+    SUCCESS = "success"  # the broker answered (a business reject included)
+    FAILURE = "failure"  # a timeout or a transport error
+    UNUSED = "unused"  # admitted, but never made
+
+
 class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"

@@ -25,8 +25,8 @@ def route_class(method: str, path: str) -> RouteClass:
 class RateLimitDecision:
     route_class: RouteClass
     allowed: bool
-    burst: int
-    window_s: int  # a full bucket's worth of requests refills in this long
+    quota: int  # requests per window, on average
+    window_s: int
     remaining: int
     full_in_s: int  # until the bucket is full again
     retry_after_ms: int  # refused: until a token is there
@@ -37,10 +37,13 @@ class RateLimitDecision:
         ``t`` seconds)."""
         name = self.route_class.value
         return {
-            "RateLimit-Policy": f'"{name}";q={self.burst};w={self.window_s}',
+            "RateLimit-Policy": f'"{name}";q={self.quota};w={self.window_s}',
             "RateLimit": f'"{name}";r={self.remaining};t={self.full_in_s}',
         }
 
 
-def window_s(rate: float, burst: int) -> int:
-    return max(1, math.ceil(burst / rate))
+def policy(rate: float, burst: int) -> tuple[int, int]:
+    """A token bucket as a quota per window: the window a full bucket takes to refill
+    (whole seconds), the quota what the rate gives in it (rate 40, burst 50: 80 per 2 s)."""
+    window = max(1, math.ceil(burst / rate))
+    return max(burst, math.floor(rate * window)), window

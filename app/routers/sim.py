@@ -4,6 +4,7 @@ faults at run time."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Annotated
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +14,7 @@ from app.deps import AdminDep, ServicesDep
 from app.domain.decimals import ExactDecimal
 from app.domain.instruments import check_price
 from app.domain.orders import Price, Symbol
+from app.domain.risk import Count
 from app.http.bodies import ExactJsonRoute
 from app.http.problems import problem_responses
 
@@ -53,21 +55,28 @@ async def close_session(_: AdminDep, services: ServicesDep) -> SessionCloseResul
     return SessionCloseResult(expired_orders=await services.broker.close_session())
 
 
+# JSON numbers arrive as exact decimals (the route's parser), as every amount does.
+Millis = Annotated[ExactDecimal, Field(ge=0, le=60_000, allow_inf_nan=False)]
+Share = Annotated[ExactDecimal, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
 class BrokerFaults(BaseModel):
     """The paper exchange's faults. PUT replaces them all: a field left out takes its
     configured value (``sim.*`` settings), ``fail_next`` 0."""
 
     model_config = ConfigDict(extra="forbid")
 
-    latency_ms: float | None = Field(None, ge=0, le=60_000, description="one-way latency")
-    latency_jitter_ms: float | None = Field(None, ge=0, le=60_000)
-    answer_delay_ms: float | None = Field(
-        None, ge=0, le=60_000, description="placed, but the answer comes this much later"
+    latency_ms: Millis | None = Field(None, description="one-way latency")
+    latency_jitter_ms: Millis | None = None
+    answer_delay_ms: Millis | None = Field(
+        None, description="placed, but the answer comes this much later"
     )
-    reject_rate: float | None = Field(None, ge=0, le=1, description="share rejected")
-    fail_rate: float | None = Field(None, ge=0, le=1, description="share failing unsent")
-    timeout_rate: float | None = Field(None, ge=0, le=1, description="share that hang")
-    fail_next: int = Field(0, ge=0, le=1_000_000, description="the next N placements fail")
+    reject_rate: Share | None = Field(None, description="share rejected")
+    fail_rate: Share | None = Field(None, description="share failing unsent")
+    timeout_rate: Share | None = Field(None, description="share that hang")
+    fail_next: Annotated[Count, Field(ge=0, le=1_000_000)] = Field(
+        0, description="the next N placements fail"
+    )
 
 
 class BrokerFaultsOut(BaseModel):
@@ -105,7 +114,7 @@ async def set_broker_faults(
     for every worker (within 0.2 s; ``fail_next`` at once, counted exactly)."""
     configured = asdict(SimFaults.of(services.settings.sim))
     given = faults.model_dump(exclude={"fail_next"}, exclude_none=True)
-    chosen = SimFaults(**{**configured, **given})
+    chosen = SimFaults(**{**configured, **{name: float(v) for name, v in given.items()}})
     await services.broker.set_faults(chosen, faults.fail_next)
     return BrokerFaultsOut.of(await services.broker.fault_state())
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from redis.exceptions import RedisError
 
 from app.config import BrokerGuardSettings
-from app.domain.broker_guard import BreakerView, BucketView, Endpoint
+from app.domain.broker_guard import BreakerView, BucketView, CallOutcome, Endpoint
 from app.domain.errors import BrokerCircuitOpen, PacingRateLimited
 from app.services.metrics import BREAKER_TRANSITIONS, BROKER_GUARD_REFUSALS, PACING_WAIT
 from app.storage.redis.broker_guard import Admitted, BrokerGuardStore
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 # What a client is told to wait when the guard's own state cannot be read.
 UNREADABLE_RETRY_AFTER_MS = 1000
+# A booked token used this much later than its moment is not used: the call books again.
+LATE_WAKE_S = 0.02
+LATE_WAKES_BEFORE_REFUSING = 3
 
 
 class BrokerGuard:
@@ -37,12 +41,41 @@ class BrokerGuard:
         # Looking a labelled series up costs more than updating it: once, here.
         self._waits = {e: PACING_WAIT.labels(store.broker, e.value) for e in Endpoint}
 
+    async def start(self) -> None:
+        """Pacing buckets Redis does not have start empty, from now: a gateway that starts
+        (or a Redis that lost its state) never hands out a fresh burst at once."""
+        try:
+            await self._store.start(list(Endpoint))
+        except (RedisError, OSError) as exc:
+            log.warning("pacing buckets not made at start (made empty on first use): %r", exc)
+
     @property
     def broker(self) -> str:
         return self._store.broker
 
     async def admit(self, endpoint: Endpoint) -> Admitted:
-        """Wait until a call to ``endpoint`` may go, or raise why it may not."""
+        """Wait until a call to ``endpoint`` may go, or raise why it may not.
+
+        A caller that wakes later than its booked token's moment (its process stalled: a
+        pause, a starved CPU) books again: the bucket has refilled meanwhile as if the
+        token had been used on time, and the calls piled up behind the stall would
+        otherwise reach the broker together with a fresh burst."""
+        for _ in range(LATE_WAKES_BEFORE_REFUSING):
+            admitted = await self._admit_once(endpoint)
+            if admitted.wait_s <= 0:
+                return admitted
+            due = time.monotonic() + admitted.wait_s
+            await asyncio.sleep(admitted.wait_s)
+            if time.monotonic() - due <= LATE_WAKE_S:
+                return admitted
+            await self.unused(admitted)
+        self._count_refusal(endpoint, "paced")
+        raise PacingRateLimited(
+            f"broker {self.broker!r}: no {endpoint.value} token could be used on time",
+            int(self._settings.max_wait_ms),
+        )
+
+    async def _admit_once(self, endpoint: Endpoint) -> Admitted:
         try:
             result = await self._store.admit(
                 endpoint, self._rules[endpoint], self._settings.max_wait_ms, self._policy
@@ -67,26 +100,29 @@ class BrokerGuard:
                 result.retry_after_ms,
             )
         self._waits[endpoint].observe(result.wait_s)
-        if result.wait_s > 0:
-            await asyncio.sleep(result.wait_s)
         return result
 
     async def succeeded(self, admitted: Admitted) -> None:
-        """The broker answered. Sent only when it can change something (a trial call, or
-        failures counted): a success among successes is the common case, and free."""
-        if admitted.trial or admitted.failures > 0:
-            await self._record(admitted, failed=False)
+        """The broker answered: consecutive failures start again from none. Always sent:
+        other calls may have failed since this one was admitted."""
+        await self._record(admitted, CallOutcome.SUCCESS)
 
     async def failed(self, admitted: Admitted) -> None:
         """The call timed out or never reached the broker."""
-        await self._record(admitted, failed=True)
+        await self._record(admitted, CallOutcome.FAILURE)
+
+    async def unused(self, admitted: Admitted) -> None:
+        """The call was never made: a half-open breaker's trial slot goes back (else the
+        round would wait its whole open time for an outcome that never comes)."""
+        if admitted.trial:
+            await self._record(admitted, CallOutcome.UNUSED)
 
     async def read(self) -> tuple[BreakerView, list[BucketView]]:
         return await self._store.read(self._policy, self._rules)
 
-    async def _record(self, admitted: Admitted, *, failed: bool) -> None:
+    async def _record(self, admitted: Admitted, outcome: CallOutcome) -> None:
         try:
-            entered = await self._store.record(admitted, failed=failed, policy=self._policy)
+            entered = await self._store.record(admitted, outcome, self._policy)
         except (RedisError, OSError) as exc:
             # The next call's admission reads the same Redis, and fails closed.
             log.warning("broker call outcome not counted: %r", exc)

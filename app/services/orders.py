@@ -185,12 +185,14 @@ class OrderService:
         except StorageUnavailable:
             # Nothing reached the broker: give back what was reserved, and the key (a
             # write in doubt that did commit is resolved by reconciliation as never sent).
+            await self._guard.unused(admitted)
             if decision.reserved is Reserved.NOW:
                 await self._release(order, filled=Decimal(0))
             await self._let_go(claimed)
             raise
         if not inserted:
             # The id is taken in the order log (Redis had forgotten the key).
+            await self._guard.unused(admitted)
             if decision.reserved is Reserved.NOW:  # undo what was just reserved
                 await self._release(order, filled=Decimal(0))
             return await self._or_let_go(
@@ -355,25 +357,31 @@ class OrderService:
     async def _cancel(self, account: str, order_id: str, *, guarded: bool) -> Order:
         order = await self.get(account, order_id)
         admitted: Admitted | None = None
-        for _ in range(3):  # a concurrent fill may move the order under us; re-read
-            if order.status.is_final:
-                raise OrderNotCancelable(
-                    f"order is already {order.status.value}", order_status=order.status.value
-                )
-            if order.status is OrderStatus.PENDING_CANCEL:
-                return order
-            if order.status in (OrderStatus.PENDING_NEW, OrderStatus.UNKNOWN):
-                raise OrderNotCancelable(
-                    "the placement's outcome is not known yet; retry shortly",
-                    order_status=order.status.value,
-                )
-            if guarded and admitted is None:
-                admitted = await self._guard.admit(Endpoint.ORDER_PLACEMENT)
-            pending = order.transition(OrderStatus.PENDING_CANCEL, utcnow())
-            if await self._log.record_transition(pending, order.status, reason="client"):
-                return await self._cancel_at_broker(order, pending, admitted)
-            order = await self.get(account, order_id)
-        raise OrderNotCancelable("order kept changing; retry", order_status=order.status.value)
+        called = False
+        try:
+            for _ in range(3):  # a concurrent fill may move the order under us; re-read
+                if order.status.is_final:
+                    raise OrderNotCancelable(
+                        f"order is already {order.status.value}", order_status=order.status.value
+                    )
+                if order.status is OrderStatus.PENDING_CANCEL:
+                    return order
+                if order.status in (OrderStatus.PENDING_NEW, OrderStatus.UNKNOWN):
+                    raise OrderNotCancelable(
+                        "the placement's outcome is not known yet; retry shortly",
+                        order_status=order.status.value,
+                    )
+                if guarded and admitted is None:
+                    admitted = await self._guard.admit(Endpoint.ORDER_PLACEMENT)
+                pending = order.transition(OrderStatus.PENDING_CANCEL, utcnow())
+                if await self._log.record_transition(pending, order.status, reason="client"):
+                    called = True
+                    return await self._cancel_at_broker(order, pending, admitted)
+                order = await self.get(order.account, order.id)
+            raise OrderNotCancelable("order kept changing; retry", order_status=order.status.value)
+        finally:
+            if admitted is not None and not called:
+                await self._guard.unused(admitted)  # no cancel was sent after all
 
     async def _cancel_at_broker(
         self, before: Order, pending: Order, admitted: Admitted | None

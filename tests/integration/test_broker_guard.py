@@ -17,6 +17,8 @@ from tests.conftest import Gateway, Launch
 from tests.helpers.orders import eventually_status, market
 from tests.helpers.problems import assert_problem
 
+# A gateway's pacing buckets start empty; at 40 a second the burst of 50 is there after:
+FULL_S = 1.3
 PACED_40_BURST_50 = {
     "ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__RATE": "40",
     "ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__BURST": "50",
@@ -47,6 +49,7 @@ async def test_pacing_holds_the_broker_to_its_rate_across_workers_and_producers(
 ) -> None:
     gateway = fresh(workers=2, **PACED_40_BURST_50)
     key = gateway.new_key("pacer")
+    await asyncio.sleep(FULL_S)
     numbers = itertools.count()
     answers: list[int] = []
     run_until = time.monotonic() + 10
@@ -78,6 +81,7 @@ async def test_orders_past_the_pacing_wait_are_refused_at_once_and_written_as_de
 ) -> None:
     gateway = fresh(ORDERGATE_BROKER_GUARD__MAX_WAIT_MS="250", **PACED_40_BURST_50)
     async with gateway.client(gateway.new_key("flood")) as client:
+        await asyncio.sleep(FULL_S)
         started = time.monotonic()
         answers = await asyncio.gather(
             *(client.post("/v1/orders", json=varied(n)) for n in range(120))
@@ -138,8 +142,9 @@ async def test_the_breaker_opens_after_five_failures_and_lets_three_trials_throu
         assert (breaker["state"], breaker["times_opened"]) == ("open", 1)
 
         # A slow but healthy broker from now on; once the wait is over, three trials.
-        put = await admin.put("/v1/sim/broker", json={"latency_ms": 300})
+        put = await admin.put("/v1/sim/broker", json={"latency_ms": 299.5})
         assert put.status_code == 200, put.text
+        assert put.json()["latency_ms"] == 299.5
         await asyncio.sleep(max(0.0, opened_at + 1.6 - time.monotonic()))
         answers = await asyncio.gather(
             *(client.post("/v1/orders", json=varied(n)) for n in range(20, 30))
@@ -184,6 +189,9 @@ async def test_the_guards_endpoints_show_their_state_and_refuse_bad_input(
         {"latency_ms": -1},
         {"fail_next": "many"},
         {"fail_next": -1},
+        {"fail_next": True},
+        {"fail_next": 1.5},
+        {"reject_rate": 1.01},
         {"latency": 5},
         [],
     ):

@@ -13,6 +13,7 @@ from app.domain.broker_guard import (
     BreakerState,
     BreakerView,
     BucketView,
+    CallOutcome,
     Endpoint,
     PacingRule,
 )
@@ -41,12 +42,21 @@ class BrokerGuardStore:
     def __init__(self, redis: MultiplexedRedis, broker: str) -> None:
         self.broker = broker
         self._keys = BrokerGuardKeys(broker)
-        self._admit, self._record, self._read = (
+        self._admit, self._record, self._read, self._start = (
             load_script(
                 redis, "app.storage.redis", name, preludes=("token_bucket", "broker_guard_common")
             )
-            for name in ("broker_guard_admit", "broker_guard_record", "broker_guard_read")
+            for name in (
+                "broker_guard_admit",
+                "broker_guard_record",
+                "broker_guard_read",
+                "broker_guard_start",
+            )
         )
+
+    async def start(self, endpoints: Sequence[Endpoint]) -> None:
+        """Make the buckets Redis does not have, empty from now."""
+        await self._start(keys=[self._keys.bucket(e) for e in endpoints], args=[])
 
     async def admit(
         self, endpoint: Endpoint, rule: PacingRule, max_wait_ms: float, policy: BreakerPolicy
@@ -68,13 +78,13 @@ class BrokerGuardStore:
         return Refused(breaker_open=kind == "open", retry_after_ms=int(reply[1]))
 
     async def record(
-        self, admitted: Admitted, *, failed: bool, policy: BreakerPolicy
+        self, admitted: Admitted, outcome: CallOutcome, policy: BreakerPolicy
     ) -> BreakerState | None:
         """Count a call's outcome; the state it moved the breaker to, if it did."""
         reply = await self._record(
             keys=[self._keys.breaker],
             args=[
-                "failure" if failed else "success",
+                outcome.value,
                 admitted.generation,
                 policy.failure_threshold,
                 policy.half_open_trials,
@@ -87,7 +97,7 @@ class BrokerGuardStore:
         self, policy: BreakerPolicy, rules: dict[Endpoint, PacingRule]
     ) -> tuple[BreakerView, list[BucketView]]:
         endpoints = list(rules)
-        args: list[Any] = [policy.open_s * 1000]
+        args: list[Any] = [policy.open_s * 1000, policy.half_open_trials]
         for endpoint in endpoints:
             args += [rules[endpoint].rate, rules[endpoint].burst]
         breaker, *buckets = await self._read(

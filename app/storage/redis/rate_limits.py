@@ -4,7 +4,7 @@ by one Lua script (``lua/rate_limit.lua``) on Redis's own clock, shared by every
 from __future__ import annotations
 
 from app.domain.broker_guard import PacingRule
-from app.domain.rate_limits import RateLimitDecision, RouteClass, window_s
+from app.domain.rate_limits import RateLimitDecision, RouteClass, policy
 from app.redisio.multiplexed import MultiplexedRedis
 from app.storage.redis import keys
 from app.storage.redis.scripts import load_script
@@ -22,11 +22,12 @@ class RateLimitStore:
         allowed, remaining, full_in_ms, retry_ms = await self._take(
             keys=[keys.inbound_bucket(key_id, route_class.value)], args=[rule.rate, rule.burst]
         )
+        quota, window = policy(rule.rate, rule.burst)
         return RateLimitDecision(
             route_class=route_class,
             allowed=bool(allowed),
-            burst=rule.burst,
-            window_s=window_s(rule.rate, rule.burst),
+            quota=quota,
+            window_s=window,
             remaining=int(remaining),
             full_in_s=-(-int(full_in_ms) // 1000),
             retry_after_ms=int(retry_ms),

@@ -29,7 +29,9 @@ if b.state == 'half_open' then
   trial = 1
 end
 
-local tokens = bucket_now(KEYS[2], now, rate, burst) - 1
+-- A pacing bucket never expires: one Redis does not have was lost with Redis's state (or
+-- was never made), and starts empty, so that losing Redis never hands out a fresh burst.
+local tokens = bucket_now(KEYS[2], now, rate, burst, 0) - 1
 local wait_us = 0
 if tokens < 0 then
   wait_us = math.ceil(-tokens * 1000000 / rate)
@@ -38,11 +40,8 @@ if wait_us > max_wait_us then
   redis.call('HINCRBY', KEYS[2], 'throttled', 1)
   return {'paced', math.ceil(wait_us / 1000)}
 end
--- Kept as long as a full bucket takes to refill, and the longest booked wait.
-local ttl_ms = math.ceil(burst / rate * 1000 + max_wait_us / 1000) + 1000
 redis.call('HSET', KEYS[2], 'tokens', string.format('%.6f', tokens), 'ts', now)
 redis.call('HINCRBY', KEYS[2], wait_us > 0 and 'waited' or 'taken', 1)
-redis.call('PEXPIRE', KEYS[2], ttl_ms)
 if trial == 1 then
   redis.call('HINCRBY', KEYS[1], 'trials', 1)
 end

@@ -6,7 +6,7 @@
 --                             round), successes, gen (bumped by every change of state),
 --                             opened, closed (counts of changes)
 --   og:{broker:B}:pace:E      tokens (may be negative: callers booked and waiting), ts (µs),
---                             taken, waited, throttled (counts)
+--                             taken, waited, throttled (counts); never expires
 -- Time is Redis's own (token_bucket.lua, prepended before this), so every worker and
 -- replica reads one clock.
 

@@ -1,8 +1,10 @@
 -- A broker call's outcome, for the breaker. A call admitted under another generation (the
--- breaker has changed state since) no longer counts.
+-- breaker has changed state since) no longer counts. 'unused': admitted, but the call was
+-- never made (the order was not written, a cancel found nothing to cancel): a trial's slot
+-- is given back.
 -- KEYS[1] breaker
--- ARGV: outcome ('success'|'failure'), gen (from admit), failure_threshold, half_open_trials,
---       open_ms
+-- ARGV: outcome ('success'|'failure'|'unused'), gen (from admit), failure_threshold,
+--       half_open_trials, open_ms
 -- Returns {state, changed (0|1)}.
 local outcome, gen = ARGV[1], tonumber(ARGV[2])
 local threshold, trials = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -19,6 +21,12 @@ local function open()
   return {'open', 1}
 end
 
+if outcome == 'unused' then
+  if b.state == 'half_open' and b.trials > 0 then
+    redis.call('HSET', KEYS[1], 'trials', b.trials - 1)
+  end
+  return {b.state, 0}
+end
 if outcome == 'failure' then
   if b.state == 'half_open' or b.failures + 1 >= threshold then
     return open()

@@ -5,7 +5,8 @@
 -- Returns {allowed (0|1), remaining (whole tokens left), full_in_ms, retry_after_ms}
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_us()
-local tokens = bucket_now(KEYS[1], now, rate, burst)
+-- A key's bucket expires once full again: a missing one is full.
+local tokens = bucket_now(KEYS[1], now, rate, burst, burst)
 local allowed, retry_ms = 0, 0
 if tokens >= 1 then
   tokens, allowed = tokens - 1, 1

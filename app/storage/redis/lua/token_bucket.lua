@@ -15,9 +15,10 @@ local function num(v, default)
 end
 
 -- The bucket as of `now`: refilled by the time since it was last written (not written).
-local function bucket_now(key, now, rate, burst)
+-- `missing`: the tokens of a bucket Redis does not have.
+local function bucket_now(key, now, rate, burst, missing)
   local f = redis.call('HMGET', key, 'tokens', 'ts')
-  local tokens = num(f[1], burst)
+  local tokens = num(f[1], missing)
   local ts = num(f[2], now)
   if now > ts then
     tokens = math.min(burst, tokens + (now - ts) * rate / 1000000)
