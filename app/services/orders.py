@@ -216,18 +216,25 @@ class OrderService:
             await self._record(unknown, OrderStatus.PENDING_NEW, answer, reason=error.code)
             return answer
 
-        await self._guard.succeeded(admitted)  # a business reject is an answer too
+        # The broker answered (a business reject is an answer too): the breaker counts it
+        # while the outcome commits.
         if ack.accepted:
             placed = order.transition(OrderStatus.NEW, utcnow())
             answer = Answer(201, render_order(placed))
-            await self._record(placed, OrderStatus.PENDING_NEW, answer)
+            await asyncio.gather(
+                self._guard.succeeded(admitted),
+                self._record(placed, OrderStatus.PENDING_NEW, answer),
+            )
             return answer
         reason = ack.reason or "broker.rejected"
         rejected = order.transition(OrderStatus.REJECTED, utcnow(), reject_reason=reason)
         answer = _problem(
             BrokerRejected(f"the broker rejected the order: {reason}", reason=reason), rejected
         )
-        await self._record(rejected, OrderStatus.PENDING_NEW, answer, reason=reason)
+        await asyncio.gather(
+            self._guard.succeeded(admitted),
+            self._record(rejected, OrderStatus.PENDING_NEW, answer, reason=reason),
+        )
         await self._release(rejected, filled=Decimal(0))  # a rejected order never traded
         return answer
 
