@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format bench bench-orders bench-risk clean
+.PHONY: run test lint format bench bench-orders bench-risk bench-mass-cancel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +50,11 @@ bench-orders: $(VENV)/.dev
 bench-risk: $(VENV)/.dev
 	$(BIN)/python -m bench risk
 
-bench: bench-orders bench-risk
+## bench-mass-cancel: DELETE /v1/orders over 2,000 resting orders at the paper exchange
+bench-mass-cancel: $(VENV)/.dev
+	$(BIN)/python -m bench mass-cancel
+
+bench: bench-orders bench-risk bench-mass-cancel
 
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache

@@ -1,5 +1,6 @@
-"""The benchmarks: ``python -m bench orders | risk`` (``make bench-orders``, ``make
-bench-risk``). Not part of the gateway's package: they run from a source checkout, beside it.
+"""The benchmarks: ``python -m bench orders | risk | mass-cancel`` (``make bench-orders``,
+``make bench-risk``, ``make bench-mass-cancel``). Not part of the gateway's package: they
+run from a source checkout, beside it.
 
 Only argument parsing lives here; each benchmark module is imported when it runs.
 """
@@ -38,9 +39,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_risk_arguments(risk)
     risk.set_defaults(func=_run_risk)
+    mass_cancel = kinds.add_parser(
+        "mass-cancel",
+        help="DELETE /v1/orders over N resting orders at the paper exchange: seconds",
+        description=(
+            "Start a private Redis and the gateway; place N resting orders; time the mass "
+            "cancel; several runs, each on a new order log; print each run and the median."
+        ),
+    )
+    mass_cancel.add_argument(
+        "--orders", type=positive_int, default=2000, help="resting orders (2000)"
+    )
+    mass_cancel.add_argument("--runs", type=positive_int, default=3, help="runs (3)")
+    mass_cancel.add_argument(
+        "--database", choices=DATABASES, default="sqlite", help="the order log (sqlite)"
+    )
+    mass_cancel.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="where --database postgresql makes its throwaway database",
+    )
+    mass_cancel.set_defaults(func=_run_mass_cancel)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
+
+
+def _run_mass_cancel(args: argparse.Namespace) -> int:
+    from bench.mass_cancel import command
+
+    return command(args)
 
 
 def concurrencies(text: str) -> tuple[int, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
@@ -57,6 +58,10 @@ class Broker(Protocol):
     async def place(self, order: Order) -> PlacementAck: ...
 
     async def cancel(self, order: Order) -> CancelAck: ...
+
+    async def cancel_many(self, orders: Sequence[Order]) -> list[CancelAck]:
+        """Cancel several orders in one request where the broker allows it (a mass
+        cancel); answers in the orders' order."""
 
     async def status(self, account: str, client_order_id: str) -> OrderStatus | None:
         """The order's status at the broker, or None if the broker never received it."""

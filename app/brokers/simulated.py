@@ -13,6 +13,7 @@ import asyncio
 import random
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -65,6 +66,7 @@ class SimFaultState:
     fail_next: int  # placements still to fail
     placements: int  # placement calls that reached the venue
     failed: int  # of which failed by fail_next
+    cancel_requests: int  # cancel calls that reached the venue (one per batch)
 
 
 def _scaled(qty: Decimal) -> str:
@@ -165,18 +167,20 @@ class SimulatedBroker:
         return PlacementAck(accepted=True)
 
     async def cancel(self, order: Order) -> CancelAck:
+        [ack] = await self.cancel_many([order])
+        return ack
+
+    async def cancel_many(self, orders: Sequence[Order]) -> list[CancelAck]:
+        """Cancel ``orders`` in one call to the venue (one script run), answers in order."""
         faults = await self._current_faults()
         await self._network_delay(faults)
-        result = await self._script(
-            self._cancel, [SimKeys.order(order.account, order.client_order_id)], []
+        replies = await self._script(
+            self._cancel,
+            [SimKeys.stats, *(SimKeys.order(o.account, o.client_order_id) for o in orders)],
+            [],
         )
         await self._network_delay(faults)
-        outcome = result[0].decode()
-        if outcome == "canceled":
-            return CancelAck(True, OrderStatus.CANCELED, cum_qty=_unscaled(result[1]))
-        if outcome == "ended":  # too late: it ended before this cancel reached it
-            return CancelAck(False, OrderStatus(result[1].decode()), _unscaled(result[2]))
-        return CancelAck(False, None)
+        return [_cancel_ack(reply) for reply in replies]
 
     async def status(self, account: str, client_order_id: str) -> OrderStatus | None:
         value = await self._redis.execute("HGET", SimKeys.order(account, client_order_id), "status")
@@ -243,7 +247,11 @@ class SimulatedBroker:
         )
         counts = {k.decode(): int(v) for k, v in pairs(stats).items()}
         return SimFaultState(
-            faults, int(fail_next or 0), counts.get("placements", 0), counts.get("failed", 0)
+            faults,
+            int(fail_next or 0),
+            counts.get("placements", 0),
+            counts.get("failed", 0),
+            counts.get("cancel_requests", 0),
         )
 
     async def _current_faults(self, *, fresh: bool = False) -> SimFaults:
@@ -284,6 +292,15 @@ class SimulatedBroker:
         jitter = faults.latency_jitter_ms
         delay = max(0.0, latency + self._rng.uniform(-jitter, jitter))
         await asyncio.sleep(delay / 1000)
+
+
+def _cancel_ack(reply: list[bytes]) -> CancelAck:
+    outcome = reply[0].decode()
+    if outcome == "canceled":
+        return CancelAck(True, OrderStatus.CANCELED, cum_qty=_unscaled(reply[1]))
+    if outcome == "ended":  # too late: it ended before this cancel reached it
+        return CancelAck(False, OrderStatus(reply[1].decode()), _unscaled(reply[2]))
+    return CancelAck(False, None)
 
 
 def _text(value: bytes | str) -> str:

@@ -89,6 +89,7 @@ class BrokerFaultsOut(BaseModel):
     fail_next: int
     placements: int
     failed_by_fail_next: int
+    cancel_requests: int
 
     @classmethod
     def of(cls, state: SimFaultState) -> BrokerFaultsOut:
@@ -103,6 +104,7 @@ class BrokerFaultsOut(BaseModel):
             fail_next=state.fail_next,
             placements=state.placements,
             failed_by_fail_next=state.failed,
+            cancel_requests=state.cancel_requests,
         )
 
 

@@ -21,7 +21,7 @@ from decimal import Decimal
 
 from redis.exceptions import RedisError
 
-from app.brokers.base import Broker, BrokerTransportError
+from app.brokers.base import Broker, BrokerTransportError, CancelAck
 from app.domain.broker_guard import Endpoint
 from app.domain.errors import (
     BrokerCircuitOpen,
@@ -53,6 +53,9 @@ from app.storage.sql.order_log import OrderLog
 from app.storage.sql.repositories import OrderRepository
 
 log = logging.getLogger(__name__)
+
+# Orders per request to the broker in a mass cancel (one paper-exchange script run each).
+MASS_CANCEL_BATCH = 500
 
 
 def utcnow() -> datetime:
@@ -405,6 +408,11 @@ class OrderService:
             ) from exc
         if admitted is not None:
             await self._guard.succeeded(admitted)
+        await self._after_cancel(before, pending, ack)
+        return await self.get(pending.account, pending.id)
+
+    async def _after_cancel(self, before: Order, pending: Order, ack: CancelAck) -> Order:
+        """Record what the broker said of a cancel; the order as it now stands."""
         if ack.canceled:
             canceled = pending.transition(OrderStatus.CANCELED, utcnow())
             await self._log.record_transition(canceled, OrderStatus.PENDING_CANCEL, reason="client")
@@ -412,7 +420,7 @@ class OrderService:
                 # With what the broker had filled: fills whose reports are still on their
                 # way become position now, so they cannot be lost when they arrive.
                 await self._release(canceled, filled=ack.cum_qty)
-            return await self.get(pending.account, pending.id)
+            return canceled
         if ack.broker_status is None:
             # The broker no longer knows an order it acknowledged: lost with the venue's
             # state. It trades no more, so the cancel is done; what it filled, the log holds.
@@ -420,7 +428,7 @@ class OrderService:
             reason = OrderReason.ORDER_LOST
             await self._log.record_transition(lost, OrderStatus.PENDING_CANCEL, reason=reason)
             await self._release(lost, filled=pending.filled_qty)
-            return await self.get(pending.account, pending.id)
+            return lost
         # Too late: the broker already finished it. Undo our pending_cancel; its reports
         # bring the fills.
         restored = pending.transition(before.status, utcnow())
@@ -433,31 +441,85 @@ class OrderService:
         )
 
     async def cancel_all(self, account: str) -> list[Order]:
-        """Cancel every open order of the account; answers those now canceled or canceling."""
+        """Cancel every open order of the account; answers those now canceled or canceling.
+
+        A mass cancel (a kill switch's too): every pending_cancel committed together, the
+        broker asked in batches of MASS_CANCEL_BATCH (one request each), the outcomes
+        committed together. Not through the broker guard: a kill switch must not be paced
+        out or refused."""
         candidates = [
             o
             for o in await self._orders.open_orders(account)
             if o.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
         ]
-        # Not through the broker guard one by one: a kill switch must not be paced out
-        # order by order. (Mass cancels in batches, each paced as one call, replace this.)
+        now = utcnow()
+        pendings = [o.transition(OrderStatus.PENDING_CANCEL, now) for o in candidates]
+        moves = await asyncio.gather(
+            *(
+                self._log.record_transition(p, o.status, reason="client")
+                for o, p in zip(candidates, pendings, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        sent: list[tuple[Order, Order]] = []
+        moved_meanwhile: list[Order] = []
+        for order, pending, moved in zip(candidates, pendings, moves, strict=True):
+            if moved is True:
+                sent.append((order, pending))
+            elif moved is False:
+                moved_meanwhile.append(order)  # a fill, say: asked again, one by one
+            else:
+                _skip_or_raise(order, moved)
+        done: list[Order] = []
+        for start in range(0, len(sent), MASS_CANCEL_BATCH):
+            done += await self._cancel_batch(sent[start : start + MASS_CANCEL_BATCH])
+        again = await asyncio.gather(
+            *(self._cancel(account, o.id, guarded=False) for o in moved_meanwhile),
+            return_exceptions=True,
+        )
+        for order, result in zip(moved_meanwhile, again, strict=True):
+            if isinstance(result, Order):
+                done.append(result)
+            else:
+                _skip_or_raise(order, result)
+        return done
+
+    async def _cancel_batch(self, batch: list[tuple[Order, Order]]) -> list[Order]:
+        """One request to the broker for ``batch`` (each order before, and pending_cancel);
+        their outcomes committed together."""
+        try:
+            async with asyncio.timeout(self._broker_timeout_s):
+                acks = await self._broker.cancel_many([pending for _, pending in batch])
+        except (TimeoutError, BrokerTransportError) as exc:
+            # They stay pending_cancel: the broker's reports (or reconciliation) settle them.
+            log.warning("mass cancel of %d orders not confirmed: %r", len(batch), exc)
+            return [pending for _, pending in batch]
         results = await asyncio.gather(
-            *(self._cancel(account, o.id, guarded=False) for o in candidates),
+            *(
+                self._after_cancel(before, pending, ack)
+                for (before, pending), ack in zip(batch, acks, strict=True)
+            ),
             return_exceptions=True,
         )
         done: list[Order] = []
-        for order, result in zip(candidates, results, strict=True):
+        for (before, _), result in zip(batch, results, strict=True):
             if isinstance(result, Order):
                 done.append(result)
-            elif isinstance(result, GatewayError):
-                log.info("cancel-all skipped %s: %s", order.id, result.detail)
-            elif isinstance(result, Exception):
-                # One order's failure must not leave the others live (a kill switch
-                # cancels through here); it stays as it is, for its reports or a retry.
-                log.error("cancel-all could not cancel %s", order.id, exc_info=result)
-            elif isinstance(result, BaseException):
-                raise result
+            else:
+                _skip_or_raise(before, result)
         return done
+
+
+def _skip_or_raise(order: Order, result: object) -> None:
+    """One order of a mass cancel that failed: logged, the others go on (a kill switch
+    cancels through here); it stays as it is, for its reports or a retry. Only what is not
+    an error (a cancellation of the caller) is raised."""
+    if isinstance(result, GatewayError):
+        log.info("cancel-all skipped %s: %s", order.id, result.detail)
+    elif isinstance(result, Exception):
+        log.error("cancel-all could not cancel %s", order.id, exc_info=result)
+    elif isinstance(result, BaseException):
+        raise result
 
 
 def _client_order_id(intent: OrderIntent, idempotency_key: str | None) -> str | None:
