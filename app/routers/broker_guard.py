@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from app.deps import AdminDep, PrincipalDep, ServicesDep
-from app.domain.broker_guard import BreakerState, BreakerView, BucketView, Endpoint
+from app.domain.broker_guard import BreakerState, Endpoint
 from app.http.problems import problem_responses
 
 router = APIRouter(prefix="/v1", tags=["broker protection"])
 
 
 class BreakerOut(BaseModel):
+    """A ``BreakerView`` as the API shows it (read from its attributes)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     broker: str
     state: BreakerState
     consecutive_failures: int
@@ -22,12 +26,12 @@ class BreakerOut(BaseModel):
     times_opened: int
     times_closed: int
 
-    @classmethod
-    def of(cls, view: BreakerView) -> BreakerOut:
-        return cls(**{name: getattr(view, name) for name in cls.model_fields})
-
 
 class BucketOut(BaseModel):
+    """A ``BucketView`` as the API shows it (read from its attributes)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     endpoint: Endpoint
     rate: float
     burst: int
@@ -36,10 +40,6 @@ class BucketOut(BaseModel):
     taken: int
     waited: int
     throttled: int
-
-    @classmethod
-    def of(cls, view: BucketView) -> BucketOut:
-        return cls(**{name: getattr(view, name) for name in cls.model_fields})
 
 
 class PacingOut(BaseModel):
@@ -52,7 +52,7 @@ class PacingOut(BaseModel):
 async def list_breakers(_: PrincipalDep, services: ServicesDep) -> list[BreakerOut]:
     """Each broker's circuit breaker (this gateway has one broker)."""
     breaker, _buckets = await services.guard.read()
-    return [BreakerOut.of(breaker)]
+    return [BreakerOut.model_validate(breaker)]
 
 
 @router.get("/pacing", response_model=PacingOut, responses=problem_responses(403, 503))
@@ -63,5 +63,5 @@ async def get_pacing(_: AdminDep, services: ServicesDep) -> PacingOut:
     return PacingOut(
         broker=services.guard.broker,
         max_wait_ms=services.settings.broker_guard.max_wait_ms,
-        buckets=[BucketOut.of(bucket) for bucket in buckets],
+        buckets=[BucketOut.model_validate(bucket) for bucket in buckets],
     )

@@ -93,14 +93,8 @@ class BrokerFaultsOut(BaseModel):
 
     @classmethod
     def of(cls, state: SimFaultState) -> BrokerFaultsOut:
-        f = state.faults
         return cls(
-            latency_ms=f.latency_ms,
-            latency_jitter_ms=f.latency_jitter_ms,
-            answer_delay_ms=f.answer_delay_ms,
-            reject_rate=f.reject_rate,
-            fail_rate=f.fail_rate,
-            timeout_rate=f.timeout_rate,
+            **asdict(state.faults),
             fail_next=state.fail_next,
             placements=state.placements,
             failed_by_fail_next=state.failed,

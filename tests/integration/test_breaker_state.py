@@ -45,6 +45,13 @@ async def admit(store: BrokerGuardStore) -> Admitted:
     return result
 
 
+async def open_then_half_open(store: BrokerGuardStore) -> None:
+    """Five failures open the breaker; then its open time passes."""
+    for _ in range(5):
+        await store.record(await admit(store), FAIL, POLICY)
+    await asyncio.sleep(POLICY.open_s + 0.05)
+
+
 async def state(store: BrokerGuardStore) -> BreakerState:
     breaker, _ = await store.read(POLICY, {})
     return breaker.state
@@ -80,9 +87,7 @@ async def test_a_success_between_failures_starts_the_count_again(
 async def test_half_open_closes_only_when_every_trial_succeeds_and_a_failure_reopens(
     store: BrokerGuardStore,
 ) -> None:
-    for _ in range(5):
-        await store.record(await admit(store), FAIL, POLICY)
-    await asyncio.sleep(0.35)
+    await open_then_half_open(store)
     trials = [await admit(store) for _ in range(3)]
     assert all(t.trial for t in trials)
     fourth = await store.admit(Endpoint.ORDER_PLACEMENT, PLENTY, 10, POLICY)
@@ -93,18 +98,14 @@ async def test_half_open_closes_only_when_every_trial_succeeds_and_a_failure_reo
     assert await state(store) is BreakerState.HALF_OPEN
     assert await store.record(trials[2], OK, POLICY) is BreakerState.CLOSED
 
-    for _ in range(5):
-        await store.record(await admit(store), FAIL, POLICY)
-    await asyncio.sleep(0.35)
+    await open_then_half_open(store)
     trial = await admit(store)
     assert await store.record(trial, FAIL, POLICY) is BreakerState.OPEN
     assert await state(store) is BreakerState.OPEN
 
 
 async def test_a_trial_never_made_gives_its_slot_back(store: BrokerGuardStore) -> None:
-    for _ in range(5):
-        await store.record(await admit(store), FAIL, POLICY)
-    await asyncio.sleep(0.35)
+    await open_then_half_open(store)
     trials = [await admit(store) for _ in range(3)]
     assert await store.record(trials[0], UNUSED, POLICY) is None  # e.g. its write failed
     again = await admit(store)
@@ -117,9 +118,7 @@ async def test_a_trial_never_made_gives_its_slot_back(store: BrokerGuardStore) -
 async def test_trials_that_never_report_give_way_to_a_new_round(
     store: BrokerGuardStore,
 ) -> None:
-    for _ in range(5):
-        await store.record(await admit(store), FAIL, POLICY)
-    await asyncio.sleep(0.35)
+    await open_then_half_open(store)
     lost = [await admit(store) for _ in range(3)]  # their workers died: no outcome comes
     assert isinstance(await store.admit(Endpoint.ORDER_PLACEMENT, PLENTY, 10, POLICY), Refused)
     await asyncio.sleep(0.35)
