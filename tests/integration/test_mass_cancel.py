@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import redis.asyncio as aioredis
+
+from app.storage.redis.keys import SimKeys
 from tests.conftest import Launch
-from tests.helpers.orders import limit
+from tests.helpers.database import order_story
+from tests.helpers.orders import eventually_status, limit, redis_position, resting_buy
+from tests.helpers.processes import applier_of, stopped
 
 RESTING = 1100  # three requests to the broker: 500, 500 and 100
 
@@ -39,4 +44,42 @@ async def test_a_mass_cancel_ends_every_open_order_in_a_few_broker_requests(
         state = (await client.get("/v1/risk/state")).json()
         [account] = state["accounts"]
         assert account["reservations"] == []
+    gateway.agrees_with_the_order_log(within=5.0)
+
+
+async def test_a_mass_cancel_meets_orders_the_venue_lost_or_filled_before_the_log_knew(
+    fresh: Launch,
+) -> None:
+    """The venue filled one order and lost two while the applier was stopped: the mass
+    cancel cancels the rest, ends the lost ones as lost and gives the filled one back to
+    its reports; Redis and the order log agree after."""
+    gateway = fresh()
+    assert gateway.process is not None
+    assert gateway.redis_url is not None
+    venue = aioredis.Redis.from_url(gateway.redis_url)
+    async with (
+        gateway.client(gateway.new_key("mixed")) as client,
+        gateway.client(gateway.new_key("ops", "admin")) as admin,
+    ):
+        orders = [
+            (await client.post("/v1/orders", json=resting_buy(price, "5"))).json()
+            for price in ("2.00", "1.00", "1.01", "1.02", "1.03", "1.04")
+        ]
+        filled, lost = orders[0], orders[1:3]
+        with stopped(applier_of(gateway.process.pid)):  # the log hears of nothing meanwhile
+            moved = await admin.post("/v1/sim/prices", json={"symbol": "AAPL", "price": "1.50"})
+            assert moved.json()["matched_orders"] == 1
+            for order in lost:
+                await venue.delete(SimKeys.order("mixed", order["client_order_id"]))
+            answer = await client.delete("/v1/orders")
+            assert answer.status_code == 200, answer.text
+            assert {o["id"] for o in answer.json()} == {o["id"] for o in orders[1:]}
+        await eventually_status(client, filled["id"], "filled")
+        for order in lost:
+            story = await order_story(gateway.database_url, order["id"])
+            assert story[-1][1:] == ("canceled", "broker.order_lost"), story
+        for order in orders[3:]:
+            assert (await client.get(f"/v1/orders/{order['id']}")).json()["status"] == "canceled"
+        assert await redis_position(client, "AAPL") == (5, 0)
+    await venue.aclose()
     gateway.agrees_with_the_order_log(within=5.0)
