@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1", tags=["broker protection"])
 
 
 class BreakerOut(BaseModel):
-    """A ``BreakerView`` as the API shows it (read from its attributes)."""
+    """The broker's circuit breaker as it stands."""
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -28,7 +28,7 @@ class BreakerOut(BaseModel):
 
 
 class BucketOut(BaseModel):
-    """A ``BucketView`` as the API shows it (read from its attributes)."""
+    """One pacing bucket as it stands."""
 
     model_config = ConfigDict(from_attributes=True)
 
