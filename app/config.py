@@ -156,6 +156,19 @@ def _rule(rate: float, burst: int) -> PacingRuleSettings:
     return PacingRuleSettings(rate=rate, burst=burst)
 
 
+class PlacementBatchingSettings(BaseModel):
+    """How placements reach the broker. ``latency`` (the default): each order at once, in a
+    request of its own. ``throughput``: collected for up to ``max_wait_ms`` or
+    ``max_orders``, whichever comes first, and sent as one request (fewer round trips for
+    the broker and the gateway; each order waits up to ``max_wait_ms`` more)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["latency", "throughput"] = "latency"
+    max_orders: int = Field(50, ge=1, le=1000)
+    max_wait_ms: float = Field(10.0, gt=0, le=1000)
+
+
 class InboundLimitSettings(BaseModel):
     """Each API key's request budget per class of routes: a token bucket in Redis, shared
     by every worker. Beyond it: 429 rate_limit.exceeded with Retry-After."""
@@ -194,7 +207,10 @@ class Settings(BaseSettings):
     # `ordergate applier` process (what `ordergate serve` starts).
     applier: Literal["in_process", "external"] = "in_process"
     broker: Literal["simulated"] = "simulated"
-    broker_timeout_ms: float = Field(1000.0, gt=0)
+    # A placement or cancel unanswered this long is in doubt: 504 broker.timeout, the order
+    # `unknown` until reconciliation learns its outcome from the broker.
+    broker_timeout_ms: float = Field(100.0, gt=0)
+    placement_batching: PlacementBatchingSettings = PlacementBatchingSettings()
     # How long an order waits for the order log to confirm its write-ahead or its outcome:
     # past it the answer is 503 storage.unavailable, and an order not yet written is never
     # placed (a stalled database must not place orders late, after the client gave up).
@@ -226,6 +242,10 @@ class Settings(BaseSettings):
         # whose placement is still in flight must not look like one.
         if self.reconcile_after_s * 1000 <= self.broker_timeout_ms:
             raise ValueError("reconcile_after_s must exceed the broker timeout")
+        batching = self.placement_batching
+        if batching.mode == "throughput" and batching.max_wait_ms >= self.broker_timeout_ms:
+            # Every order of a batch would time out waiting for it to be sent.
+            raise ValueError("placement_batching.max_wait_ms must be below broker_timeout_ms")
         # A reservation with no order row this old is released as never placed; an order
         # still waiting for its pacing token, then its write-ahead, must not look like one.
         waits_ms = self.broker_guard.max_wait_ms + self.storage_timeout_ms

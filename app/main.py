@@ -23,7 +23,7 @@ from app.http.bodies import BodySizeLimit
 from app.http.order_entry import OrderEntryFastPath
 from app.http.problems import ERROR_TABLE, error_response
 from app.routers import account, broker_guard, health, orders, risk, sim, symbols
-from app.runtime import open_core, start_applier
+from app.runtime import open_core, placing_broker, start_applier
 from app.services.auth import ApiKeyService
 from app.services.broker_guard import BrokerGuard
 from app.services.metrics import record_request
@@ -76,7 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             order_log=core.order_log,
             orders=core.orders,
             idempotency=idempotency,
-            broker=core.broker,
+            broker=placing_broker(core.broker, settings, stack),
             guard=guard,
             risk=risk,
             symbols=symbols,

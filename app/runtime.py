@@ -13,6 +13,8 @@ from redis.backoff import NoBackoff
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.brokers.base import Broker
+from app.brokers.batching import PlacementBatcher
 from app.brokers.simulated import SimulatedBroker
 from app.config import Settings
 from app.redisio.embedded import EmbeddedRedis
@@ -111,6 +113,18 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
     return Core(
         redis, redis_blocking, engine, order_log, OrderRepository(engine), broker, risk_store
     )
+
+
+def placing_broker(broker: SimulatedBroker, settings: Settings, stack: AsyncExitStack) -> Broker:
+    """The broker as the order path places through it: in throughput mode, a batcher."""
+    batching = settings.placement_batching
+    if batching.mode == "latency":
+        return broker
+    batcher = PlacementBatcher(
+        broker, max_orders=batching.max_orders, max_wait_s=batching.max_wait_ms / 1000
+    )
+    stack.push_async_callback(batcher.close)  # before the broker's own close
+    return batcher
 
 
 def make_applier(core: Core, settings: Settings) -> ExecutionApplier:

@@ -218,6 +218,9 @@ def launch_gateway(
             "ORDERGATE_DATA_DIR": str(tmp),
             "ORDERGATE_RECONCILE_AFTER_S": "1.5",
             "ORDERGATE_AUTH_CACHE_TTL_S": "0.2",
+            # The suite loads a shared 2-core machine: a placement's 100 ms default could
+            # expire under that load alone. The timeout tests set their own.
+            "ORDERGATE_BROKER_TIMEOUT_MS": "1000",
             # Small top of book so partial fills are easy to provoke.
             "ORDERGATE_SIM__TOP_OF_BOOK_QTY": "100",
             # Tests send orders faster than a broker's pacing allows (40 a second by

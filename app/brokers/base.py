@@ -47,6 +47,11 @@ class ReportBatch:
     restarted: bool = False
 
 
+# One order's part of a batch placement: its answer, or the transport error that kept it
+# from the broker.
+PlacementResult = PlacementAck | BrokerTransportError
+
+
 class Broker(Protocol):
     async def start(self) -> None: ...
 
@@ -56,6 +61,11 @@ class Broker(Protocol):
         """Raise if the broker cannot be reached."""
 
     async def place(self, order: Order) -> PlacementAck: ...
+
+    async def place_many(self, orders: Sequence[Order]) -> list[PlacementResult]:
+        """Place several orders in one request where the broker allows it (a batch); per
+        order, in the orders' order, its answer or the transport error that kept that order
+        from the broker. Raises BrokerTransportError when the request as a whole failed."""
 
     async def cancel(self, order: Order) -> CancelAck: ...
 

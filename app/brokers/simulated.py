@@ -21,7 +21,13 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from app.brokers.base import BrokerTransportError, CancelAck, PlacementAck, ReportBatch
+from app.brokers.base import (
+    BrokerTransportError,
+    CancelAck,
+    PlacementAck,
+    PlacementResult,
+    ReportBatch,
+)
 from app.config import SimulatedBrokerSettings
 from app.domain.orders import QTY_DECIMALS, ExecutionReport, Order, Side
 from app.domain.status import OrderStatus
@@ -64,8 +70,9 @@ class SimFaults:
 class SimFaultState:
     faults: SimFaults
     fail_next: int  # placements still to fail
-    placements: int  # placement calls that reached the venue
+    placements: int  # orders whose placement reached the venue
     failed: int  # of which failed by fail_next
+    place_requests: int  # placement requests that reached the venue (one per batch)
     cancel_requests: int  # cancel calls that reached the venue (one per batch)
 
 
@@ -124,6 +131,14 @@ class SimulatedBroker:
             await self._ensure_venue()
 
     async def place(self, order: Order) -> PlacementAck:
+        [result] = await self.place_many([order])
+        if isinstance(result, BrokerTransportError):
+            raise result
+        return result
+
+    async def place_many(self, orders: Sequence[Order]) -> list[PlacementResult]:
+        """Place ``orders`` in one request to the venue (one script run); the injected
+        latency, transport errors and hangs are the request's, rejects each order's."""
         faults = await self._current_faults()
         await self._network_delay(faults)
         fault = self._rng.random()
@@ -134,13 +149,10 @@ class SimulatedBroker:
         hang_before_placing = not hang_after_placing and fault < faults.timeout_rate
         if hang_before_placing:
             await asyncio.Event().wait()  # lost on the way: the venue never sees it
-        reject = ""
-        if self._rng.random() < faults.reject_rate:
-            reject = "broker.injected_reject"
-        result = await self._script(
-            self._place,
-            [SimKeys.order(order.account, order.client_order_id), SimKeys.fail_next, SimKeys.stats],
-            [
+        args = [self._top]
+        for order in orders:
+            reject = "broker.injected_reject" if self._rng.random() < faults.reject_rate else ""
+            args += [
                 order.account,
                 order.client_order_id,
                 order.symbol,
@@ -148,23 +160,19 @@ class SimulatedBroker:
                 _scaled(order.qty),
                 "" if order.limit_price is None else format(order.limit_price, "f"),
                 order.time_in_force.value,
-                self._top,
                 reject,
                 self._configured_price(order.symbol),
-            ],
+            ]
+        order_keys = (SimKeys.order(o.account, o.client_order_id) for o in orders)
+        replies = await self._script(
+            self._place, [SimKeys.fail_next, SimKeys.stats, *order_keys], args
         )
-        outcome = result[0].decode()
-        if outcome == "failed":
-            raise BrokerTransportError("injected transport error (fail_next): order not sent")
         if hang_after_placing:
             await asyncio.Event().wait()  # placed, but the acknowledgement is lost
         await self._network_delay(faults)  # the acknowledgement's way back
         if faults.answer_delay_ms > 0:
             await asyncio.sleep(faults.answer_delay_ms / 1000)
-        if outcome == "rejected":
-            return PlacementAck(accepted=False, reason=result[1].decode())
-        # 'duplicate': the venue already has this client_order_id (a retried placement).
-        return PlacementAck(accepted=True)
+        return [_placement_result(reply) for reply in replies]
 
     async def cancel(self, order: Order) -> CancelAck:
         [ack] = await self.cancel_many([order])
@@ -251,6 +259,7 @@ class SimulatedBroker:
             int(fail_next or 0),
             counts.get("placements", 0),
             counts.get("failed", 0),
+            counts.get("place_requests", 0),
             counts.get("cancel_requests", 0),
         )
 
@@ -292,6 +301,16 @@ class SimulatedBroker:
         jitter = faults.latency_jitter_ms
         delay = max(0.0, latency + self._rng.uniform(-jitter, jitter))
         await asyncio.sleep(delay / 1000)
+
+
+def _placement_result(reply: list[bytes]) -> PlacementResult:
+    outcome = reply[0].decode()
+    if outcome == "failed":
+        return BrokerTransportError("injected transport error (fail_next): order not sent")
+    if outcome == "rejected":
+        return PlacementAck(accepted=False, reason=reply[1].decode())
+    # 'duplicate': the venue already has this client_order_id (a retried placement).
+    return PlacementAck(accepted=True)
 
 
 def _cancel_ack(reply: list[bytes]) -> CancelAck:

@@ -89,6 +89,7 @@ class BrokerFaultsOut(BaseModel):
     fail_next: int
     placements: int
     failed_by_fail_next: int
+    place_requests: int
     cancel_requests: int
 
     @classmethod
@@ -98,6 +99,7 @@ class BrokerFaultsOut(BaseModel):
             fail_next=state.fail_next,
             placements=state.placements,
             failed_by_fail_next=state.failed,
+            place_requests=state.place_requests,
             cancel_requests=state.cancel_requests,
         )
 
