@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format bench bench-orders bench-risk bench-mass-cancel clean
+.PHONY: run test lint format bench bench-orders bench-risk bench-mass-cancel bench-batching clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +54,11 @@ bench-risk: $(VENV)/.dev
 bench-mass-cancel: $(VENV)/.dev
 	$(BIN)/python -m bench mass-cancel
 
-bench: bench-orders bench-risk bench-mass-cancel
+## bench-batching: the order bench with placement batching off and on, at 500 and 2000/s
+bench-batching: $(VENV)/.dev
+	$(BIN)/python -m bench batching
+
+bench: bench-orders bench-risk bench-mass-cancel bench-batching
 
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache

@@ -60,6 +60,23 @@ def main(argv: list[str] | None = None) -> int:
         help="where --database postgresql makes its throwaway database",
     )
     mass_cancel.set_defaults(func=_run_mass_cancel)
+    batching = kinds.add_parser(
+        "batching",
+        help="the order bench with placement batching off and on, at the same rates",
+        description=(
+            "For each rate, whole order-bench runs (gateway and floor) with placement "
+            "batching off (latency) and on (throughput), taking turns; prints the medians."
+        ),
+    )
+    add_orders_arguments(batching, one_rate=False)
+    batching.add_argument(
+        "--rates", type=_rates, default=[500.0, 2000.0], help="open-loop rates (500,2000)"
+    )
+    batching.add_argument("--runs", type=positive_int, default=3, help="runs per mode (3)")
+    # Shorter phases than bench orders: 2 modes x 2 rates x 3 runs.
+    batching.set_defaults(
+        func=_run_batching, duration=8.0, warmup=1.0, max_duration=4.0, connections=(128,)
+    )
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
@@ -69,6 +86,23 @@ def _run_mass_cancel(args: argparse.Namespace) -> int:
     from bench.mass_cancel import command
 
     return command(args)
+
+
+def _run_batching(args: argparse.Namespace) -> int:
+    from bench.batching import command
+
+    return command(args)
+
+
+def _rates(text: str) -> list[float]:
+    """``500,2000`` -> [500.0, 2000.0]: positive, at least one."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of rates: {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"rates must be positive: {text!r}")
+    return values
 
 
 def concurrencies(text: str) -> tuple[int, ...]:
@@ -95,11 +129,13 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_orders_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``bench orders`` (shared with ``python -m bench.orders``)."""
-    parser.add_argument(
-        "--rate", type=float, default=500.0, help="open-loop arrival rate, requests/s (500)"
-    )
+def add_orders_arguments(parser: argparse.ArgumentParser, *, one_rate: bool = True) -> None:
+    """The options of ``bench orders`` (shared with ``python -m bench.orders`` and, but for
+    the one ``--rate``, ``bench batching``)."""
+    if one_rate:
+        parser.add_argument(
+            "--rate", type=float, default=500.0, help="open-loop arrival rate, requests/s (500)"
+        )
     parser.add_argument(
         "--duration", type=float, default=20.0, help="seconds of each open-loop phase (20)"
     )

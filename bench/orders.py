@@ -93,7 +93,7 @@ class BenchOptions:
                 raise ValueError(f"--gateway-env wants KEY=VALUE, got {item!r}")
             env[key] = value
         return cls(
-            rate=args.rate,
+            rate=getattr(args, "rate", 500.0),  # bench batching names its rates itself
             duration_s=args.duration,
             max_duration_s=args.max_duration,
             connections=args.connections,
