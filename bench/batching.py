@@ -12,6 +12,7 @@ import argparse
 import statistics
 import subprocess
 from dataclasses import dataclass, replace
+
 from bench.orders import BenchOptions, _progress, run_orders_bench
 from bench.report import BenchReport
 
