@@ -62,7 +62,9 @@ class SimulatedBrokerSettings(BaseModel):
     answer_delay_ms: float = Field(0.0, ge=0, description="extra delay of a placement's answer")
     reject_rate: float = Field(0.0, ge=0, le=1, description="share of orders rejected")
     timeout_rate: float = Field(0.0, ge=0, le=1, description="share of calls that hang")
-    fail_rate: float = Field(0.0, ge=0, le=1, description="share of calls with transport error")
+    fail_rate: float = Field(
+        0.0, ge=0, le=1, description="share of placement and cancel requests failing unsent"
+    )
     # Quantity available at the reference price per match; larger orders fill in parts.
     top_of_book_qty: Decimal = Field(Decimal(10_000), gt=0)
 

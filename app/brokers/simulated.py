@@ -182,6 +182,8 @@ class SimulatedBroker:
         """Cancel ``orders`` in one call to the venue (one script run), answers in order."""
         faults = await self._current_faults()
         await self._network_delay(faults)
+        if self._rng.random() < faults.fail_rate:
+            raise BrokerTransportError("injected transport error: cancel not sent")
         replies = await self._script(
             self._cancel,
             [SimKeys.stats, *(SimKeys.order(o.account, o.client_order_id) for o in orders)],

@@ -72,7 +72,9 @@ class BrokerFaults(BaseModel):
         None, description="placed, but the answer comes this much later"
     )
     reject_rate: Share | None = Field(None, description="share rejected")
-    fail_rate: Share | None = Field(None, description="share failing unsent")
+    fail_rate: Share | None = Field(
+        None, description="share of placement and cancel requests failing unsent"
+    )
     timeout_rate: Share | None = Field(None, description="share that hang")
     fail_next: Annotated[Count, Field(ge=0, le=1_000_000)] = Field(
         0, description="the next N placements fail"

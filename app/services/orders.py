@@ -382,7 +382,7 @@ class OrderService:
                         order_status=order.status.value,
                     )
                 if guarded and admitted is None:
-                    admitted = await self._guard.admit(Endpoint.ORDER_PLACEMENT)
+                    admitted = await self._admit_cancel(order)
                 pending = order.transition(OrderStatus.PENDING_CANCEL, utcnow())
                 if await self._log.record_transition(pending, order.status, reason="client"):
                     called = True
@@ -392,6 +392,14 @@ class OrderService:
         finally:
             if admitted is not None and not called:
                 await self._guard.unused(admitted)  # no cancel was sent after all
+
+    async def _admit_cancel(self, order: Order) -> Admitted:
+        """The broker guard's leave for a cancel; a refusal names the order, unchanged."""
+        try:
+            return await self._guard.admit(Endpoint.ORDER_PLACEMENT)
+        except (BrokerCircuitOpen, PacingRateLimited) as refusal:
+            refusal.extra.update(order_id=order.id, order_status=order.status.value)
+            raise
 
     async def _cancel_at_broker(
         self, before: Order, pending: Order, admitted: Admitted | None

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from app.storage.redis.keys import SimKeys
 from tests.conftest import Gateway, Launch
-from tests.helpers.orders import eventually_status, market
+from tests.helpers.orders import eventually_status, limit, market
 from tests.helpers.problems import assert_problem
 
 # A gateway's pacing buckets start empty; at 40 a second the burst of 50 is there after:
@@ -157,6 +157,42 @@ async def test_the_breaker_opens_after_five_failures_and_lets_three_trials_throu
         # The orders that failed in transport are resolved by asking the venue.
         for answer in failures:
             await eventually_status(client, answer.json()["order_id"], "rejected")
+
+
+async def test_an_open_breaker_refuses_a_cancel_naming_the_order_but_not_a_mass_cancel(
+    fresh: Launch,
+) -> None:
+    gateway = fresh()
+    async with (
+        gateway.client(gateway.new_key("kill-switch")) as client,
+        gateway.client(gateway.new_key("ops", "admin")) as admin,
+    ):
+        resting = [
+            (await client.post("/v1/orders", json=limit("1.00", qty=str(n + 1)))).json()
+            for n in range(3)
+        ]
+        assert [order["status"] for order in resting] == ["new"] * 3
+        assert (await admin.put("/v1/sim/broker", json={"fail_next": 5})).status_code == 200
+        for n in range(5):
+            failed = await client.post("/v1/orders", json=varied(n))
+            assert_problem(failed, 503, "broker.unavailable")
+
+        refused = await client.delete(f"/v1/orders/{resting[0]['id']}")
+        problem = assert_problem(refused, 503, "broker.circuit_open")
+        assert (problem["order_id"], problem["order_status"]) == (resting[0]["id"], "new")
+        assert refused.headers["retry-after"]
+        unchanged = (await client.get(f"/v1/orders/{resting[0]['id']}")).json()
+        assert unchanged["status"] == "new"
+        assert (await admin.get("/v1/sim/broker")).json()["cancel_requests"] == 0
+
+        # A kill switch must not be refused: the mass cancel does not pass the guard.
+        everything = await client.delete("/v1/orders")
+        assert everything.status_code == 200, everything.text
+        assert sorted(o["id"] for o in everything.json()) == sorted(o["id"] for o in resting)
+        assert {o["status"] for o in everything.json()} == {"canceled"}
+        assert (await admin.get("/v1/sim/broker")).json()["cancel_requests"] == 1
+        [breaker] = (await client.get("/v1/breakers")).json()
+        assert breaker["state"] == "open"
 
 
 async def test_the_guards_endpoints_show_their_state_and_refuse_bad_input(

@@ -83,3 +83,37 @@ async def test_a_mass_cancel_meets_orders_the_venue_lost_or_filled_before_the_lo
         assert await redis_position(client, "AAPL") == (5, 0)
     await venue.aclose()
     gateway.agrees_with_the_order_log(within=5.0)
+
+
+async def test_a_mass_cancel_lost_in_transport_leaves_the_orders_live_and_cancelable(
+    fresh: Launch,
+) -> None:
+    """The broker's request failed unsent: the orders answer pending_cancel, reconciliation
+    finds them still live at the venue and says so, and a second mass cancel ends them."""
+    gateway = fresh()
+    async with (
+        gateway.client(gateway.new_key("unsent")) as client,
+        gateway.client(gateway.new_key("ops", "admin")) as admin,
+    ):
+        orders = [
+            (await client.post("/v1/orders", json=limit("1.00", qty=str(n + 1)))).json()
+            for n in range(4)
+        ]
+        assert (await admin.put("/v1/sim/broker", json={"fail_rate": 1})).status_code == 200
+        answer = await client.delete("/v1/orders")
+        assert answer.status_code == 200, answer.text
+        assert {o["status"] for o in answer.json()} == {"pending_cancel"}
+        assert (await admin.put("/v1/sim/broker", json={})).status_code == 200
+        for order in orders:  # reconciliation asks the venue: still live there
+            await eventually_status(client, order["id"], "new")
+            story = await order_story(gateway.database_url, order["id"])
+            assert story[-1][1:] == ("new", "cancel_not_received"), story
+        [account] = (await client.get("/v1/risk/state")).json()["accounts"]
+        assert len(account["reservations"]) == 4  # still live, still reserved
+
+        again = await client.delete("/v1/orders")
+        assert {o["status"] for o in again.json()} == {"canceled"}
+        assert (await admin.get("/v1/sim/broker")).json()["cancel_requests"] == 1
+        [account] = (await client.get("/v1/risk/state")).json()["accounts"]
+        assert account["reservations"] == []
+    gateway.agrees_with_the_order_log(within=5.0)
