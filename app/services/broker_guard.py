@@ -30,6 +30,9 @@ UNREADABLE_RETRY_AFTER_MS = 1000
 # A booked token used this much later than its moment is not used: the call books again.
 LATE_WAKE_S = 0.02
 LATE_WAKES_BEFORE_REFUSING = 3
+# A call that must not be refused books its token even this far ahead (it never is: the
+# queue before it is at most ``max_wait_ms`` long).
+UNREFUSED_MAX_WAIT_MS = 60_000
 
 
 class BrokerGuard:
@@ -101,6 +104,28 @@ class BrokerGuard:
             )
         self._waits[endpoint].observe(result.wait_s)
         return result
+
+    async def pace_unrefused(self, endpoint: Endpoint) -> None:
+        """Wait for a token for a call that must not be refused (a kill switch's cancels):
+        its turn in the bucket's queue however long that is; the breaker is not asked,
+        and the call's outcome does not count for it. If the bucket cannot be read the call
+        goes anyway: a kill switch that waits for Redis cancels nothing."""
+        try:
+            result = await self._store.admit(
+                endpoint,
+                self._rules[endpoint],
+                UNREFUSED_MAX_WAIT_MS,
+                self._policy,
+                ask_breaker=False,
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("pacing unreadable: a kill switch's call goes unpaced: %r", exc)
+            return
+        if isinstance(result, Admitted):
+            self._waits[endpoint].observe(result.wait_s)
+            await asyncio.sleep(result.wait_s)
+        else:
+            log.warning("a kill switch's call found no token within a minute; it goes now")
 
     async def succeeded(self, admitted: Admitted) -> None:
         """The broker answered: consecutive failures start again from none. Always sent:

@@ -404,6 +404,8 @@ class OrderService:
     async def _cancel_at_broker(
         self, before: Order, pending: Order, admitted: Admitted | None
     ) -> Order:
+        if admitted is None:  # a kill switch's cancel: paced, never refused
+            await self._guard.pace_unrefused(Endpoint.ORDER_PLACEMENT)
         try:
             async with asyncio.timeout(self._broker_timeout_s):
                 ack = await self._broker.cancel(pending)
@@ -453,8 +455,8 @@ class OrderService:
 
         A mass cancel (a kill switch's too): every pending_cancel committed together, the
         broker asked in batches of MASS_CANCEL_BATCH (one request each), the outcomes
-        committed together. Not through the broker guard: a kill switch must not be paced
-        out or refused."""
+        committed together. Each request waits its turn for a pacing token, but neither the
+        breaker nor the pacing wait refuses it: a kill switch must not be refused."""
         candidates = [
             o
             for o in await self._orders.open_orders(account)
@@ -495,6 +497,7 @@ class OrderService:
     async def _cancel_batch(self, batch: list[tuple[Order, Order]]) -> list[Order]:
         """One request to the broker for ``batch`` (each order before, and pending_cancel);
         their outcomes committed together."""
+        await self._guard.pace_unrefused(Endpoint.ORDER_PLACEMENT)
         try:
             async with asyncio.timeout(self._broker_timeout_s):
                 acks = await self._broker.cancel_many([pending for _, pending in batch])

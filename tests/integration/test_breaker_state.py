@@ -74,6 +74,26 @@ async def test_a_late_outcome_from_before_the_breaker_opened_does_not_count(
     assert breaker.times_opened == 1
 
 
+async def test_a_call_paced_only_gets_its_token_past_an_open_or_half_open_breaker(
+    store: BrokerGuardStore,
+) -> None:
+    """A kill switch's cancels: the breaker is not asked, takes no trial slot."""
+    for _ in range(5):
+        await store.record(await admit(store), FAIL, POLICY)
+    paced = await store.admit(Endpoint.ORDER_PLACEMENT, PLENTY, 10, POLICY, ask_breaker=False)
+    assert isinstance(paced, Admitted)
+    assert not paced.trial
+    await asyncio.sleep(POLICY.open_s + 0.05)
+    for _ in range(5):  # half-open: none of these takes one of its three trials
+        paced = await store.admit(Endpoint.ORDER_PLACEMENT, PLENTY, 10, POLICY, ask_breaker=False)
+        assert isinstance(paced, Admitted)
+        assert not paced.trial
+    breaker, _ = await store.read(POLICY, {})
+    assert (breaker.state, breaker.trials_admitted) == (BreakerState.HALF_OPEN, 0)
+    trials = [await admit(store) for _ in range(3)]
+    assert all(t.trial for t in trials)
+
+
 async def test_a_success_between_failures_starts_the_count_again(
     store: BrokerGuardStore,
 ) -> None:

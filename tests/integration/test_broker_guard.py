@@ -195,6 +195,45 @@ async def test_an_open_breaker_refuses_a_cancel_naming_the_order_but_not_a_mass_
         assert breaker["state"] == "open"
 
 
+async def placement_bucket(admin: httpx.AsyncClient) -> dict[str, Any]:
+    pacing = (await admin.get("/v1/pacing")).json()
+    [bucket] = [b for b in pacing["buckets"] if b["endpoint"] == "order_placement"]
+    return dict(bucket)
+
+
+async def test_a_mass_cancel_waits_its_turn_for_a_token_where_an_order_is_refused(
+    fresh: Launch,
+) -> None:
+    gateway = fresh(
+        ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__RATE="4",
+        ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__BURST="1",
+        # An order finding no token now is refused at once.
+        ORDERGATE_BROKER_GUARD__MAX_WAIT_MS="0",
+    )
+    async with (
+        gateway.client(gateway.new_key("paced-desk")) as client,
+        gateway.client(gateway.new_key("ops", "admin")) as admin,
+    ):
+        resting = []
+        for n in range(2):
+            await asyncio.sleep(0.3)  # a token, refilled at 4 a second
+            answer = await client.post("/v1/orders", json=limit("1.00", qty=str(n + 1)))
+            assert answer.status_code == 201, answer.text
+            resting.append(answer.json()["id"])
+        # The bucket is empty now: an order is refused, a mass cancel waits for its token.
+        refused = await client.post("/v1/orders", json=limit("1.00", qty="9"))
+        assert_problem(refused, 429, "pacing.rate_limited")
+        before = await placement_bucket(admin)
+        everything = await client.delete("/v1/orders")
+        assert everything.status_code == 200, everything.text
+        assert sorted(o["id"] for o in everything.json()) == sorted(resting)
+        assert {o["status"] for o in everything.json()} == {"canceled"}
+        after = await placement_bucket(admin)
+        # One token for the one request (waited for, unless this machine stalled meanwhile).
+        assert after["taken"] + after["waited"] == before["taken"] + before["waited"] + 1
+        assert after["throttled"] == before["throttled"]
+
+
 async def test_the_guards_endpoints_show_their_state_and_refuse_bad_input(
     gateway: Gateway, admin: httpx.AsyncClient, alice: httpx.AsyncClient
 ) -> None:

@@ -59,8 +59,16 @@ class BrokerGuardStore:
         await self._start(keys=[self._keys.bucket(e) for e in endpoints], args=[])
 
     async def admit(
-        self, endpoint: Endpoint, rule: PacingRule, max_wait_ms: float, policy: BreakerPolicy
+        self,
+        endpoint: Endpoint,
+        rule: PacingRule,
+        max_wait_ms: float,
+        policy: BreakerPolicy,
+        *,
+        ask_breaker: bool = True,
     ) -> Admitted | Refused:
+        """A token (now, or booked within ``max_wait_ms``), after the breaker allowed the
+        call; ``ask_breaker`` False: paced only (its outcome is not for the breaker)."""
         reply = await self._admit(
             keys=[self._keys.breaker, self._keys.bucket(endpoint)],
             args=[
@@ -69,6 +77,7 @@ class BrokerGuardStore:
                 max_wait_ms,
                 policy.open_s * 1000,
                 policy.half_open_trials,
+                "1" if ask_breaker else "0",
             ],
         )
         kind = reply[0].decode()

@@ -2,7 +2,8 @@
 -- token), then a token from the endpoint's bucket: now, or booked for when it will have
 -- refilled, first come first served, if that is within the caller's wait.
 -- KEYS[1] breaker, KEYS[2] bucket
--- ARGV: rate (tokens/s), burst, max_wait_ms, open_ms, half_open_trials
+-- ARGV: rate (tokens/s), burst, max_wait_ms, open_ms, half_open_trials, ask_breaker ('1',
+--       or '0' for a call that is paced only: a kill switch's mass cancel)
 -- Returns {'ok', wait_us, gen, trial (0|1), failures}, {'open', retry_after_ms},
 -- or {'paced', retry_after_ms}.
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -12,11 +13,12 @@ local max_trials = tonumber(ARGV[5])
 local now = now_us()
 
 local b = breaker_now(KEYS[1], now, open_us)
-if b.state == 'open' then
+local ask_breaker = ARGV[6] == '1'
+if ask_breaker and b.state == 'open' then
   return {'open', math.ceil((b.opened_at + open_us - now) / 1000)}
 end
 local trial = 0
-if b.state == 'half_open' then
+if ask_breaker and b.state == 'half_open' then
   if b.trials >= max_trials then
     if now - b.half_open_at < open_us then
       -- Every trial of this round is out; they report back, or the round starts over.
