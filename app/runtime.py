@@ -19,7 +19,9 @@ from app.brokers.simulated import SimulatedBroker
 from app.config import Settings
 from app.redisio.embedded import EmbeddedRedis
 from app.redisio.multiplexed import MultiplexedRedis
+from app.services.broker_guard import BrokerGuard
 from app.services.executions import ExecutionApplier
+from app.storage.redis.broker_guard import BrokerGuardStore
 from app.storage.redis.lease import Lease
 from app.storage.redis.risk_state import RiskStore
 from app.storage.sql.database import create_engine, create_writer_engine
@@ -130,6 +132,7 @@ def placing_broker(broker: SimulatedBroker, settings: Settings, stack: AsyncExit
 def make_applier(core: Core, settings: Settings) -> ExecutionApplier:
     return ExecutionApplier(
         broker=core.broker,
+        guard=BrokerGuard(BrokerGuardStore(core.redis, settings.broker), settings.broker_guard),
         order_log=core.order_log,
         orders=core.orders,
         lease=Lease(core.redis, "execution-applier"),

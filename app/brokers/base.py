@@ -76,6 +76,10 @@ class Broker(Protocol):
     async def status(self, account: str, client_order_id: str) -> OrderStatus | None:
         """The order's status at the broker, or None if the broker never received it."""
 
+    async def statuses(self, orders: Sequence[Order]) -> list[OrderStatus | None]:
+        """Each order's status at the broker (None: never received), in one request
+        (what reconciliation asks: an open and completed orders query at a real broker)."""
+
     async def read_reports(self, cursor: str | None, *, block_ms: int, count: int) -> ReportBatch:
         """Execution reports after ``cursor`` (None: from the start), in broker order."""
 

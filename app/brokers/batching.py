@@ -105,6 +105,9 @@ class PlacementBatcher:
     async def status(self, account: str, client_order_id: str) -> OrderStatus | None:
         return await self._broker.status(account, client_order_id)
 
+    async def statuses(self, orders: Sequence[Order]) -> list[OrderStatus | None]:
+        return await self._broker.statuses(orders)
+
     async def read_reports(self, cursor: str | None, *, block_ms: int, count: int) -> ReportBatch:
         return await self._broker.read_reports(cursor, block_ms=block_ms, count=count)
 

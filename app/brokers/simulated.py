@@ -74,6 +74,7 @@ class SimFaultState:
     failed: int  # of which failed by fail_next
     place_requests: int  # placement requests that reached the venue (one per batch)
     cancel_requests: int  # cancel calls that reached the venue (one per batch)
+    status_requests: int  # status queries that reached the venue (one per batch)
 
 
 def _scaled(qty: Decimal) -> str:
@@ -196,6 +197,16 @@ class SimulatedBroker:
         value = await self._redis.execute("HGET", SimKeys.order(account, client_order_id), "status")
         return None if value is None else OrderStatus(_text(value))
 
+    async def statuses(self, orders: Sequence[Order]) -> list[OrderStatus | None]:
+        """One request to the venue (one pipelined round trip), counted as such."""
+        _, *values = await self._redis.execute_many(
+            [
+                ("HINCRBY", SimKeys.stats, "status_requests", 1),
+                *(("HGET", SimKeys.order(o.account, o.client_order_id), "status") for o in orders),
+            ]
+        )
+        return [None if value is None else OrderStatus(_text(value)) for value in values]
+
     async def read_reports(self, cursor: str | None, *, block_ms: int, count: int) -> ReportBatch:
         epoch = await self._redis.execute("GET", SimKeys.epoch)
         epoch_text = _text(epoch) if epoch else ""
@@ -263,6 +274,7 @@ class SimulatedBroker:
             counts.get("failed", 0),
             counts.get("place_requests", 0),
             counts.get("cancel_requests", 0),
+            counts.get("status_requests", 0),
         )
 
     async def _current_faults(self, *, fresh: bool = False) -> SimFaults:

@@ -93,6 +93,7 @@ class BrokerFaultsOut(BaseModel):
     failed_by_fail_next: int
     place_requests: int
     cancel_requests: int
+    status_requests: int
 
     @classmethod
     def of(cls, state: SimFaultState) -> BrokerFaultsOut:
@@ -103,6 +104,7 @@ class BrokerFaultsOut(BaseModel):
             failed_by_fail_next=state.failed,
             place_requests=state.place_requests,
             cancel_requests=state.cancel_requests,
+            status_requests=state.status_requests,
         )
 
 

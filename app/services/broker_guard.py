@@ -105,11 +105,12 @@ class BrokerGuard:
         self._waits[endpoint].observe(result.wait_s)
         return result
 
-    async def pace_unrefused(self, endpoint: Endpoint) -> None:
-        """Wait for a token for a call that must not be refused (a kill switch's cancels):
-        its turn in the bucket's queue however long that is; the breaker is not asked,
-        and the call's outcome does not count for it. If the bucket cannot be read the call
-        goes anyway: a kill switch that waits for Redis cancels nothing."""
+    async def wait_for_token(self, endpoint: Endpoint, *, go_if_unreadable: bool) -> None:
+        """Wait for a token for a call that is paced but never refused (a kill switch's
+        cancels, reconciliation's queries): its turn in the bucket's queue however long
+        that is; the breaker is not asked, and the call's outcome does not count for it.
+        A bucket that cannot be read raises, or with ``go_if_unreadable`` lets the call go
+        (a kill switch that waits for Redis cancels nothing)."""
         try:
             result = await self._store.admit(
                 endpoint,
@@ -119,13 +120,15 @@ class BrokerGuard:
                 ask_breaker=False,
             )
         except (RedisError, OSError) as exc:
+            if not go_if_unreadable:
+                raise
             log.warning("pacing unreadable: a kill switch's call goes unpaced: %r", exc)
             return
         if isinstance(result, Admitted):
             self._waits[endpoint].observe(result.wait_s)
             await asyncio.sleep(result.wait_s)
         else:
-            log.warning("a kill switch's call found no token within a minute; it goes now")
+            log.warning("a %s call found no token within a minute; it goes now", endpoint.value)
 
     async def succeeded(self, admitted: Admitted) -> None:
         """The broker answered: consecutive failures start again from none. Always sent:

@@ -405,7 +405,7 @@ class OrderService:
         self, before: Order, pending: Order, admitted: Admitted | None
     ) -> Order:
         if admitted is None:  # a kill switch's cancel: paced, never refused
-            await self._guard.pace_unrefused(Endpoint.ORDER_PLACEMENT)
+            await self._guard.wait_for_token(Endpoint.ORDER_PLACEMENT, go_if_unreadable=True)
         try:
             async with asyncio.timeout(self._broker_timeout_s):
                 ack = await self._broker.cancel(pending)
@@ -497,7 +497,7 @@ class OrderService:
     async def _cancel_batch(self, batch: list[tuple[Order, Order]]) -> list[Order]:
         """One request to the broker for ``batch`` (each order before, and pending_cancel);
         their outcomes committed together."""
-        await self._guard.pace_unrefused(Endpoint.ORDER_PLACEMENT)
+        await self._guard.wait_for_token(Endpoint.ORDER_PLACEMENT, go_if_unreadable=True)
         try:
             async with asyncio.timeout(self._broker_timeout_s):
                 acks = await self._broker.cancel_many([pending for _, pending in batch])

@@ -234,6 +234,32 @@ async def test_a_mass_cancel_waits_its_turn_for_a_token_where_an_order_is_refuse
         assert after["throttled"] == before["throttled"]
 
 
+async def test_reconciliations_status_queries_keep_to_the_executions_pacing(
+    fresh: Launch,
+) -> None:
+    gateway = fresh(
+        ORDERGATE_BROKER_GUARD__PACING__EXECUTIONS__RATE="2",
+        ORDERGATE_BROKER_GUARD__PACING__EXECUTIONS__BURST="1",
+        # The live-order check would ask twenty times a second: pacing allows two.
+        ORDERGATE_LIVE_ORDER_CHECK_INTERVAL_S="0.05",
+    )
+    async with (
+        gateway.client(gateway.new_key("watched")) as client,
+        gateway.client(gateway.new_key("ops", "admin")) as admin,
+    ):
+        resting = await client.post("/v1/orders", json=limit("1.00"))
+        assert resting.status_code == 201, resting.text
+        before = (await admin.get("/v1/sim/broker")).json()["status_requests"]
+        started = time.monotonic()
+        await asyncio.sleep(3)
+        asked = (await admin.get("/v1/sim/broker")).json()["status_requests"] - before
+        elapsed = time.monotonic() - started
+        assert 2 <= asked <= 2 * elapsed + 2, (asked, elapsed)
+        pacing = (await admin.get("/v1/pacing")).json()
+        [bucket] = [b for b in pacing["buckets"] if b["endpoint"] == "executions"]
+        assert bucket["waited"] >= asked - 1  # each query waited its turn
+
+
 async def test_the_guards_endpoints_show_their_state_and_refuse_bad_input(
     gateway: Gateway, admin: httpx.AsyncClient, alice: httpx.AsyncClient
 ) -> None:
