@@ -31,3 +31,16 @@ def test_decimals_can_only_be_set_for_symbols_traded_here() -> None:
     instruments = settings.instruments()
     assert (instruments["SPY"].qty_decimals, instruments["AAPL"].qty_decimals) == (0, 6)
     assert instruments["AAPL"].price_decimals == 2
+
+
+def test_a_batch_must_go_before_its_orders_time_out() -> None:
+    with pytest.raises(ValidationError, match=r"placement_batching\.max_wait_ms"):
+        Settings(placement_batching={"mode": "throughput", "max_wait_ms": 100})
+    with pytest.raises(ValidationError, match="mode"):
+        Settings(placement_batching={"mode": "fastest"})
+    with pytest.raises(ValidationError, match="max_orders"):
+        Settings(placement_batching={"mode": "throughput", "max_orders": 0})
+    # In latency mode the window is unused, so it is not held against the timeout.
+    assert Settings(placement_batching={"max_wait_ms": 500}).placement_batching.mode == "latency"
+    batching = Settings(placement_batching={"mode": "throughput"}).placement_batching
+    assert (batching.max_orders, batching.max_wait_ms) == (50, 10)
