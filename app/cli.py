@@ -142,7 +142,9 @@ def reconcile(args: argparse.Namespace) -> int:
         async with AsyncExitStack() as stack:
             core = await open_core(settings, stack, checkpoints=False)
             applier = make_applier(core, settings)  # not started: its two steps, once
-            return await applier.reconcile() + await applier.reconcile_live_orders()
+            # An operator's run: each query waits its turn for a pacing token.
+            resolved = await applier.reconcile(wait=True)
+            return resolved + (await applier.reconcile_live_orders(wait=True)).lost
 
     async def audit() -> AuditResult:
         # Reads only: no broker, no order log writer (a check changes nothing).

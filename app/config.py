@@ -245,9 +245,11 @@ class Settings(BaseSettings):
         if self.reconcile_after_s * 1000 <= self.broker_timeout_ms:
             raise ValueError("reconcile_after_s must exceed the broker timeout")
         batching = self.placement_batching
-        if batching.mode == "throughput" and batching.max_wait_ms >= self.broker_timeout_ms:
-            # Every order of a batch would time out waiting for it to be sent.
-            raise ValueError("placement_batching.max_wait_ms must be below broker_timeout_ms")
+        if batching.mode == "throughput" and batching.max_wait_ms * 2 > self.broker_timeout_ms:
+            # The broker must have at least as long to answer as a batch may wait to go.
+            raise ValueError(
+                "placement_batching.max_wait_ms may be at most half of broker_timeout_ms"
+            )
         # A reservation with no order row this old is released as never placed; an order
         # still waiting for its pacing token, then its write-ahead, must not look like one.
         waits_ms = self.broker_guard.max_wait_ms + self.storage_timeout_ms

@@ -123,7 +123,10 @@ def placing_broker(broker: SimulatedBroker, settings: Settings, stack: AsyncExit
     if batching.mode == "latency":
         return broker
     batcher = PlacementBatcher(
-        broker, max_orders=batching.max_orders, max_wait_s=batching.max_wait_ms / 1000
+        broker,
+        max_orders=batching.max_orders,
+        max_wait_s=batching.max_wait_ms / 1000,
+        timeout_s=settings.broker_timeout_ms / 1000,
     )
     stack.push_async_callback(batcher.close)  # before the broker's own close
     return batcher

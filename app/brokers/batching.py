@@ -4,8 +4,9 @@ Placements are collected for up to ``max_wait_s`` or ``max_orders``, whichever c
 and sent as one request (``Broker.place_many``); each caller still gets its own answer. A
 request that fails as a whole fails each of its orders with the same transport error a
 single placement would have raised. A caller that stops waiting before its batch is sent
-(its placement timeout) is left out of the batch: its order never reaches the broker,
-which is what reconciliation will then find. Everything else goes straight to the broker.
+(its placement timeout) is left out of the batch, and a batch's request ends when its first
+caller's timeout does: no order reaches the broker after its caller was told it is in
+doubt, which is what reconciliation relies on. Everything else goes straight to the broker.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from app.brokers.base import (
     Broker,
@@ -28,27 +30,36 @@ from app.domain.status import OrderStatus
 
 log = logging.getLogger(__name__)
 
-_Waiting = tuple[Order, "asyncio.Future[PlacementAck]"]
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    order: Order
+    answer: asyncio.Future[PlacementAck]
+    give_up_at: float  # the loop's clock: the caller's timeout (no request goes later)
 
 
 class PlacementBatcher:
-    def __init__(self, broker: Broker, *, max_orders: int, max_wait_s: float) -> None:
+    def __init__(
+        self, broker: Broker, *, max_orders: int, max_wait_s: float, timeout_s: float
+    ) -> None:
         self._broker = broker
         self._max_orders = max_orders
         self._max_wait_s = max_wait_s
+        self._timeout_s = timeout_s
         self._waiting: list[_Waiting] = []
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
     async def place(self, order: Order) -> PlacementAck:
-        answer: asyncio.Future[PlacementAck] = asyncio.get_running_loop().create_future()
-        self._waiting.append((order, answer))
+        """The broker's answer for ``order``, placed in the next batch. Its caller times
+        out after ``timeout_s`` at the latest (the order path's own broker timeout)."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[PlacementAck] = loop.create_future()
+        self._waiting.append(_Waiting(order, answer, loop.time() + self._timeout_s))
         if len(self._waiting) >= self._max_orders:
             self._send_waiting()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(
-                self._max_wait_s, self._send_waiting
-            )
+            self._timer = loop.call_later(self._max_wait_s, self._send_waiting)
         return await answer
 
     async def place_many(self, orders: Sequence[Order]) -> list[PlacementResult]:
@@ -60,7 +71,7 @@ class PlacementBatcher:
             self._timer = None
         # A caller whose wait was canceled (its timeout) is not sent: nobody would learn
         # the answer, and its order is already being reconciled as never placed.
-        batch = [(order, answer) for order, answer in self._waiting if not answer.done()]
+        batch = [waiting for waiting in self._waiting if not waiting.answer.done()]
         self._waiting = []
         if batch:
             task = asyncio.create_task(self._send(batch))
@@ -68,27 +79,35 @@ class PlacementBatcher:
             task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[_Waiting]) -> None:
+        # The request ends when its first caller gives up: no order reaches the broker
+        # after its caller was told it is in doubt (reconciliation counts on that, as it
+        # does for a single placement under the same timeout).
+        results: list[PlacementResult | TimeoutError]
         try:
-            results = await self._broker.place_many([order for order, _ in batch])
+            async with asyncio.timeout_at(min(w.give_up_at for w in batch)):
+                results = list(await self._broker.place_many([w.order for w in batch]))
+        except TimeoutError:
+            results = [TimeoutError("the batch's first order timed out") for _ in batch]
         except BrokerTransportError as exc:
             results = [BrokerTransportError(str(exc)) for _ in batch]
         except Exception as exc:
             log.exception("a batch of %d placements failed unexpectedly", len(batch))
             results = [BrokerTransportError(f"batch failed: {exc!r}") for _ in batch]
-        for (_, answer), result in zip(batch, results, strict=True):
-            if answer.done():  # the caller stopped waiting while the batch was out
+        for waiting, result in zip(batch, results, strict=True):
+            if waiting.answer.done():  # the caller stopped waiting while the batch was out
                 continue
-            if isinstance(result, BrokerTransportError):
-                answer.set_exception(result)
+            if isinstance(result, Exception):
+                waiting.answer.set_exception(result)
             else:
-                answer.set_result(result)
+                waiting.answer.set_result(result)
 
     # -- everything else goes straight to the broker --------------------------------------
     async def start(self) -> None:
         await self._broker.start()
 
     async def close(self) -> None:
-        """Send what is waiting and wait for every batch out (the broker closes after)."""
+        """Send what is waiting and wait for every batch out, each within its callers'
+        timeout (the broker closes after)."""
         self._send_waiting()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._sending)

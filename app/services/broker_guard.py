@@ -21,7 +21,7 @@ from app.config import BrokerGuardSettings
 from app.domain.broker_guard import BreakerView, BucketView, CallOutcome, Endpoint
 from app.domain.errors import BrokerCircuitOpen, PacingRateLimited
 from app.services.metrics import BREAKER_TRANSITIONS, BROKER_GUARD_REFUSALS, PACING_WAIT
-from app.storage.redis.broker_guard import Admitted, BrokerGuardStore
+from app.storage.redis.broker_guard import Admitted, BrokerGuardStore, Refused
 
 log = logging.getLogger(__name__)
 
@@ -105,30 +105,40 @@ class BrokerGuard:
         self._waits[endpoint].observe(result.wait_s)
         return result
 
-    async def wait_for_token(self, endpoint: Endpoint, *, go_if_unreadable: bool) -> None:
-        """Wait for a token for a call that is paced but never refused (a kill switch's
-        cancels, reconciliation's queries): its turn in the bucket's queue however long
-        that is; the breaker is not asked, and the call's outcome does not count for it.
-        A bucket that cannot be read raises, or with ``go_if_unreadable`` lets the call go
-        (a kill switch that waits for Redis cancels nothing)."""
+    async def pace_unrefused(self, endpoint: Endpoint) -> None:
+        """Wait for a token for a call that must not be refused (a kill switch's mass
+        cancel, an operator's reconcile): its turn in the bucket's queue however long that
+        is; the breaker is not asked and the call's outcome does not count for it. If the
+        bucket cannot be read the call goes anyway: a kill switch that waits for Redis
+        cancels nothing."""
         try:
-            result = await self._store.admit(
-                endpoint,
-                self._rules[endpoint],
-                UNREFUSED_MAX_WAIT_MS,
-                self._policy,
-                ask_breaker=False,
-            )
+            result = await self._take(endpoint, UNREFUSED_MAX_WAIT_MS)
         except (RedisError, OSError) as exc:
-            if not go_if_unreadable:
-                raise
-            log.warning("pacing unreadable: a kill switch's call goes unpaced: %r", exc)
+            log.warning("pacing unreadable: a %s call goes unpaced: %r", endpoint.value, exc)
             return
         if isinstance(result, Admitted):
-            self._waits[endpoint].observe(result.wait_s)
             await asyncio.sleep(result.wait_s)
         else:
             log.warning("a %s call found no token within a minute; it goes now", endpoint.value)
+
+    async def token_now(self, endpoint: Endpoint) -> bool:
+        """A token for a call that can wait for a later round (reconciliation's queries),
+        if one is free now: nothing waits for it (the applier's loop would stall), and an
+        unreadable bucket gives none. The breaker is not asked."""
+        try:
+            return isinstance(await self._take(endpoint, 0), Admitted)
+        except (RedisError, OSError) as exc:
+            log.warning("pacing unreadable: no %s call this round: %r", endpoint.value, exc)
+            return False
+
+    async def _take(self, endpoint: Endpoint, max_wait_ms: float) -> Admitted | Refused:
+        """A token (booked within ``max_wait_ms``) without asking the breaker."""
+        result = await self._store.admit(
+            endpoint, self._rules[endpoint], max_wait_ms, self._policy, ask_breaker=False
+        )
+        if isinstance(result, Admitted):
+            self._waits[endpoint].observe(result.wait_s)
+        return result
 
     async def succeeded(self, admitted: Admitted) -> None:
         """The broker answered: consecutive failures start again from none. Always sent:

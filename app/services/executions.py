@@ -13,6 +13,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from app.brokers.base import Broker
 from app.domain.broker_guard import Endpoint
@@ -36,6 +37,11 @@ REPORT_BATCH = 128
 # Orders asked about in one status query to the broker (one request, one `executions`
 # token): a sweep of 10,000 live orders stays within Interactive Brokers' burst of 20.
 STATUS_QUERY_BATCH = 1000
+
+
+class LiveOrderCheck(NamedTuple):
+    lost: int  # live orders the broker no longer knew, now ended
+    unasked: int  # left for a later round: no pacing token was free for them
 
 
 class ExecutionApplier:
@@ -125,8 +131,9 @@ class ExecutionApplier:
                     await self.reconcile()
                     next_reconcile = now + 1.0
                 if now >= next_live:
-                    await self.reconcile_live_orders()
-                    next_live = now + self._live_check_interval_s
+                    check = await self.reconcile_live_orders()
+                    # Some not asked (no token free): again soon, not a whole interval on.
+                    next_live = now + (1.0 if check.unasked else self._live_check_interval_s)
                 if now >= next_audit:
                     await self.release_orphan_reservations()
                     next_audit = now + 5.0
@@ -153,12 +160,13 @@ class ExecutionApplier:
         await self._log.apply_reports(batch.reports, (CURSOR_NAME, batch.cursor))
         return batch.cursor, len(batch.reports), batch.restarted
 
-    async def reconcile(self) -> int:
+    async def reconcile(self, *, wait: bool = False) -> int:
         """Resolve placements whose outcome we never learned. Never places again."""
         cutoff = datetime.now(UTC) - self._reconcile_after
         resolved = 0
         stale = await self._orders.stale_unresolved(cutoff)
-        for order, at_broker in zip(stale, await self._ask_broker(stale), strict=True):
+        at_broker_now = await self._ask_broker(stale, wait=wait)
+        for order, at_broker in zip(stale[: len(at_broker_now)], at_broker_now, strict=True):
             if order.status is OrderStatus.PENDING_CANCEL:
                 if at_broker in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED):
                     # A cancel that never reached the broker: the order is still live there.
@@ -181,24 +189,29 @@ class ExecutionApplier:
                 log.warning("order %s never reached the broker: rejected", order.id)
         return resolved
 
-    async def reconcile_live_orders(self) -> int:
+    async def reconcile_live_orders(self, *, wait: bool = False) -> LiveOrderCheck:
         """Ask the broker about every order the log holds live (acknowledged, not final):
         one it no longer knows was lost with the venue's state, and ends canceled. Run
         after Redis recovers, when the venue's stream began anew, and periodically."""
         live = await self._orders.live_orders()
         lost = 0
-        for order, status in zip(live, await self._ask_broker(live), strict=True):
+        at_broker = await self._ask_broker(live, wait=wait)
+        for order, status in zip(live[: len(at_broker)], at_broker, strict=True):
             if status is None:
                 lost += await self._end_lost(order)
-        return lost
+        return LiveOrderCheck(lost=lost, unasked=len(live) - len(at_broker))
 
-    async def _ask_broker(self, orders: list[Order]) -> list[OrderStatus | None]:
-        """Each order's status at the broker: one request per STATUS_QUERY_BATCH orders,
-        each paced by the broker's `executions` bucket (waiting its turn; an unreadable
-        bucket raises, and the applier tries again later)."""
+    async def _ask_broker(self, orders: list[Order], *, wait: bool) -> list[OrderStatus | None]:
+        """The status at the broker of the first orders: one request per STATUS_QUERY_BATCH
+        orders, each taking a token of the broker's `executions` bucket. Without ``wait``
+        only tokens free now: the rest are asked in a later round (the loop applying the
+        broker's reports must not stall); with it (an operator's reconcile), in turn."""
         statuses: list[OrderStatus | None] = []
         for start in range(0, len(orders), STATUS_QUERY_BATCH):
-            await self._guard.wait_for_token(Endpoint.EXECUTIONS, go_if_unreadable=False)
+            if wait:
+                await self._guard.pace_unrefused(Endpoint.EXECUTIONS)
+            elif not await self._guard.token_now(Endpoint.EXECUTIONS):
+                break
             statuses += await self._broker.statuses(orders[start : start + STATUS_QUERY_BATCH])
         return statuses
 

@@ -367,7 +367,7 @@ class OrderService:
     async def _cancel(self, account: str, order_id: str, *, guarded: bool) -> Order:
         order = await self.get(account, order_id)
         admitted: Admitted | None = None
-        called = False
+        paced = called = False
         try:
             for _ in range(3):  # a concurrent fill may move the order under us; re-read
                 if order.status.is_final:
@@ -381,8 +381,9 @@ class OrderService:
                         "the placement's outcome is not known yet; retry shortly",
                         order_status=order.status.value,
                     )
-                if guarded and admitted is None:
-                    admitted = await self._admit_cancel(order)
+                if not paced:  # before pending_cancel is committed (see cancel_all)
+                    admitted = await self._leave_to_cancel(order, guarded=guarded)
+                    paced = True
                 pending = order.transition(OrderStatus.PENDING_CANCEL, utcnow())
                 if await self._log.record_transition(pending, order.status, reason="client"):
                     called = True
@@ -393,8 +394,12 @@ class OrderService:
             if admitted is not None and not called:
                 await self._guard.unused(admitted)  # no cancel was sent after all
 
-    async def _admit_cancel(self, order: Order) -> Admitted:
-        """The broker guard's leave for a cancel; a refusal names the order, unchanged."""
+    async def _leave_to_cancel(self, order: Order, *, guarded: bool) -> Admitted | None:
+        """The broker guard's leave for a cancel: a refusal names the order, unchanged. A
+        kill switch's cancel (not ``guarded``) waits its turn for a token, never refused."""
+        if not guarded:
+            await self._guard.pace_unrefused(Endpoint.ORDER_PLACEMENT)
+            return None
         try:
             return await self._guard.admit(Endpoint.ORDER_PLACEMENT)
         except (BrokerCircuitOpen, PacingRateLimited) as refusal:
@@ -404,8 +409,6 @@ class OrderService:
     async def _cancel_at_broker(
         self, before: Order, pending: Order, admitted: Admitted | None
     ) -> Order:
-        if admitted is None:  # a kill switch's cancel: paced, never refused
-            await self._guard.wait_for_token(Endpoint.ORDER_PLACEMENT, go_if_unreadable=True)
         try:
             async with asyncio.timeout(self._broker_timeout_s):
                 ack = await self._broker.cancel(pending)
@@ -413,9 +416,13 @@ class OrderService:
             if admitted is not None:
                 await self._guard.failed(admitted)
             # Stays pending_cancel: the broker's report (or reconciliation) settles it.
-            raise BrokerTimeout(
-                f"cancel not confirmed by the broker: {exc or 'timeout'}", order_id=pending.id
-            ) from exc
+            error = (
+                BrokerTimeout(f"cancel not confirmed within {self._broker_timeout_s}s")
+                if isinstance(exc, TimeoutError)
+                else BrokerUnavailable(f"cancel not sent: broker transport error: {exc}")
+            )
+            error.extra.update(order_id=pending.id, order_status=pending.status.value)
+            raise error from exc
         if admitted is not None:
             await self._guard.succeeded(admitted)
         await self._after_cancel(before, pending, ack)
@@ -453,8 +460,8 @@ class OrderService:
     async def cancel_all(self, account: str) -> list[Order]:
         """Cancel every open order of the account; answers those now canceled or canceling.
 
-        A mass cancel (a kill switch's too): every pending_cancel committed together, the
-        broker asked in batches of MASS_CANCEL_BATCH (one request each), the outcomes
+        A mass cancel (a kill switch's too), in batches of MASS_CANCEL_BATCH: a batch's
+        pending_cancels committed together, the broker asked in one request, the outcomes
         committed together. Each request waits its turn for a pacing token, but neither the
         breaker nor the pacing wait refuses it: a kill switch must not be refused."""
         candidates = [
@@ -462,27 +469,17 @@ class OrderService:
             for o in await self._orders.open_orders(account)
             if o.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
         ]
-        now = utcnow()
-        pendings = [o.transition(OrderStatus.PENDING_CANCEL, now) for o in candidates]
-        moves = await asyncio.gather(
-            *(
-                self._log.record_transition(p, o.status, reason="client")
-                for o, p in zip(candidates, pendings, strict=True)
-            ),
-            return_exceptions=True,
-        )
-        sent: list[tuple[Order, Order]] = []
-        moved_meanwhile: list[Order] = []
-        for order, pending, moved in zip(candidates, pendings, moves, strict=True):
-            if moved is True:
-                sent.append((order, pending))
-            elif moved is False:
-                moved_meanwhile.append(order)  # a fill, say: asked again, one by one
-            else:
-                _skip_or_raise(order, moved)
         done: list[Order] = []
-        for start in range(0, len(sent), MASS_CANCEL_BATCH):
-            done += await self._cancel_batch(sent[start : start + MASS_CANCEL_BATCH])
+        moved_meanwhile: list[Order] = []  # a fill, say: asked again, one by one, after
+        for start in range(0, len(candidates), MASS_CANCEL_BATCH):
+            chunk = candidates[start : start + MASS_CANCEL_BATCH]
+            # The token first: orders left pending_cancel while it is awaited would look to
+            # reconciliation like a cancel the broker never received.
+            await self._guard.pace_unrefused(Endpoint.ORDER_PLACEMENT)
+            marked, moved = await self._mark_pending_cancel(chunk)
+            moved_meanwhile += moved
+            if marked:
+                done += await self._cancel_batch(marked)
         again = await asyncio.gather(
             *(self._cancel(account, o.id, guarded=False) for o in moved_meanwhile),
             return_exceptions=True,
@@ -494,10 +491,34 @@ class OrderService:
                 _skip_or_raise(order, result)
         return done
 
+    async def _mark_pending_cancel(
+        self, orders: list[Order]
+    ) -> tuple[list[tuple[Order, Order]], list[Order]]:
+        """Commit every order's pending_cancel together: (before, pending_cancel) of those
+        moved, and those that had moved meanwhile."""
+        now = utcnow()
+        pendings = [o.transition(OrderStatus.PENDING_CANCEL, now) for o in orders]
+        moves = await asyncio.gather(
+            *(
+                self._log.record_transition(p, o.status, reason="client")
+                for o, p in zip(orders, pendings, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        marked: list[tuple[Order, Order]] = []
+        moved_meanwhile: list[Order] = []
+        for order, pending, moved in zip(orders, pendings, moves, strict=True):
+            if moved is True:
+                marked.append((order, pending))
+            elif moved is False:
+                moved_meanwhile.append(order)
+            else:
+                _skip_or_raise(order, moved)
+        return marked, moved_meanwhile
+
     async def _cancel_batch(self, batch: list[tuple[Order, Order]]) -> list[Order]:
         """One request to the broker for ``batch`` (each order before, and pending_cancel);
         their outcomes committed together."""
-        await self._guard.wait_for_token(Endpoint.ORDER_PLACEMENT, go_if_unreadable=True)
         try:
             async with asyncio.timeout(self._broker_timeout_s):
                 acks = await self._broker.cancel_many([pending for _, pending in batch])

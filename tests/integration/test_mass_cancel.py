@@ -11,6 +11,7 @@ from app.storage.redis.keys import SimKeys
 from tests.conftest import Launch
 from tests.helpers.database import order_story
 from tests.helpers.orders import eventually_status, limit, redis_position, resting_buy
+from tests.helpers.problems import assert_problem
 from tests.helpers.processes import applier_of, stopped
 
 RESTING = 1100  # three requests to the broker: 500, 500 and 100
@@ -100,8 +101,12 @@ async def test_a_mass_cancel_lost_in_transport_leaves_the_orders_live_and_cancel
             for n in range(4)
         ]
         assert (await admin.put("/v1/sim/broker", json={"fail_rate": 1})).status_code == 200
+        single = await client.delete(f"/v1/orders/{orders[0]['id']}")
+        problem = assert_problem(single, 503, "broker.unavailable")
+        assert (problem["order_id"], problem["order_status"]) == (orders[0]["id"], "pending_cancel")
         answer = await client.delete("/v1/orders")
         assert answer.status_code == 200, answer.text
+        assert len(answer.json()) == 3  # the first is pending_cancel already: not asked again
         assert {o["status"] for o in answer.json()} == {"pending_cancel"}
         assert (await admin.put("/v1/sim/broker", json={})).status_code == 200
         for order in orders:  # reconciliation asks the venue: still live there
@@ -116,4 +121,39 @@ async def test_a_mass_cancel_lost_in_transport_leaves_the_orders_live_and_cancel
         assert (await admin.get("/v1/sim/broker")).json()["cancel_requests"] == 1
         [account] = (await client.get("/v1/risk/state")).json()["accounts"]
         assert account["reservations"] == []
+    gateway.agrees_with_the_order_log(within=5.0)
+
+
+async def test_a_mass_cancel_waiting_for_its_token_is_not_undone_by_reconciliation(
+    fresh: Launch,
+) -> None:
+    """Its orders become pending_cancel only once the request can go: left pending_cancel
+    while waiting (longer than reconcile_after_s here), reconciliation would find them
+    live at the venue and put them back to new."""
+    gateway = fresh()
+    key = gateway.new_key("slow-kill")
+    async with gateway.client(key) as client:
+        orders = [
+            (await client.post("/v1/orders", json=limit("1.00", qty=str(n + 1)))).json()
+            for n in range(4)
+        ]
+    gateway.stop()
+    gateway.env["ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__RATE"] = "0.3"
+    gateway.env["ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__BURST"] = "1"
+    gateway.start()
+    async with gateway.client(key) as client:
+        # The one token there is goes to a single cancel; the mass cancel then waits ~3 s.
+        single = await client.delete(f"/v1/orders/{orders[0]['id']}")
+        assert single.json()["status"] == "canceled", single.text
+        answer = await client.delete("/v1/orders")
+        assert answer.status_code == 200, answer.text
+        assert {o["status"] for o in answer.json()} == {"canceled"}
+        for order in orders[1:]:
+            story = await order_story(gateway.database_url, order["id"])
+            assert [to for _, to, _ in story] == [
+                "pending_new",
+                "new",
+                "pending_cancel",
+                "canceled",
+            ]
     gateway.agrees_with_the_order_log(within=5.0)

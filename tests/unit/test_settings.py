@@ -35,7 +35,7 @@ def test_decimals_can_only_be_set_for_symbols_traded_here() -> None:
 
 def test_a_batch_must_go_before_its_orders_time_out() -> None:
     with pytest.raises(ValidationError, match=r"placement_batching\.max_wait_ms"):
-        Settings(placement_batching={"mode": "throughput", "max_wait_ms": 100})
+        Settings(placement_batching={"mode": "throughput", "max_wait_ms": 51})
     with pytest.raises(ValidationError, match="mode"):
         Settings(placement_batching={"mode": "fastest"})
     with pytest.raises(ValidationError, match="max_orders"):
