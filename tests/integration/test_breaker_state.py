@@ -94,6 +94,21 @@ async def test_a_call_paced_only_gets_its_token_past_an_open_or_half_open_breake
     assert all(t.trial for t in trials)
 
 
+async def test_a_lost_bucket_refills_even_when_every_caller_refuses_to_wait(
+    store: BrokerGuardStore,
+) -> None:
+    """Reconciliation takes a token only if one is free now: after Redis lost the bucket
+    (it starts empty), such refusals alone must let it fill again."""
+    rule = PacingRule(rate=20, burst=1)
+    first = await store.admit(Endpoint.EXECUTIONS, rule, 0, POLICY, ask_breaker=False)
+    assert isinstance(first, Refused)
+    assert not first.breaker_open
+    await asyncio.sleep(0.1)  # two tokens' time, one the burst holds
+    again = await store.admit(Endpoint.EXECUTIONS, rule, 0, POLICY, ask_breaker=False)
+    assert isinstance(again, Admitted)
+    assert again.wait_s == 0
+
+
 async def test_a_success_between_failures_starts_the_count_again(
     store: BrokerGuardStore,
 ) -> None:

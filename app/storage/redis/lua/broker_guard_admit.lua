@@ -33,12 +33,16 @@ end
 
 -- A pacing bucket never expires: one Redis does not have was lost with Redis's state (or
 -- was never made), and starts empty, so that losing Redis never hands out a fresh burst.
-local tokens = bucket_now(KEYS[2], now, rate, burst, 0) - 1
+local available = bucket_now(KEYS[2], now, rate, burst, 0)
+local tokens = available - 1
 local wait_us = 0
 if tokens < 0 then
   wait_us = math.ceil(-tokens * 1000000 / rate)
 end
 if wait_us > max_wait_us then
+  -- Written as of now, unchanged: a bucket Redis had lost fills from here, not from the
+  -- next call that takes a token (a caller that never waits would find it empty forever).
+  redis.call('HSET', KEYS[2], 'tokens', string.format('%.6f', available), 'ts', now)
   redis.call('HINCRBY', KEYS[2], 'throttled', 1)
   return {'paced', math.ceil(wait_us / 1000)}
 end
