@@ -461,12 +461,8 @@ class OrderLog:
             if ok:
                 fresh.append(order)
         await self._sql.insert_orders.run(conn, [order_values(o) for o in fresh])
-        await self._sql.insert_events.run(  # in account order, as every writer of events
-            conn,
-            [
-                (o.id, o.account, None, o.status.value, None, None, o.created_at)
-                for o in sorted(fresh, key=lambda o: o.account)
-            ],
+        await self._sql.insert_events.run(
+            conn, [(o.id, o.account, None, o.status.value, None, None, o.created_at) for o in fresh]
         )
         return outcome
 
@@ -513,7 +509,6 @@ class OrderLog:
             )
         await self._sql.update_status.run(conn, status_rows)
         await self._sql.update_ack.run(conn, ack_rows)
-        events.sort(key=lambda e: str(e[1]))  # in account order, as every writer of events
         await self._sql.insert_events.run(conn, events)
         return outcome
 

@@ -88,8 +88,6 @@ class PostgresOrderWrites:
         self._events = _Arrays(dialect, events, 1 + len(ORDER_INSERT_COLUMNS))
         names = ", ".join(ORDER_INSERT_COLUMNS)
         event_names = ", ".join(EventRow._fields)
-        # Events go in in account order: each takes its account's sequence row (migration
-        # 0004) until commit, and writers that take them in one order cannot deadlock.
         self.insert_sql = (
             f"WITH new AS (INSERT INTO orders ({names})"
             f" SELECT * FROM unnest({', '.join(self._orders.casts)})"
@@ -97,7 +95,7 @@ class PostgresOrderWrites:
             f" events AS (INSERT INTO order_events ({event_names})"
             f" SELECT {', '.join('e.' + n for n in EventRow._fields)}"
             f" FROM unnest({', '.join(self._events.casts)}) WITH ORDINALITY"
-            f" AS e({event_names}, n) JOIN new ON new.id = e.order_id ORDER BY e.account, e.n)"
+            f" AS e({event_names}, n) JOIN new ON new.id = e.order_id ORDER BY e.n)"
             " SELECT id FROM new"
         )
         o = orders.c
@@ -133,7 +131,7 @@ class PostgresOrderWrites:
             " AND m.id NOT IN (SELECT id FROM moved)),"
             f" events AS (INSERT INTO order_events ({event_names})"
             " SELECT m.id, m.account, m.previous, m.status, m.reason, NULL, m.updated_at"
-            " FROM m JOIN moved ON moved.id = m.id ORDER BY m.account, m.n)"
+            " FROM m JOIN moved ON moved.id = m.id ORDER BY m.n)"
             " SELECT id FROM moved"
         )
 

@@ -106,8 +106,7 @@ class ReportPlan:
                     (sql.update_fill_state, self.order_rows),
                     (sql.insert_fills, self.fill_rows),
                     (sql.upsert_positions, self.position_rows),
-                    # In account order, as every writer of events (postgres_writes).
-                    (sql.insert_events, sorted(self.event_rows, key=_by_account)),
+                    (sql.insert_events, self.event_rows),
                     (sql.upsert_cursor, [] if self.cursor is None else [self.cursor]),
                 )
             ]
@@ -221,7 +220,3 @@ def _positions(state: ReportState, keys: set[tuple[str, str]]) -> dict[tuple[str
             decimal_from_db(row.realized_pnl),
         )
     return positions
-
-
-def _by_account(row: EventRow) -> str:
-    return str(row.account)

@@ -173,17 +173,6 @@ order_events = Table(
     Column("reason", String(64), nullable=True),
     Column("exec_id", String(64), nullable=True),
     Column("at", UtcDateTime, nullable=False),
-    # The account's events numbered 1, 2, 3, ... in commit order, no gap: set by the
-    # database (trigger order_events_seq, migration 0004) from account_sequences.
-    Column("seq", BigInteger, nullable=True),
-    Index("order_events_account_seq", "account", "seq", unique=True),
-)
-
-account_sequences = Table(
-    "account_sequences",
-    metadata,
-    Column("account", String(64), primary_key=True),
-    Column("last_seq", BigInteger, nullable=False),
 )
 
 fills = Table(
