@@ -73,9 +73,6 @@ class Broker(Protocol):
         """Cancel several orders in one request where the broker allows it (a mass
         cancel); answers in the orders' order."""
 
-    async def status(self, account: str, client_order_id: str) -> OrderStatus | None:
-        """The order's status at the broker, or None if the broker never received it."""
-
     async def statuses(self, orders: Sequence[Order]) -> list[OrderStatus | None]:
         """Each order's status at the broker (None: never received), in one request
         (what reconciliation asks: an open and completed orders query at a real broker)."""

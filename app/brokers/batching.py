@@ -121,9 +121,6 @@ class PlacementBatcher:
     async def cancel_many(self, orders: Sequence[Order]) -> list[CancelAck]:
         return await self._broker.cancel_many(orders)
 
-    async def status(self, account: str, client_order_id: str) -> OrderStatus | None:
-        return await self._broker.status(account, client_order_id)
-
     async def statuses(self, orders: Sequence[Order]) -> list[OrderStatus | None]:
         return await self._broker.statuses(orders)
 

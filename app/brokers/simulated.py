@@ -193,10 +193,6 @@ class SimulatedBroker:
         await self._network_delay(faults)
         return [_cancel_ack(reply) for reply in replies]
 
-    async def status(self, account: str, client_order_id: str) -> OrderStatus | None:
-        value = await self._redis.execute("HGET", SimKeys.order(account, client_order_id), "status")
-        return None if value is None else OrderStatus(_text(value))
-
     async def statuses(self, orders: Sequence[Order]) -> list[OrderStatus | None]:
         """One request to the venue (one pipelined round trip), counted as such."""
         _, *values = await self._redis.execute_many(

@@ -57,6 +57,11 @@ def an_order() -> Order:
     )
 
 
+async def status_at(venue: SimulatedBroker, order: Order) -> OrderStatus | None:
+    [status] = await venue.statuses([order])
+    return status
+
+
 async def requests_made(venue: SimulatedBroker) -> int:
     return (await venue.fault_state()).place_requests
 
@@ -71,7 +76,7 @@ async def test_a_full_batch_goes_at_once_without_waiting_out_the_window(
     assert all(ack.accepted for ack in acks)
     assert await requests_made(venue) == 1
     for order in orders:
-        assert await venue.status(order.account, order.client_order_id) is OrderStatus.NEW
+        assert await status_at(venue, order) is OrderStatus.NEW
     await batcher.close()
 
 
@@ -84,9 +89,9 @@ async def test_a_caller_that_stops_waiting_before_its_batch_goes_is_never_placed
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(batcher.place(impatient), 0.05)
     assert (await waiting).accepted
-    assert await venue.status(patient.account, patient.client_order_id) is OrderStatus.NEW
+    assert await status_at(venue, patient) is OrderStatus.NEW
     # Its caller recorded it unknown; reconciliation will find it never reached the venue.
-    assert await venue.status(impatient.account, impatient.client_order_id) is None
+    assert await status_at(venue, impatient) is None
     assert (await venue.fault_state()).placements == 1
     await batcher.close()
 
@@ -98,7 +103,7 @@ async def test_closing_sends_what_is_waiting(venue: SimulatedBroker) -> None:
     await asyncio.sleep(0)  # it joins the batch
     await batcher.close()
     assert (await waiting).accepted
-    assert await venue.status(order.account, order.client_order_id) is OrderStatus.NEW
+    assert await status_at(venue, order) is OrderStatus.NEW
 
 
 async def test_a_batch_still_on_its_way_when_its_callers_time_out_never_arrives(
@@ -113,7 +118,7 @@ async def test_a_batch_still_on_its_way_when_its_callers_time_out_never_arrives(
     assert all(isinstance(r, TimeoutError) for r in results), results
     await asyncio.sleep(0.6)  # past when the request would have reached the venue
     for order in orders:
-        assert await venue.status(order.account, order.client_order_id) is None
+        assert await status_at(venue, order) is None
     assert (await venue.fault_state()).place_requests == 0
     await batcher.close()
 
