@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 from dataclasses import dataclass, replace
 
-from bench.orders import BenchOptions, _progress, run_orders_bench
+from bench.orders import BenchOptions, _progress, exit_code, run_orders_bench
 from bench.report import BenchReport
 
 MODES = ("latency", "throughput")
@@ -97,14 +96,8 @@ def table(results: list[RunFigures]) -> str:
 
 
 def command(args: argparse.Namespace) -> int:
-    try:
-        options = BenchOptions.from_args(args)
-        results = run(options, args.rates, args.runs)
-    except KeyboardInterrupt:
-        _progress("interrupted; everything started has been stopped")
-        return 130
-    except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
-        _progress(f"bench batching failed: {exc}")
-        return 1
-    print(table(results), flush=True)
-    return 0
+    def body() -> None:
+        results = run(BenchOptions.from_args(args), args.rates, args.runs)
+        print(table(results), flush=True)
+
+    return exit_code("batching", body)

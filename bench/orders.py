@@ -317,23 +317,33 @@ def _start_floor(
         yield _Target("floor", port, {"Authorization": "Bearer floor-ignores-this"}, server)
 
 
-def command(args: argparse.Namespace) -> int:
-    """Entry point of ``python -m bench orders``: run, print the table, maybe write JSON."""
+def exit_code(name: str, body: Callable[[], None]) -> int:
+    """Run a benchmark's ``body``: 0, or 1 saying why it failed, or 130 if interrupted
+    (whatever it started has been stopped by then)."""
     try:
-        options = BenchOptions.from_args(args)
-        report = run_orders_bench(options)
+        body()
     except KeyboardInterrupt:
         _progress("interrupted; everything started has been stopped")
         return 130
     except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
-        _progress(f"bench orders failed: {exc}")
+        _progress(f"bench {name} failed: {exc}")
         return 1
-    print(describe(options.database, options.postgres_url), flush=True)
-    print(format_table(report), flush=True)
-    if args.json is not None:
-        report.write_json(args.json)
-        _progress(f"wrote {args.json}")
     return 0
+
+
+def command(args: argparse.Namespace) -> int:
+    """Entry point of ``python -m bench orders``: run, print the table, maybe write JSON."""
+
+    def body() -> None:
+        options = BenchOptions.from_args(args)
+        report = run_orders_bench(options)
+        print(describe(options.database, options.postgres_url), flush=True)
+        print(format_table(report), flush=True)
+        if args.json is not None:
+            report.write_json(args.json)
+            _progress(f"wrote {args.json}")
+
+    return exit_code("orders", body)
 
 
 def main(argv: list[str] | None = None) -> int:
