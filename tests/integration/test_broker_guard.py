@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from app.storage.redis.keys import SimKeys
 from tests.conftest import Gateway, Launch
+from tests.helpers.clients import trader_and_admin
 from tests.helpers.orders import eventually_status, limit, market
 from tests.helpers.problems import assert_problem
 
@@ -163,10 +164,7 @@ async def test_an_open_breaker_refuses_a_cancel_naming_the_order_but_not_a_mass_
     fresh: Launch,
 ) -> None:
     gateway = fresh()
-    async with (
-        gateway.client(gateway.new_key("kill-switch")) as client,
-        gateway.client(gateway.new_key("ops", "admin")) as admin,
-    ):
+    async with trader_and_admin(gateway, "kill-switch") as (client, admin):
         resting = [
             (await client.post("/v1/orders", json=limit("1.00", qty=str(n + 1)))).json()
             for n in range(3)
@@ -210,10 +208,7 @@ async def test_a_mass_cancel_waits_its_turn_for_a_token_where_an_order_is_refuse
         # An order finding no token now is refused at once.
         ORDERGATE_BROKER_GUARD__MAX_WAIT_MS="0",
     )
-    async with (
-        gateway.client(gateway.new_key("paced-desk")) as client,
-        gateway.client(gateway.new_key("ops", "admin")) as admin,
-    ):
+    async with trader_and_admin(gateway, "paced-desk") as (client, admin):
         resting = []
         for n in range(2):
             await asyncio.sleep(0.3)  # a token, refilled at 4 a second
@@ -243,10 +238,7 @@ async def test_reconciliations_status_queries_keep_to_the_executions_pacing(
         # The live-order check would ask twenty times a second: pacing allows one in two s.
         ORDERGATE_LIVE_ORDER_CHECK_INTERVAL_S="0.05",
     )
-    async with (
-        gateway.client(gateway.new_key("watched")) as client,
-        gateway.client(gateway.new_key("ops", "admin")) as admin,
-    ):
+    async with trader_and_admin(gateway, "watched") as (client, admin):
         resting = await client.post("/v1/orders", json=limit("1.00"))
         assert resting.status_code == 201, resting.text
         before = (await admin.get("/v1/sim/broker")).json()["status_requests"]

@@ -27,6 +27,7 @@ from app.storage.redis.keys import SimKeys
 from app.storage.redis.keys import leader as leader_key
 from tests.conftest import DatabaseFactory, Gateway, Launch, _backends, launch_gateway, wait_for
 from tests.helpers import processes
+from tests.helpers.clients import trader_and_admin
 from tests.helpers.orders import eventually_status, limit, market, order_events
 from tests.helpers.problems import assert_problem
 
@@ -132,10 +133,7 @@ async def test_an_order_the_broker_took_but_answered_too_late_is_placed_once_and
     gateway: Gateway = fresh(
         ORDERGATE_BROKER_TIMEOUT_MS="200", ORDERGATE_SIM__ANSWER_DELAY_MS="600"
     )
-    async with (
-        gateway.client(gateway.new_key("late-answer")) as client,
-        gateway.client(gateway.new_key("ops", "admin")) as admin,
-    ):
+    async with trader_and_admin(gateway, "late-answer") as (client, admin):
         answer = await client.post("/v1/orders", json=market("MSFT"))
         problem = assert_problem(answer, 504, "broker.timeout")
         assert problem["order_status"] == "unknown"

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from tests.conftest import Launch
+from tests.helpers.clients import trader_and_admin
 from tests.helpers.orders import market
 from tests.helpers.problems import assert_problem
 
@@ -41,10 +42,7 @@ async def test_a_keys_budget_is_announced_counted_and_then_refused_before_any_wo
     fresh: Launch,
 ) -> None:
     gateway = fresh(workers=2, **BUDGETS)
-    async with (
-        gateway.client(gateway.new_key("budget")) as client,
-        gateway.client(gateway.new_key("ops", "admin")) as admin,
-    ):
+    async with trader_and_admin(gateway, "budget") as (client, admin):
         placed = [await client.post("/v1/orders", json=order(n)) for n in range(10)]
         assert all(a.status_code == 201 for a in placed), [a.text for a in placed]
         for answer in placed:

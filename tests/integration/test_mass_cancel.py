@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 from app.storage.redis.keys import SimKeys
 from tests.conftest import Launch
+from tests.helpers.clients import trader_and_admin
 from tests.helpers.database import order_story
 from tests.helpers.orders import eventually_status, limit, redis_position, resting_buy
 from tests.helpers.problems import assert_problem
@@ -21,10 +22,7 @@ async def test_a_mass_cancel_ends_every_open_order_in_a_few_broker_requests(
     fresh: Launch,
 ) -> None:
     gateway = fresh(workers=2)
-    async with (
-        gateway.client(gateway.new_key("desk")) as client,
-        gateway.client(gateway.new_key("ops", "admin")) as admin,
-    ):
+    async with trader_and_admin(gateway, "desk") as (client, admin):
         senders = asyncio.Semaphore(32)
 
         async def rest(n: int) -> None:
@@ -58,10 +56,7 @@ async def test_a_mass_cancel_meets_orders_the_venue_lost_or_filled_before_the_lo
     assert gateway.process is not None
     assert gateway.redis_url is not None
     venue = aioredis.Redis.from_url(gateway.redis_url)
-    async with (
-        gateway.client(gateway.new_key("mixed")) as client,
-        gateway.client(gateway.new_key("ops", "admin")) as admin,
-    ):
+    async with trader_and_admin(gateway, "mixed") as (client, admin):
         orders = [
             (await client.post("/v1/orders", json=resting_buy(price, "5"))).json()
             for price in ("2.00", "1.00", "1.01", "1.02", "1.03", "1.04")
@@ -92,10 +87,7 @@ async def test_a_mass_cancel_lost_in_transport_leaves_the_orders_live_and_cancel
     """The broker's request failed unsent: the orders answer pending_cancel, reconciliation
     finds them still live at the venue and says so, and a second mass cancel ends them."""
     gateway = fresh()
-    async with (
-        gateway.client(gateway.new_key("unsent")) as client,
-        gateway.client(gateway.new_key("ops", "admin")) as admin,
-    ):
+    async with trader_and_admin(gateway, "unsent") as (client, admin):
         orders = [
             (await client.post("/v1/orders", json=limit("1.00", qty=str(n + 1)))).json()
             for n in range(4)

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import Gateway, Launch
+from tests.helpers.clients import trader_and_admin
 from tests.helpers.orders import eventually_status, limit, market, order_events
 from tests.helpers.problems import assert_problem
 
@@ -33,10 +34,7 @@ async def test_batched_placements_each_get_their_own_answer_in_few_requests(
     fresh: Launch,
 ) -> None:
     gateway: Gateway = fresh(workers=2, **THROUGHPUT)
-    async with (
-        gateway.client(gateway.new_key("batched")) as client,
-        gateway.client(gateway.new_key("ops", "admin")) as admin,
-    ):
+    async with trader_and_admin(gateway, "batched") as (client, admin):
         # Market orders fill, limits far below the market rest, a limit above it fills:
         # each answer must be its own order's.
         bodies = [
@@ -75,10 +73,7 @@ async def test_a_batch_that_fails_in_transport_fails_each_order_like_a_single_pl
         ORDERGATE_BROKER_GUARD__BREAKER_FAILURE_THRESHOLD="1000",
         **THROUGHPUT,
     )
-    async with (
-        gateway.client(gateway.new_key("down")) as client,
-        gateway.client(gateway.new_key("ops", "admin")) as admin,
-    ):
+    async with trader_and_admin(gateway, "down") as (client, admin):
         answers = await _send_together(client, [market("SPY") for _ in range(40)])
         for answer in answers:
             problem = assert_problem(answer, 503, "broker.unavailable")
@@ -94,10 +89,7 @@ async def test_a_batch_that_fails_in_transport_fails_each_order_like_a_single_pl
 
 async def test_fail_next_fails_exactly_that_many_orders_of_a_batch(fresh: Launch) -> None:
     gateway: Gateway = fresh(ORDERGATE_BROKER_GUARD__BREAKER_FAILURE_THRESHOLD="1000", **THROUGHPUT)
-    async with (
-        gateway.client(gateway.new_key("some-fail")) as client,
-        gateway.client(gateway.new_key("ops", "admin")) as admin,
-    ):
+    async with trader_and_admin(gateway, "some-fail") as (client, admin):
         assert (await admin.put("/v1/sim/broker", json={"fail_next": 7})).status_code == 200
         answers = await _send_together(client, [market("QQQ") for _ in range(30)])
         failed = [a for a in answers if a.status_code == 503]
@@ -122,10 +114,7 @@ async def test_a_batch_answered_after_the_timeout_places_each_order_once(
         ORDERGATE_BROKER_GUARD__BREAKER_FAILURE_THRESHOLD="1000",
         **THROUGHPUT,
     )
-    async with (
-        gateway.client(gateway.new_key("late")) as client,
-        gateway.client(gateway.new_key("ops", "admin")) as admin,
-    ):
+    async with trader_and_admin(gateway, "late") as (client, admin):
         answers = await _send_together(client, [market("AAPL") for _ in range(20)])
         for answer in answers:
             problem = assert_problem(answer, 504, "broker.timeout")
