@@ -41,6 +41,17 @@ async def order_story(database_url: str, order_id: str) -> list[tuple[str | None
         return [(row.from_status, row.to_status, row.reason) for row in rows]
 
 
+async def account_events(database_url: str, account: str) -> list[tuple[int, str, int | None]]:
+    """The account's events in the order they were inserted: (id, order_id, seq)."""
+    async with _connected(database_url) as conn:
+        rows = await conn.execute(
+            select(order_events.c.id, order_events.c.order_id, order_events.c.seq)
+            .where(order_events.c.account == account)
+            .order_by(order_events.c.id)
+        )
+        return [(row.id, row.order_id, row.seq) for row in rows]
+
+
 async def force_status(database_url: str, order_id: str, status: str, at: datetime) -> None:
     """Write an order's status as a gateway that died mid-way would have left it."""
     async with _connected(database_url) as conn:

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,9 +32,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from app.domain.errors import StorageUnavailable
+from app.domain.executions import Execution
 from app.domain.orders import ExecutionReport, Order
 from app.domain.status import OrderStatus
 from app.storage.sql.drivers import AsyncpgSQL, DriverSQL, SqliteSQL
+from app.storage.sql.executions import (
+    PendingEvent,
+    SequenceTake,
+    counts_of,
+    execution_of,
+    move_event,
+    number,
+)
 from app.storage.sql.postgres_writes import MoveWrite, NewOrderWrite, PostgresOrderWrites
 from app.storage.sql.report_plan import (
     AppliedReport,
@@ -125,10 +135,15 @@ class OrderLog:
     ) -> None:
         """``order_write_timeout_s``: how long an order's own write (``insert_new``,
         ``record_transition``) may wait for its commit; past it, StorageUnavailable, and a
-        write still queued is dropped, never made late."""
+        write still queued is dropped, never made late.
+
+        ``on_commit``, when set, is given every batch's execution reports once it has
+        committed, in each account's order (it must not block: the writer waits for it)."""
         self._engine = engine
         self._order_write_timeout_s = order_write_timeout_s
         self._sql = Statements(engine.dialect)
+        self._take_seqs = SequenceTake(engine.dialect)
+        self.on_commit: Callable[[list[Execution]], None] | None = None
         self._postgres_writes = (
             PostgresOrderWrites(engine.dialect) if isinstance(engine, AsyncEngine) else None
         )
@@ -241,9 +256,9 @@ class OrderLog:
             return
         try:
             if isinstance(self._engine, AsyncEngine):
-                results = await self._execute_postgres(writes)
+                results, executions = await self._execute_postgres(writes)
             else:
-                results = await self._execute_sqlite(writes)
+                results, executions = await self._execute_sqlite(writes)
         except Exception as exc:
             await self._drop_connection()
             if len(batch) == 1:
@@ -254,9 +269,17 @@ class OrderLog:
             for pending in batch:
                 await self._commit([pending])
             return
+        self._committed(executions)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+
+    def _committed(self, executions: list[Execution]) -> None:
+        if executions and self.on_commit is not None:
+            try:
+                self.on_commit(executions)
+            except Exception:  # the write is committed whatever a subscriber's fate
+                log.exception("handing %d committed reports on failed", len(executions))
 
     async def _commit_statements(self, batch: list[_Pending]) -> None:
         """The gateway's own writes on PostgreSQL: new orders in one statement, moves in
@@ -287,11 +310,15 @@ class OrderLog:
             except Exception as exc:  # a bug: its callers answer 500; the writer goes on
                 _fail(part, exc)
             else:
-                for pending, result in zip(part, results, strict=True):
+                applied, executions = results
+                self._committed(executions)
+                for pending, result in zip(part, applied, strict=True):
                     if not pending.future.done():
                         pending.future.set_result(result)
 
-    async def _run_statement(self, part: list[_Pending], *, new: bool) -> list[bool]:
+    async def _run_statement(
+        self, part: list[_Pending], *, new: bool
+    ) -> tuple[list[bool], list[Execution]]:
         assert self._postgres_writes is not None
         writes = self._postgres_writes
         raw = await self._postgres_connection()
@@ -335,7 +362,7 @@ class OrderLog:
                 plans[i].bind(self._sql)
         return plans
 
-    async def _execute_postgres(self, writes: list[_Write]) -> list[Any]:
+    async def _execute_postgres(self, writes: list[_Write]) -> tuple[list[Any], list[Execution]]:
         """Run the batch on the asyncpg connection the writer keeps (no pool checkout per
         batch), each statement one round trip. Execution reports are planned first, from
         unlocked reads: the rows they touch are then locked (``FOR UPDATE``) only while the
@@ -350,7 +377,7 @@ class OrderLog:
         except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
             raise _as_dbapi_error(exc) from exc
 
-    async def _execute_sqlite(self, writes: list[_Write]) -> list[Any]:
+    async def _execute_sqlite(self, writes: list[_Write]) -> tuple[list[Any], list[Execution]]:
         """Run the batch on the event loop itself, on the stdlib connection with our own
         BEGIN IMMEDIATE ... COMMIT. A batch is well under a millisecond of SQLite work; in a
         thread, every GIL hand-over between it and the loop would cost up to a switch
@@ -368,7 +395,7 @@ class OrderLog:
             await self._lock_sqlite(raw)
             try:
                 # Nothing below waits for anything: the loop runs nothing else meanwhile.
-                results = await self._execute(plain, writes, plans)
+                outcome = await self._execute(plain, writes, plans)
                 raw.execute("COMMIT")
             except BaseException:
                 if raw.in_transaction:
@@ -377,7 +404,7 @@ class OrderLog:
         except sqlite3.Error as exc:
             # As SQLAlchemy would raise it: the app answers a DBAPIError with a 503.
             raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
-        return results
+        return outcome
 
     def _sqlite_connection(self) -> sqlite3.Connection:
         """The writer's own connection (the engine's connect hooks set its pragmas)."""
@@ -426,29 +453,47 @@ class OrderLog:
 
     async def _execute(
         self, plain: DriverSQL, writes: list[_Write], plans: dict[int, ReportPlan]
-    ) -> list[Any]:
-        """The batch's statements, in the transaction the caller began."""
+    ) -> tuple[list[Any], list[Execution]]:
+        """The batch's statements, in the transaction the caller began; its events are
+        numbered and written last, all at once."""
         results: list[Any] = [None] * len(writes)
+        events: list[PendingEvent] = []
         followups: list[_Transition] = []
         new = [(i, w) for i, w in enumerate(writes) if isinstance(w, _NewOrder)]
         if new:
-            inserted = await self._insert_orders(plain, [w.order for _, w in new])
+            inserted = await self._insert_orders(plain, [w.order for _, w in new], events)
             for (i, write), ok in zip(new, inserted, strict=True):
                 results[i] = ok
                 if ok and write.then is not None:
                     followups.append(write.then)
         moves = [(i, w) for i, w in enumerate(writes) if isinstance(w, _Transition)]
         if moves or followups:
-            applied = await self._transition_orders(plain, [w for _, w in moves] + followups)
+            all_moves = [w for _, w in moves] + followups
+            applied = await self._transition_orders(plain, all_moves, events)
             for (i, _), ok in zip(moves, applied[: len(moves)], strict=True):
                 results[i] = ok
         for i, w in enumerate(writes):
             if isinstance(w, _Reports):
-                results[i] = await self._apply_reports(plain, w.reports, w.cursor, plans.get(i))
-        return results
+                planned = await self._apply_reports(plain, w.reports, w.cursor, plans.get(i))
+                results[i] = planned.applied
+                events.extend(planned.events)
+        return results, await self._write_events(plain, events)
+
+    async def _write_events(self, conn: DriverSQL, events: list[PendingEvent]) -> list[Execution]:
+        """Number the events per account (see ``executions``) and write them."""
+        if not events:
+            return []
+        last = await self._take_seqs.run(conn, counts_of(events))
+        seqs = number(events, last)
+        await self._sql.insert_events.run(
+            conn, [e.row._replace(seq=seq) for e, seq in zip(events, seqs, strict=True)]
+        )
+        return [execution_of(e, seq) for e, seq in zip(events, seqs, strict=True)]
 
     # -- set-based statements: a fixed number per kind of write, whatever the batch size ---
-    async def _insert_orders(self, conn: DriverSQL, orders: list[Order]) -> list[bool]:
+    async def _insert_orders(
+        self, conn: DriverSQL, orders: list[Order], events: list[PendingEvent]
+    ) -> list[bool]:
         keys = [(o.account, o.client_order_id) for o in orders]
         wanted = set(keys)
         taken = set(await self._sql.taken_client_ids.run(conn, sorted(wanted))) & wanted
@@ -461,19 +506,18 @@ class OrderLog:
             if ok:
                 fresh.append(order)
         await self._sql.insert_orders.run(conn, [order_values(o) for o in fresh])
-        await self._sql.insert_events.run(
-            conn, [(o.id, o.account, None, o.status.value, None, None, o.created_at) for o in fresh]
-        )
+        events.extend(move_event(o, None, None) for o in fresh)
         return outcome
 
-    async def _transition_orders(self, conn: DriverSQL, moves: list[_Transition]) -> list[bool]:
+    async def _transition_orders(
+        self, conn: DriverSQL, moves: list[_Transition], events: list[PendingEvent]
+    ) -> list[bool]:
         ids = list({m.order.id for m in moves})
         current: dict[str, str] = dict(
             await self._sql.statuses_by_id.run(conn, [(order_id,) for order_id in ids])
         )
         status_rows: list[tuple[Any, ...]] = []
         ack_rows: list[tuple[Any, ...]] = []
-        events: list[tuple[Any, ...]] = []
         outcome: list[bool] = []
         for move in moves:
             order = move.order
@@ -496,20 +540,9 @@ class OrderLog:
                     order.id,
                 )
             )
-            events.append(
-                (
-                    order.id,
-                    order.account,
-                    move.previous.value,
-                    order.status.value,
-                    move.reason,
-                    None,
-                    order.updated_at,
-                )
-            )
+            events.append(move_event(order, move.previous, move.reason))
         await self._sql.update_status.run(conn, status_rows)
         await self._sql.update_ack.run(conn, ack_rows)
-        await self._sql.insert_events.run(conn, events)
         return outcome
 
     async def _apply_reports(
@@ -518,14 +551,15 @@ class OrderLog:
         reports: list[ExecutionReport],
         cursor: tuple[str, str] | None,
         planned: ReportPlan | None = None,
-    ) -> list[AppliedReport]:
-        """Apply reports in this transaction: ``planned`` if it was worked out from the state
-        the database holds now, else a plan made from that state."""
+    ) -> ReportPlan:
+        """Apply reports in this transaction (all but their events, which the caller
+        writes): ``planned`` if it was worked out from the state the database holds now,
+        else a plan made from that state."""
         state = await read_report_state(self._sql, conn, reports)
         if planned is None or planned.state != state:
             planned = plan_reports(state, reports, cursor)
         await planned.write(self._sql, conn)
-        return planned.applied
+        return planned
 
 
 def _one_statement_each(batch: list[_Pending]) -> bool:

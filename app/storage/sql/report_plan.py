@@ -21,6 +21,7 @@ from typing import Any
 from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
 from app.domain.reports import apply_report
 from app.storage.sql.drivers import DriverSQL
+from app.storage.sql.executions import PendingEvent
 from app.storage.sql.rows import (
     EventRow,
     FillRow,
@@ -91,7 +92,7 @@ class ReportPlan:
     order_rows: list[FillStateRow] = field(default_factory=list)
     fill_rows: list[FillRow] = field(default_factory=list)
     position_rows: list[PositionRow] = field(default_factory=list)
-    event_rows: list[EventRow] = field(default_factory=list)
+    events: list[PendingEvent] = field(default_factory=list)  # the order log numbers them
     cursor: tuple[str, str] | None = None
     unknown: list[ExecutionReport] = field(default_factory=list)
     _bound: list[tuple[RawWrite, list[tuple[Any, ...]]]] | None = None
@@ -106,7 +107,6 @@ class ReportPlan:
                     (sql.update_fill_state, self.order_rows),
                     (sql.insert_fills, self.fill_rows),
                     (sql.upsert_positions, self.position_rows),
-                    (sql.insert_events, self.event_rows),
                     (sql.upsert_cursor, [] if self.cursor is None else [self.cursor]),
                 )
             ]
@@ -177,15 +177,26 @@ def plan_reports(
             # A report that changes nothing (e.g. the broker's 'new' after our own ack)
             # is not written: applying it again is as harmless as skipping it.
             changed[updated.id] = updated
-            plan.event_rows.append(
-                EventRow(
-                    order_id=order.id,
-                    account=order.account,
-                    from_status=order.status.value,
-                    to_status=updated.status.value,
-                    reason=report.reason,
-                    exec_id=report.exec_id,
-                    at=report.transact_time or now,
+            position = positions[(order.account, order.symbol)] if fill is not None else None
+            row = EventRow(
+                order_id=order.id,
+                account=order.account,
+                from_status=order.status.value,
+                to_status=updated.status.value,
+                reason=report.reason,
+                exec_id=report.exec_id,
+                at=updated.updated_at,  # never before the order's previous event
+                seq=0,
+                cum_qty=updated.filled_qty,
+                avg_price=updated.avg_fill_price,
+                position_qty=None if position is None else position.qty,
+            )
+            plan.events.append(
+                PendingEvent(
+                    row,
+                    updated,
+                    None if fill is None else fill.qty,
+                    None if fill is None else fill.price,
                 )
             )
         plan.applied.append(AppliedReport(report, updated))

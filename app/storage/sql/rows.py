@@ -55,6 +55,8 @@ class FillRow(NamedTuple):
 
 
 class EventRow(NamedTuple):
+    """An ``order_events`` row; ``seq`` is 0 until the order log numbers it at commit."""
+
     order_id: Any
     account: Any
     from_status: Any
@@ -62,6 +64,10 @@ class EventRow(NamedTuple):
     reason: Any
     exec_id: Any
     at: Any
+    seq: Any
+    cum_qty: Any
+    avg_price: Any
+    position_qty: Any
 
 
 class FillStateRow(NamedTuple):

@@ -173,6 +173,22 @@ order_events = Table(
     Column("reason", String(64), nullable=True),
     Column("exec_id", String(64), nullable=True),
     Column("at", UtcDateTime, nullable=False),
+    # The account's execution report sequence (see account_sequences), and the order's
+    # fill state and the position after the event: the report, rebuilt from the log.
+    Column("seq", BigInteger, nullable=True),
+    Column("cum_qty", ExactDecimal, nullable=True),
+    Column("avg_price", ExactDecimal, nullable=True),
+    Column("position_qty", ExactDecimal, nullable=True),
+    Index("order_events_account_seq", "account", "seq", unique=True),
+)
+
+# Each account's last execution report number. The order log takes a batch's numbers here
+# in the transaction that writes its events: the row lock orders the account's commits.
+account_sequences = Table(
+    "account_sequences",
+    metadata,
+    Column("account", String(64), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
 )
 
 fills = Table(
