@@ -109,6 +109,8 @@ def serve(args: argparse.Namespace) -> int:
             loop="uvloop",
             # httptools, with each response's head and body sent in one write.
             http="app.http.server:GatewayHttpProtocol",
+            ws="app.http.server:GatewayWebSocketProtocol",
+            ws_max_size=settings.stream.max_frame_bytes,
             access_log=False,
             log_level=settings.log_level,
             timeout_graceful_shutdown=5,

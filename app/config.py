@@ -187,6 +187,27 @@ class InboundLimitSettings(BaseModel):
         return PacingRule(spec.rate, spec.burst)
 
 
+class StreamSettings(BaseModel):
+    """The execution report stream: WebSocket ``/v1/stream`` and its Redis Streams."""
+
+    # Reports kept in each account's stream, and in the stream of all accounts; older ones
+    # (or older than max_age_s) are read from the order log instead.
+    max_length: int = Field(5_000, ge=10)
+    max_length_all: int = Field(100_000, ge=10)
+    max_age_s: float = Field(24 * 3600.0, gt=0)
+    # Frames a subscriber may be behind before it is closed (1013) to resume later.
+    queue_size: int = Field(10_000, ge=10)
+    heartbeat_s: float = Field(15.0, gt=0)
+    auth_timeout_s: float = Field(2.0, gt=0)
+    # How often each connection's key is checked again (a revoked key's sockets close).
+    key_check_s: float = Field(2.0, gt=0)
+    # Browser origins allowed to open the stream; a client that sends no Origin (not a
+    # browser) is not checked.
+    allowed_origins: list[str] = Field(default_factory=list)
+    max_frame_bytes: int = Field(64 * 1024, ge=1024)
+    repair_interval_s: float = Field(1.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ORDERGATE_", env_nested_delimiter="__", extra="ignore"
@@ -237,6 +258,7 @@ class Settings(BaseSettings):
     # state may have been lost): one it no longer knows ends canceled, broker.order_lost.
     live_order_check_interval_s: float = Field(30.0, gt=0)
     auth_cache_ttl_s: float = 1.0
+    stream: StreamSettings = StreamSettings()
 
     @model_validator(mode="after")
     def _reconcile_after_the_broker_timeout(self) -> Settings:

@@ -21,6 +21,7 @@ from app.services.orders import OrderService
 from app.services.rate_limits import InboundLimits
 from app.services.risk import RiskService
 from app.services.risk_controls import RiskControlService
+from app.services.stream_session import ExecutionFeed
 from app.services.symbols import SymbolCatalog
 
 
@@ -37,6 +38,7 @@ class Services:
     risk: RiskService
     risk_controls: RiskControlService
     keys: ApiKeyService
+    executions: ExecutionFeed
 
 
 async def get_services(request: Request) -> Services:

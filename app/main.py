@@ -22,8 +22,8 @@ from app.deps import RATE_LIMIT_TAKEN, Services, document_bearer_auth
 from app.http.bodies import BodySizeLimit
 from app.http.order_entry import OrderEntryFastPath
 from app.http.problems import ERROR_TABLE, error_response
-from app.routers import account, broker_guard, health, orders, risk, sim, symbols
-from app.runtime import open_core, placing_broker, start_applier
+from app.routers import account, broker_guard, health, orders, risk, sim, stream, symbols
+from app.runtime import open_core, placing_broker, start_applier, start_stream_hub
 from app.services.auth import ApiKeyService
 from app.services.broker_guard import BrokerGuard
 from app.services.metrics import record_request
@@ -32,11 +32,13 @@ from app.services.prices import ReferencePrices
 from app.services.rate_limits import InboundLimits
 from app.services.risk import RiskService
 from app.services.risk_controls import RiskControlService
+from app.services.stream_session import ExecutionFeed
 from app.services.symbols import SymbolCatalog
 from app.storage.redis.broker_guard import BrokerGuardStore
 from app.storage.redis.idempotency import IdempotencyStore
 from app.storage.redis.last_trades import LastTrades
 from app.storage.redis.rate_limits import RateLimitStore
+from app.storage.sql.execution_log import ExecutionLog
 from app.storage.sql.repositories import ApiKeyRepository
 from app.storage.sql.risk_repository import RiskRepository
 
@@ -82,6 +84,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             symbols=symbols,
             broker_timeout_s=settings.broker_timeout_ms / 1000,
         )
+        keys = ApiKeyService(ApiKeyRepository(core.engine), settings.auth_cache_ttl_s)
+        executions = ExecutionFeed(
+            hub=await start_stream_hub(core, settings, stack),
+            store=core.stream_store,
+            executions=ExecutionLog(core.engine),
+            keys=keys,
+            queue_size=settings.stream.queue_size,
+            heartbeat_s=settings.stream.heartbeat_s,
+            key_check_s=settings.stream.key_check_s,
+        )
         app.state.services = Services(
             settings=settings,
             redis=core.redis,
@@ -99,7 +111,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 orders=orders,
                 default_limits=settings.risk.default_limits,
             ),
-            keys=ApiKeyService(ApiKeyRepository(core.engine), settings.auth_cache_ttl_s),
+            keys=keys,
+            executions=executions,
         )
         # Everything allocated so far lives as long as the process: take it out of the
         # collector's view, so full collections (latency spikes) only walk request garbage.
@@ -158,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         risk.router,
         broker_guard.router,
         sim.router,
+        stream.router,
     ):
         app.include_router(router)
     _install_error_handlers(app)

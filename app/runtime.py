@@ -20,11 +20,15 @@ from app.config import Settings
 from app.redisio.embedded import EmbeddedRedis
 from app.redisio.multiplexed import MultiplexedRedis
 from app.services.broker_guard import BrokerGuard
+from app.services.execution_stream import ExecutionPublisher, StreamRepair
 from app.services.executions import ExecutionApplier
+from app.services.stream_hub import StreamHub
 from app.storage.redis.broker_guard import BrokerGuardStore
+from app.storage.redis.execution_stream import ExecutionStreamStore
 from app.storage.redis.lease import Lease
 from app.storage.redis.risk_state import RiskStore
 from app.storage.sql.database import create_engine, create_writer_engine
+from app.storage.sql.execution_log import ExecutionLog
 from app.storage.sql.order_log import OrderLog
 from app.storage.sql.repositories import OrderRepository
 
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # A report read blocks up to the applier's 50 ms; past this, Redis is taken for gone.
 REPORT_READ_TIMEOUT_S = 2.0
+# The stream hub's read blocks this long at most (it is woken when it must read more).
+STREAM_READ_BLOCK_MS = 5000
 
 
 @dataclass(slots=True)
@@ -43,6 +49,8 @@ class Core:
     orders: OrderRepository
     broker: SimulatedBroker
     risk_store: RiskStore
+    redis_url: str
+    stream_store: ExecutionStreamStore  # where committed execution reports are published
 
 
 def open_commands(
@@ -106,6 +114,13 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
     )
     order_log.start()
     stack.push_async_callback(order_log.close)
+    stream_store = ExecutionStreamStore(
+        redis, settings.stream.max_length, settings.stream.max_length_all
+    )
+    publisher = ExecutionPublisher(stream_store)
+    publisher.start()
+    stack.push_async_callback(publisher.close)  # after the order log's: its last commits
+    order_log.on_commit = publisher.offer
 
     broker = SimulatedBroker(redis, reports, settings.sim, dict(settings.universe))
     await broker.start()
@@ -113,7 +128,15 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
     risk_store = RiskStore(redis)
     stack.push_async_callback(risk_store.close)
     return Core(
-        redis, redis_blocking, engine, order_log, OrderRepository(engine), broker, risk_store
+        redis,
+        redis_blocking,
+        engine,
+        order_log,
+        OrderRepository(engine),
+        broker,
+        risk_store,
+        redis_url,
+        stream_store,
     )
 
 
@@ -147,10 +170,34 @@ def make_applier(core: Core, settings: Settings) -> ExecutionApplier:
 
 
 async def start_applier(core: Core, settings: Settings, stack: AsyncExitStack) -> ExecutionApplier:
+    """The applier, and beside it the execution streams' repair (both singletons)."""
     applier = make_applier(core, settings)
     applier.start()
     stack.push_async_callback(applier.close)
+    repair = StreamRepair(
+        core.stream_store,
+        ExecutionLog(core.engine),
+        Lease(core.redis, "execution-stream-repair"),
+        max_length=settings.stream.max_length,
+        max_age_s=settings.stream.max_age_s,
+        interval_s=settings.stream.repair_interval_s,
+    )
+    repair.start()
+    stack.push_async_callback(repair.close)
     return applier
+
+
+async def start_stream_hub(core: Core, settings: Settings, stack: AsyncExitStack) -> StreamHub:
+    """This process's reader of the execution streams, on a connection of its own (its
+    read blocks)."""
+    reader = open_commands(
+        core.redis_url, settings, reply_timeout_s=STREAM_READ_BLOCK_MS / 1000 + 2.0
+    )
+    stack.push_async_callback(reader.close)
+    hub = StreamHub(core.stream_store, core.redis, reader, block_ms=STREAM_READ_BLOCK_MS)
+    hub.start()
+    stack.push_async_callback(hub.close)
+    return hub
 
 
 async def _dispose(engine: AsyncEngine | Engine) -> None:

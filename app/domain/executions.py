@@ -20,6 +20,9 @@ from typing import NamedTuple
 from app.domain.orders import Order
 from app.domain.status import OrderStatus
 
+# Report numbers are 64-bit signed integers in the order log.
+MAX_SEQ = 2**63 - 1
+
 
 class ExecutionEvent(StrEnum):
     PENDING_NEW = "pending_new"

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from app.domain.decimals import ExactDecimal, render
 from app.domain.errors import GatewayError
-from app.domain.executions import Execution
+from app.domain.executions import Execution, ExecutionEvent
 from app.domain.orders import Order, OrderType, Position, Side, TimeInForce
 from app.domain.status import OrderStatus
 
@@ -69,6 +69,30 @@ class OrderView(BaseModel):
             updated_at=order.updated_at,
             reject_reason=order.reject_reason,
         )
+
+
+class ExecutionView(BaseModel):
+    """An execution report (``execution_document`` renders it; this documents it)."""
+
+    type: Literal["execution"]
+    account: str
+    seq: int
+    exec_id: str
+    event: ExecutionEvent
+    order: OrderView
+    last_qty: ExactDecimal | None
+    last_price: ExactDecimal | None
+    cum_qty: ExactDecimal
+    leaves_qty: ExactDecimal
+    avg_price: ExactDecimal | None
+    position_qty: ExactDecimal | None
+    reason: str | None
+    ts: Timestamp
+
+
+class ExecutionPage(BaseModel):
+    items: list[ExecutionView]
+    next_since: int  # the seq to ask after next
 
 
 class OrderPage(BaseModel):

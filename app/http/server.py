@@ -1,8 +1,10 @@
-"""The HTTP server's protocol: uvicorn's httptools protocol, with the limits a server facing
-the network needs (uvicorn has none for httptools).
+"""The server's protocols: uvicorn's httptools protocol, with the limits a server facing
+the network needs (uvicorn has none for httptools), and its WebSocket protocol, closing with
+1001 at shutdown.
 
-It subclasses uvicorn's ``httptools_impl``, which is not a public API: a uvicorn upgrade may
-break it, and the tests in ``tests/integration/test_http_edge.py`` say so at once.
+They subclass uvicorn's ``httptools_impl`` and ``websockets_sansio_impl``, which are not a
+public API: a uvicorn upgrade may break them, and the tests in
+``tests/integration/test_http_edge.py`` and ``test_execution_stream.py`` say so at once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from app.config import get_settings
 from app.domain.errors import GatewayError, HttpProblem, RequestHeadTooLarge, RequestTimedOut
@@ -113,4 +116,23 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             "connection: close\r\n\r\n"
         ).encode()
         self.transport.write(head + body)
+        self.transport.close()
+
+
+GOING_AWAY = 1001
+
+
+class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, but a server shutting down closes its sockets with
+    1001 (going away: RFC 6455's code for a server going down) where uvicorn sends 1012
+    (service restart), which clients take as "come back at once"."""
+
+    def shutdown(self) -> None:
+        if self.close_sent or not (self.handshake_complete and self.initial_response is None):
+            super().shutdown()
+            return
+        self.stop_keepalive()
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": GOING_AWAY})
+        self.conn.send_close(GOING_AWAY, "server shutting down")
+        self.transport.write(b"".join(self.conn.data_to_send()))
         self.transport.close()

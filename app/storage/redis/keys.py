@@ -80,3 +80,22 @@ class BrokerGuardKeys:
 def inbound_bucket(key_id: str, route_class: str) -> str:
     """An API key's request budget for one class of routes."""
     return f"og:{{key:{key_id}}}:rl:{route_class}"
+
+
+class StreamKeys:
+    """The execution report streams: one per account (entry id: the report's seq), one
+    of every account's (for subscribers of them all), and each hub's wake-up stream."""
+
+    all_executions = "og:exec:all"
+
+    @staticmethod
+    def executions(account: str) -> str:
+        return f"og:{{{account}}}:exec"
+
+    @staticmethod
+    def account_of(key: str) -> str:
+        return key[len("og:{") : -len("}:exec")]
+
+    @staticmethod
+    def wake(hub: str) -> str:
+        return f"og:exec:wake:{hub}"

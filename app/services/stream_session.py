@@ -1,0 +1,285 @@
+"""One subscriber's execution stream: every report of its accounts, once, in order.
+
+The hub hands a session whatever the Redis streams hold; the session holds each account to
+its numbering. For each account it knows the last report it sent, and a report numbered
+further on is sent only after the ones between, read from the stream or, where the stream
+no longer has them (trimmed, flushed, never published), from the order log. Resuming with
+``since`` is the same move: the session subscribes first, then sends everything after
+``since`` up to what the log holds now, and drops what the hub then delivers twice. So
+nothing is missed at the seam, and nothing sent twice.
+
+The session writes to its connection from one task (``run``), fed by one bounded queue:
+the hub's entries, and the answers to the subscriber's own requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import orjson
+from redis.exceptions import RedisError
+
+from app.domain.errors import Forbidden, GatewayError, NotAuthenticated, RequestInvalid
+from app.domain.views import problem_body, render_execution
+from app.services.auth import ApiKeyService, Principal, Role
+from app.services.stream_hub import StreamHub, Subscription
+from app.storage.redis.execution_stream import ExecutionStreamStore, StreamEntry
+from app.storage.sql.execution_log import ExecutionLog
+
+# Reports read at once when catching up or filling a gap.
+HISTORY_BATCH = 1000
+
+
+class Channel(StrEnum):
+    EXECUTIONS = "executions"  # every execution report, whole
+    ORDERS = "orders"  # the order as each report leaves it
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRequest:
+    channels: frozenset[Channel]
+    accounts: frozenset[str] | None  # None: every account (an admin's)
+    since: dict[str, int]  # resume after these, per account
+
+
+def subscription_for(
+    principal: Principal,
+    channels: Iterable[Channel],
+    accounts: list[str] | None,
+    since: int | dict[str, int] | None,
+) -> SubscribeRequest:
+    """What a subscriber may have: its own account, or any (or all) for an admin key."""
+    if principal.role is Role.ADMIN:
+        wanted = None if accounts is None else frozenset(accounts)
+    else:
+        wanted = frozenset(accounts or [principal.account])
+        if wanted != {principal.account}:
+            raise Forbidden(f"this key may subscribe to account {principal.account} only")
+    if isinstance(since, int):
+        if wanted is None or len(wanted) != 1:
+            raise RequestInvalid("with several accounts, since names each: {account: seq}")
+        since = {next(iter(wanted)): since}
+    since = since or {}
+    if wanted is not None and not set(since) <= wanted:
+        raise RequestInvalid("since names an account not subscribed to")
+    if any(seq < 0 for seq in since.values()):
+        raise RequestInvalid("since is a report number, 0 or more")
+    return SubscribeRequest(frozenset(channels), wanted, dict(since))
+
+
+class SessionEnd(StrEnum):
+    REVOKED = "revoked"  # the key no longer authenticates
+
+
+Send = Callable[[str], Awaitable[None]]
+
+
+class ExecutionFeed:
+    """The execution reports' history and live stream, as subscribers are served them."""
+
+    def __init__(
+        self,
+        *,
+        hub: StreamHub,
+        store: ExecutionStreamStore,
+        executions: ExecutionLog,
+        keys: ApiKeyService,
+        queue_size: int,
+        heartbeat_s: float,
+        key_check_s: float,
+    ) -> None:
+        self.hub = hub
+        self._store = store
+        self._log = executions
+        self.keys = keys
+        self._queue_size = queue_size
+        self.heartbeat_s = heartbeat_s
+        self.key_check_s = key_check_s
+
+    async def history(
+        self, principal: Principal, account: str | None, since: int, limit: int
+    ) -> list[str]:
+        """``GET /v1/executions``: an account's reports after ``since``, as JSON."""
+        account = account or principal.account
+        if account != principal.account and principal.role is not Role.ADMIN:
+            raise Forbidden(f"this key may read account {principal.account} only")
+        return [render_execution(e) for e in await self._log.after(account, since, limit)]
+
+    def session(self, key: str, send: Send) -> StreamSession:
+        return StreamSession(self, key, send, asyncio.Queue(self._queue_size))
+
+    async def newest(self, accounts: Iterable[str]) -> dict[str, int]:
+        known = await self._log.newest(accounts)
+        return {account: known.get(account, 0) for account in accounts}
+
+    async def reports_after(self, account: str, after: int, upto: int | None) -> list[bytes]:
+        """The account's reports after ``after`` (up to ``upto``), as many as are at hand
+        (call again for more): from the stream while it holds them in order, else from the
+        order log."""
+        want = HISTORY_BATCH if upto is None else min(HISTORY_BATCH, upto - after)
+        if want <= 0:
+            return []
+        try:
+            entries = await self._store.after(account, after, want)
+        except (RedisError, OSError, TimeoutError):
+            entries = []
+        run: list[bytes] = []
+        for entry in entries:
+            if entry.seq != after + len(run) + 1:
+                break
+            run.append(entry.payload)
+        if run:
+            return run
+        return [render_execution(e).encode() for e in await self._log.after(account, after, want)]
+
+
+class StreamSession:
+    def __init__(
+        self, feed: ExecutionFeed, key: str, send: Send, queue: asyncio.Queue[object]
+    ) -> None:
+        self._feed = feed
+        self._key = key
+        self._send = send
+        self.queue = queue
+        self.subscription: Subscription | None = None
+        self.overflowed = asyncio.Event()  # the queue was full: the session must end
+        self._channels: frozenset[Channel] = frozenset()
+        self.last: dict[str, int] = {}  # per account, the last report sent
+
+    # -- from the connection's reader ------------------------------------------------------
+    def request(self, item: SubscribeRequest | GatewayError | str) -> None:
+        """Queue a request, an error to answer, or a frame to send. A full queue (the
+        subscriber sends faster than it reads) overflows the session."""
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed.set()
+
+    def close(self) -> None:
+        if self.subscription is not None:
+            self._feed.hub.unsubscribe(self.subscription)
+
+    # -- the one writer --------------------------------------------------------------------
+    async def run(self) -> SessionEnd:
+        """Send until the key is revoked (the caller ends it otherwise)."""
+        now = time.monotonic()
+        next_heartbeat, next_key_check = (
+            now + self._feed.heartbeat_s,
+            now + self._feed.key_check_s,
+        )
+        while True:
+            now = time.monotonic()
+            if now >= next_key_check:
+                next_key_check = now + self._feed.key_check_s
+                try:
+                    await self._feed.keys.authenticate(self._key)
+                except NotAuthenticated:
+                    return SessionEnd.REVOKED
+            if now >= next_heartbeat:
+                next_heartbeat = now + self._feed.heartbeat_s
+                await self._heartbeat()
+            wait = max(0.0, min(next_heartbeat, next_key_check) - time.monotonic())
+            try:
+                item = await asyncio.wait_for(self.queue.get(), wait)
+            except TimeoutError:
+                continue
+            if isinstance(item, StreamEntry):
+                await self._deliver(item)
+            elif isinstance(item, SubscribeRequest):
+                await self._subscribe(item)
+            elif isinstance(item, GatewayError):
+                await self._send(_error_frame(item))
+            else:
+                assert isinstance(item, str)
+                await self._send(item)
+
+    async def _subscribe(self, request: SubscribeRequest) -> None:
+        if self.subscription is not None:
+            await self._send(_error_frame(RequestInvalid("already subscribed")))
+            return
+        self._channels = request.channels
+        self.subscription = Subscription(request.accounts, self.queue, self.overflowed)
+        await self._feed.hub.subscribe(self.subscription)  # delivers from now on
+        named = request.accounts if request.accounts is not None else set(request.since)
+        newest = await self._feed.newest(named)
+        resync: list[dict[str, object]] = []
+        for account in named:
+            since = request.since.get(account)
+            if since is not None and since > newest[account]:
+                # Not a number this gateway gave: the subscriber's history is not ours.
+                resync.append({"account": account, "since": since, "newest": newest[account]})
+                since = None
+            self.last[account] = newest[account] if since is None else since
+        await self._send(
+            orjson.dumps(
+                {
+                    "type": "subscribed",
+                    "channels": sorted(self._channels),
+                    "accounts": "*" if request.accounts is None else sorted(request.accounts),
+                    "seq": newest,
+                }
+            ).decode()
+        )
+        for notice in resync:
+            await self._send(orjson.dumps({"type": "resync_required", **notice}).decode())
+        for account in named:
+            await self._send_after(account, upto=None)
+
+    async def _deliver(self, entry: StreamEntry) -> None:
+        last = self.last.get(entry.account)
+        if last is None:  # an account of all, first seen: its stream starts here
+            last = self.last[entry.account] = entry.seq - 1
+        if entry.seq <= last:
+            return  # sent already (caught up, or filled in)
+        if entry.seq > last + 1:
+            await self._send_after(entry.account, upto=entry.seq - 1)
+        if entry.seq == self.last[entry.account] + 1:
+            await self._send_report(entry.account, entry.seq, entry.payload)
+
+    async def _send_after(self, account: str, upto: int | None) -> None:
+        """Send the account's reports after the last one sent, up to ``upto`` (None: all
+        there are)."""
+        while True:
+            last = self.last[account]
+            batch = await self._feed.reports_after(account, last, upto)
+            if not batch:
+                return
+            for offset, payload in enumerate(batch, 1):
+                await self._send_report(account, last + offset, payload)
+
+    async def _send_report(self, account: str, seq: int, payload: bytes) -> None:
+        self.last[account] = seq
+        if Channel.EXECUTIONS in self._channels:
+            await self._send(payload.decode())
+        if Channel.ORDERS in self._channels:
+            report = orjson.loads(payload)
+            frame = {
+                "type": "order",
+                "account": account,
+                "seq": seq,
+                "event": report["event"],
+                "order": report["order"],
+            }
+            await self._send(orjson.dumps(frame).decode())
+
+    async def _heartbeat(self) -> None:
+        """The newest report number of each account, so a quiet stream can be told from a
+        dead one; one the subscriber lacks (its publish was lost) is sent now."""
+        if self.subscription is None:
+            await self._send('{"type":"heartbeat"}')
+            return
+        newest = await self._feed.newest(list(self.last))
+        await self._send(orjson.dumps({"type": "heartbeat", "seq": newest}).decode())
+        if self.queue.empty():
+            for account, seq in newest.items():
+                if seq > self.last[account]:
+                    await self._send_after(account, upto=seq)
+
+
+def _error_frame(error: GatewayError) -> str:
+    body = problem_body(error)
+    return orjson.dumps({"type": "error", "code": body["code"], "detail": body["detail"]}).decode()
