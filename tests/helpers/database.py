@@ -100,3 +100,14 @@ async def driver_connection(database_url: str) -> AsyncIterator[tuple[Statements
             yield statements, AsyncpgSQL(conn)
     finally:
         await conn.close()
+
+
+async def key_id_of(database_url: str, key: str) -> str:
+    """The id of an API key (``ordergate keys create`` prints only the key)."""
+    from app.services.auth import hash_key
+    from app.storage.sql.tables import api_keys
+
+    async with _connected(database_url) as conn:
+        found = await conn.scalar(select(api_keys.c.id).where(api_keys.c.key_hash == hash_key(key)))
+    assert isinstance(found, str)
+    return found
