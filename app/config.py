@@ -205,6 +205,10 @@ class StreamSettings(BaseModel):
     # browser) is not checked.
     allowed_origins: list[str] = Field(default_factory=list)
     max_frame_bytes: int = Field(64 * 1024, ge=1024)
+    # Each subscriber socket's kernel send buffer: room for ~300 reports in flight (at
+    # 100 ms from the subscriber, ~3,000 reports/s), without growing up to the system's
+    # maximum for a subscriber that stopped reading.
+    send_buffer_bytes: int = Field(256 * 1024, ge=4096)
     repair_interval_s: float = Field(1.0, gt=0)
 
 

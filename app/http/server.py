@@ -10,6 +10,7 @@ public API: a uvicorn upgrade may break them, and the tests in
 from __future__ import annotations
 
 import asyncio
+import socket
 from http import HTTPStatus
 from typing import Any
 
@@ -123,9 +124,22 @@ GOING_AWAY = 1001
 
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, but a server shutting down closes its sockets with
-    1001 (going away: RFC 6455's code for a server going down) where uvicorn sends 1012
-    (service restart), which clients take as "come back at once"."""
+    """uvicorn's WebSocket protocol, but:
+
+    - a server shutting down closes its sockets with 1001 (going away: RFC 6455's code for
+      a server going down) where uvicorn sends 1012 (service restart), which clients take
+      as "come back at once";
+    - the socket's kernel send buffer is fixed (``stream.send_buffer_bytes``) instead of
+      growing up to the system's maximum (4 MiB here): a subscriber that stops reading
+      holds that much of the kernel's memory at most, and backs up into its bounded queue,
+      which closes it (1013), within a known number of reports."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            buffer = get_settings().stream.send_buffer_bytes
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
 
     def shutdown(self) -> None:
         if self.close_sent or not (self.handshake_complete and self.initial_response is None):

@@ -132,7 +132,15 @@ class StreamRepair:
         repaired = 0
         for account, last in in_log.items():
             top = in_stream[account]
-            if top < last and self._previous.get(account) == top:
+            unmoved = self._previous.get(account) == top
+            if top > last and unmoved:
+                # Ahead of the log a round after it was seen (a report is committed before
+                # it is published, so the log would have caught up): the stream outlived
+                # its database (restored, or replaced). Started again from the log.
+                log.warning("execution stream of %s is ahead of the order log: rebuilt", account)
+                await self._store.drop(account)
+                top = 0
+            if top < last and unmoved:
                 start = max(top, last - self._max_length)
                 missing = await self._log.after(account, start, REPAIR_BATCH)
                 await self._store.publish([published(e) for e in missing])

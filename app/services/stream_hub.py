@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Iterable
 
 from redis.exceptions import RedisError
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 READ_COUNT = 1000
 RETRY_S = 0.5
+# How often the streams read are checked for having been rebuilt below where the hub
+# stands (see ``_rewind_rebuilt``).
+REWIND_CHECK_S = 5.0
 
 
 class Subscription:
@@ -122,7 +126,12 @@ class StreamHub:
                     self._cursors.pop(StreamKeys.executions(account), None)
 
     async def _run(self) -> None:
+        next_check = time.monotonic() + REWIND_CHECK_S
         while True:
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + REWIND_CHECK_S
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await self._rewind_rebuilt()
             keys = [self._wake_key, *self._cursors]
             ids = [self._wake_cursor, *self._cursors.values()]
             try:
@@ -135,6 +144,22 @@ class StreamHub:
                 continue
             for key, entries in reply or ():
                 self._deliver(key, entries)
+
+    async def _rewind_rebuilt(self) -> None:
+        """A stream whose newest entry is below where the hub stands was rebuilt from the
+        order log (it had outlived its database): read it again from its start. The
+        sessions drop what they have already sent."""
+        accounts = {
+            StreamKeys.account_of(key): cursor
+            for key, cursor in self._cursors.items()
+            if key != StreamKeys.all_executions
+        }
+        newest = await self._store.newest(accounts)
+        for account, cursor in accounts.items():
+            if newest[account] < int(cursor.split(b"-", 1)[0]):
+                key = StreamKeys.executions(account)
+                if key in self._cursors:
+                    self._cursors[key] = b"0-0"
 
     def _deliver(self, key: bytes, entries: Iterable[tuple[bytes, list[bytes]]]) -> None:
         name = key.decode()

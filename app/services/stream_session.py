@@ -227,7 +227,9 @@ class StreamSession:
         for notice in resync:
             await self._send(orjson.dumps({"type": "resync_required", **notice}).decode())
         for account in named:
-            await self._send_after(account, upto=None)
+            # Up to what the log holds: a stream can hold more only if it is stale (the
+            # database was replaced under it); what is committed from now on, the hub brings.
+            await self._send_after(account, upto=newest[account])
 
     async def _deliver(self, entry: StreamEntry) -> None:
         last = self.last.get(entry.account)

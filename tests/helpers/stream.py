@@ -6,10 +6,15 @@ import asyncio
 import contextlib
 import itertools
 import json
+import socket
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.client import ClientProtocol
+from websockets.frames import Close, Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from tests.conftest import Gateway, wait_for
 
@@ -102,3 +107,49 @@ def assert_in_order_once(reports: list[dict[str, Any]], first: int = 1) -> None:
 def _gaps(seqs: list[int]) -> str:
     wrong = [(a, b) for a, b in itertools.pairwise(seqs) if b != a + 1]
     return f"{len(seqs)} reports, breaks at {wrong[:10]}"
+
+
+class StalledSubscriber:
+    """A subscriber that subscribes and then reads nothing at all: a raw socket with a
+    small receive buffer, the WebSocket protocol spoken by hand (websockets' sans-I/O
+    client), so no library reads on its behalf."""
+
+    def __init__(self, gateway: Gateway, key: str, receive_buffer: int = 4096) -> None:
+        port = int(gateway.base_url.rsplit(":", 1)[1])
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self._sock.connect(("127.0.0.1", port))
+        self._protocol = ClientProtocol(parse_uri(stream_url(gateway)))
+        request = self._protocol.connect()
+        request.headers["Authorization"] = f"Bearer {key}"
+        self._protocol.send_request(request)
+        self._flush()
+        while self._protocol.state is not State.OPEN:  # the handshake's answer
+            self._protocol.receive_data(self._sock.recv(4096))
+            self._protocol.events_received()
+
+    def _flush(self) -> None:
+        self._sock.sendall(b"".join(self._protocol.data_to_send()))
+
+    def subscribe(self, channels: tuple[str, ...]) -> None:
+        request = {"op": "subscribe", "channels": list(channels)}
+        self._protocol.send_text(json.dumps(request).encode())
+        self._flush()
+
+    def read_to_the_end(self, within: float = 30.0) -> tuple[int, int | None, str]:
+        """Read all that waits: (text frames received, close code, close reason)."""
+        self._sock.settimeout(within)
+        frames = 0
+        close: Close | None = None
+        while close is None:
+            data = self._sock.recv(1 << 16)
+            if not data:
+                break
+            self._protocol.receive_data(data)
+            for event in self._protocol.events_received():
+                if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                    frames += 1
+                elif isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+                    close = Close.parse(event.data)
+        self._sock.close()
+        return frames, None if close is None else close.code, "" if close is None else close.reason

@@ -91,6 +91,10 @@ class ExecutionStreamStore:
         )
         return reply[0][0] if reply else b"0-0"
 
+    async def drop(self, account: str) -> None:
+        """Forget the account's stream (it is rebuilt from the order log)."""
+        await self._redis.execute("DEL", StreamKeys.executions(account))
+
     async def trim(self, accounts: Iterable[str], cutoff_ms: int) -> None:
         """Drop what is older than ``cutoff_ms`` (retention by age)."""
         await self._trim.many([([StreamKeys.executions(a)], [cutoff_ms]) for a in accounts])
