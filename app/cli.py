@@ -111,6 +111,9 @@ def serve(args: argparse.Namespace) -> int:
             http="app.http.server:GatewayHttpProtocol",
             ws="app.http.server:GatewayWebSocketProtocol",
             ws_max_size=settings.stream.max_frame_bytes,
+            # Compressing each subscriber's copy of every report (permessage-deflate, on by
+            # default in uvicorn) cost more CPU than sending it (docs/performance.md).
+            ws_per_message_deflate=settings.stream.compression,
             access_log=False,
             log_level=settings.log_level,
             timeout_graceful_shutdown=5,

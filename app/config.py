@@ -209,6 +209,8 @@ class StreamSettings(BaseModel):
     # 100 ms from the subscriber, ~3,000 reports/s), without growing up to the system's
     # maximum for a subscriber that stopped reading.
     send_buffer_bytes: int = Field(256 * 1024, ge=4096)
+    # permessage-deflate, for subscribers on slow links: zlib per subscriber per report.
+    compression: bool = False
     repair_interval_s: float = Field(1.0, gt=0)
 
 

@@ -77,6 +77,26 @@ def main(argv: list[str] | None = None) -> int:
     batching.set_defaults(
         func=_run_batching, duration=8.0, warmup=1.0, max_duration=4.0, connections=(128,)
     )
+    stream = kinds.add_parser(
+        "stream",
+        help="execution reports to WebSocket subscribers vs a Redis-Streams fan-out floor",
+        description=(
+            "Start a private Redis, the gateway and the stream floor; subscribers in a "
+            "process of their own follow the bench account while orders arrive at a "
+            "constant rate; print each target's report latency P50/P95/P99 per rate."
+        ),
+    )
+    stream.add_argument("--subscribers", type=positive_int, default=100, help="(100)")
+    stream.add_argument(
+        "--rates", type=_rates, default=[200.0], help="reports a second, comma-separated (200)"
+    )
+    stream.add_argument("--duration", type=float, default=10.0, help="seconds per run (10)")
+    stream.add_argument("--warmup", type=float, default=2.0, help="seconds (2)")
+    stream.add_argument("--runs", type=positive_int, default=3, help="runs per target (3)")
+    stream.add_argument("--workers", type=positive_int, default=2, help="gateway workers (2)")
+    stream.add_argument("--database", choices=DATABASES, default="sqlite")
+    stream.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    stream.set_defaults(func=_run_stream)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
@@ -84,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_mass_cancel(args: argparse.Namespace) -> int:
     from bench.mass_cancel import command
+
+    return command(args)
+
+
+def _run_stream(args: argparse.Namespace) -> int:
+    from bench.stream import command
 
     return command(args)
 

@@ -143,7 +143,7 @@ class StreamRepair:
             if top < last and unmoved:
                 start = max(top, last - self._max_length)
                 missing = await self._log.after(account, start, REPAIR_BATCH)
-                await self._store.publish([published(e) for e in missing])
+                await self._store.publish([published(e) for e in missing], repair=True)
                 repaired += len(missing)
         if repaired:
             log.info("republished %d execution reports from the order log", repaired)

@@ -182,11 +182,14 @@ class StreamSession:
             if now >= next_heartbeat:
                 next_heartbeat = now + self._feed.heartbeat_s
                 await self._heartbeat()
-            wait = max(0.0, min(next_heartbeat, next_key_check) - time.monotonic())
             try:
-                item = await asyncio.wait_for(self.queue.get(), wait)
-            except TimeoutError:
-                continue
+                item = self.queue.get_nowait()  # no timer per frame while busy
+            except asyncio.QueueEmpty:
+                wait = max(0.0, min(next_heartbeat, next_key_check) - time.monotonic())
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), wait)
+                except TimeoutError:
+                    continue
             if isinstance(item, StreamEntry):
                 await self._deliver(item)
             elif isinstance(item, SubscribeRequest):

@@ -1,9 +1,10 @@
 """Execution reports in Redis Streams: the fan-out, never the record (the order log is).
 
 Each account's reports go to its own stream under their own number as entry id
-(``<seq>-0``), so an entry's id says where it belongs and publishing again is harmless
-(``exec_publish.lua`` skips what the stream has passed); every report also goes to one
-stream of all accounts, for subscribers of them all. Streams keep a configured length
+(``<seq>-0``), in order and with no hole although several processes publish them
+(``exec_publish.lua`` holds a report that arrives before the one ahead of it), and
+publishing again is harmless (it skips what the stream has passed); every report also
+goes to one stream of all accounts, for subscribers of them all. Streams keep a configured length
 (``MAXLEN ~``) and age (``trim``); what they no longer hold is read from the order log.
 """
 
@@ -40,12 +41,16 @@ class ExecutionStreamStore:
         self._publish = load_script(redis, PACKAGE, "exec_publish")
         self._trim = load_script(redis, PACKAGE, "exec_trim")
 
-    async def publish(self, reports: Sequence[PublishedReport]) -> None:
-        """Append reports (each account's in ascending seq): two round trips."""
+    async def publish(self, reports: Sequence[PublishedReport], *, repair: bool = False) -> None:
+        """Append reports (each account's in ascending seq): two round trips. ``repair``:
+        from the order log, which may jump over a hole no longer worth filling."""
         by_account: dict[str, list[str | int]] = {}
         for r in reports:
-            by_account.setdefault(r.account, [self._max_length]).extend((r.seq, r.at_ms, r.payload))
-        calls = [([StreamKeys.executions(a)], args) for a, args in by_account.items()]
+            args = by_account.setdefault(r.account, [self._max_length, int(repair)])
+            args.extend((r.seq, r.at_ms, r.payload))
+        calls = [
+            ([StreamKeys.executions(a), StreamKeys.held(a)], args) for a, args in by_account.items()
+        ]
         await self._publish.many(calls)
         await self._redis.execute_many(
             [
@@ -93,7 +98,7 @@ class ExecutionStreamStore:
 
     async def drop(self, account: str) -> None:
         """Forget the account's stream (it is rebuilt from the order log)."""
-        await self._redis.execute("DEL", StreamKeys.executions(account))
+        await self._redis.execute("DEL", StreamKeys.executions(account), StreamKeys.held(account))
 
     async def trim(self, accounts: Iterable[str], cutoff_ms: int) -> None:
         """Drop what is older than ``cutoff_ms`` (retention by age)."""

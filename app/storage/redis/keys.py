@@ -93,6 +93,11 @@ class StreamKeys:
         return f"og:{{{account}}}:exec"
 
     @staticmethod
+    def held(account: str) -> str:
+        """Reports that reached Redis before the ones numbered ahead of them."""
+        return f"og:{{{account}}}:exec:held"
+
+    @staticmethod
     def account_of(key: str) -> str:
         return key[len("og:{") : -len("}:exec")]
 
