@@ -304,6 +304,16 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def placement_settle_s(self) -> float:
+        """The longest an order that has passed its risk reservation can still be on its way
+        to a recorded outcome: its pacing wait, its write-ahead, the placement under the
+        broker timeout (which a throughput batch's wait is part of) and the outcome's write."""
+        waits_ms = (
+            self.broker_guard.max_wait_ms + 2 * self.storage_timeout_ms + self.broker_timeout_ms
+        )
+        return waits_ms / 1000
+
+    @property
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -84,6 +84,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             symbols=symbols,
             broker_timeout_s=settings.broker_timeout_ms / 1000,
         )
+        risk_controls = RiskControlService(
+            risk=risk,
+            store=core.risk_store,
+            repo=risk_repo,
+            orders=orders,
+            default_limits=settings.risk.default_limits,
+            placement_settle_s=settings.placement_settle_s,
+        )
+        stack.push_async_callback(risk_controls.close)  # before the orders' clients close
         keys = ApiKeyService(ApiKeyRepository(core.engine), settings.auth_cache_ttl_s)
         executions = ExecutionFeed(
             hub=await start_stream_hub(core, settings, stack),
@@ -104,13 +113,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             orders=orders,
             symbols=symbols,
             risk=risk,
-            risk_controls=RiskControlService(
-                risk=risk,
-                store=core.risk_store,
-                repo=risk_repo,
-                orders=orders,
-                default_limits=settings.risk.default_limits,
-            ),
+            risk_controls=risk_controls,
             keys=keys,
             executions=executions,
         )

@@ -95,7 +95,9 @@ async def kill_switch(
     request: KillSwitchRequest, principal: AdminDep, services: ServicesDep
 ) -> KillSwitchOutcomeView:
     """Stop risk-increasing orders (globally or for one account) and, with cancel_open,
-    cancel open orders. Orders that reduce a position still pass. Audited."""
+    cancel open orders; those still being placed as it trips are canceled once their
+    placements have settled (`canceled_orders` counts the first sweep only). Orders that
+    reduce a position still pass. Audited."""
     outcome = await services.risk_controls.set_kill_switch(
         principal.actor, request.scope, request.account, request.active, request.cancel_open
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -457,8 +457,9 @@ class OrderService:
             f"the broker reports the order {broker_status}", order_status=broker_status
         )
 
-    async def cancel_all(self, account: str) -> list[Order]:
-        """Cancel every open order of the account; answers those now canceled or canceling.
+    async def cancel_all(self, account: str, only: Collection[str] | None = None) -> list[Order]:
+        """Cancel every open order of the account (``only``: those of these client order
+        ids); answers those now canceled or canceling.
 
         A mass cancel (a kill switch's too), in batches of MASS_CANCEL_BATCH: a batch's
         pending_cancels committed together, the broker asked in one request, the outcomes
@@ -468,6 +469,7 @@ class OrderService:
             o
             for o in await self._orders.open_orders(account)
             if o.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+            and (only is None or o.client_order_id in only)
         ]
         done: list[Order] = []
         moved_meanwhile: list[Order] = []  # a fill, say: asked again, one by one, after

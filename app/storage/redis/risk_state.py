@@ -243,6 +243,19 @@ class RiskStore:
             for account in accounts
         )
 
+    async def reserved_orders(self, accounts: Iterable[str]) -> dict[str, set[str]]:
+        """The client order ids holding a reservation now, per account (one pipelined
+        trip; accounts holding none are left out)."""
+        names = sorted(accounts)
+        replies = await self._redis.execute_many(
+            [("HKEYS", RiskKeys(account).reservations) for account in names]
+        )
+        return {
+            account: {_text(coid) for coid in ids}
+            for account, ids in zip(names, replies, strict=True)
+            if ids
+        }
+
     async def limits_document(self, account: str) -> tuple[bool, str | None]:
         """(built, the limits document) as Redis holds them."""
         built, doc = await self._redis.execute("HMGET", RiskKeys(account).state, "built", "doc")
