@@ -103,6 +103,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             heartbeat_s=settings.stream.heartbeat_s,
             key_check_s=settings.stream.key_check_s,
         )
+        executions.start()
+        stack.push_async_callback(executions.close)
         app.state.services = Services(
             settings=settings,
             redis=core.redis,

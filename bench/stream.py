@@ -38,7 +38,7 @@ from bench.orders import (
     _start_gateway,
     exit_code,
 )
-from bench.procs import ServerProcess, free_port, wait_until_idle
+from bench.procs import ServerProcess, free_port, tree_cpu_seconds, wait_until_idle
 from bench.stream_floor import floor_command
 from bench.wire import json_post_template
 
@@ -67,6 +67,8 @@ class RunFigures:
     frames_per_s: float
     expected_frames_per_s: float
     closed: int  # subscribers the server closed
+    server_us: float | None  # the server's CPU per report delivered to one subscriber
+    clients_us: float | None  # the subscribers' process's, likewise
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +123,10 @@ def measure(
     with _subscribers(target, options.subscribers) as clients:
         load.run(_spec(target, orders_per_s, options.warmup_s, f"{tag}w"))
         _tell(clients, "reset")
+        cpu_before = target.server.cpu_seconds(), tree_cpu_seconds(clients.pid)
         result = load.run(_spec(target, orders_per_s, options.duration_s, f"{tag}m"))
         wait_until_idle([target.server], timeout_s=10)
+        cpu_after = target.server.cpu_seconds(), tree_cpu_seconds(clients.pid)
         figures = json.loads(_tell(clients, "stop"))
     latencies = np.array(figures["latencies_ms"])
     if latencies.size == 0:
@@ -130,15 +134,23 @@ def measure(
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
     expected = result.ok * REPORTS_PER_ORDER * options.subscribers / options.duration_s
     closed = sum(n for name, n in figures.items() if name.startswith("closed"))
+    server_us, clients_us = (
+        None
+        if a is None or b is None or not figures["reports"]
+        else (b - a) / figures["reports"] * 1e6
+        for a, b in zip(cpu_before, cpu_after, strict=True)
+    )
     return RunFigures(
         target.name,
         rate,
         float(p50),
         float(p95),
         float(p99),
-        figures["frames"] / options.duration_s,
+        figures["reports"] / options.duration_s,
         expected,
         closed,
+        server_us,
+        clients_us,
     )
 
 
@@ -182,8 +194,9 @@ def run(options: StreamOptions) -> list[RunFigures]:
 def table(results: list[RunFigures], subscribers: int) -> str:
     lines = [
         f"{subscribers} subscribers; latency of each 'new' report, its time stamp to arrival",
-        "target   reports/s  frames/s  runs  P50 ms  P95 ms  P99 ms  received  closed",
-        "-" * 78,
+        "target   reports/s  frames/s  runs  P50 ms  P95 ms  P99 ms  received  closed"
+        "  server us  clients us",
+        "-" * 102,
     ]
     keys = dict.fromkeys((r.rate, r.target) for r in results)
     for rate, target in sorted(keys):
@@ -198,12 +211,19 @@ def table(results: list[RunFigures], subscribers: int) -> str:
             f"  {len(rows):4d}  {med([r.p50_ms for r in rows]):6.2f}"
             f"  {med([r.p95_ms for r in rows]):6.2f}  {med([r.p99_ms for r in rows]):6.2f}"
             f"  {received:8.3f}  {sum(r.closed for r in rows):6d}"
+            f"  {_cpu([r.server_us for r in rows]):>9}  {_cpu([r.clients_us for r in rows]):>10}"
         )
     lines.append(
         "medians of the runs; frames/s: reports/s x subscribers; received: share of those"
-        " frames that arrived"
+        " frames that arrived;\nserver us, clients us: CPU per report delivered to one"
+        " subscriber (the server's processes with the applier; the subscribers' process)"
     )
     return "\n".join(lines)
+
+
+def _cpu(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return f"{statistics.median(known):.1f}" if known else "-"
 
 
 def command(args: argparse.Namespace) -> int:

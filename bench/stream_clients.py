@@ -4,7 +4,7 @@
 subscriber, subscribes, prints ``ready``, then records each ``new`` report's latency: from
 its ``ts`` (the moment the gateway acknowledged the order, just before committing it) to
 the frame's arrival, by the same machine's clock. On a line ``stop`` on stdin it prints
-one JSON line: the latencies (ms), frames received, and close codes of subscribers the
+one JSON line: the latencies (ms), reports received, and close codes of subscribers the
 server closed.
 """
 
@@ -29,13 +29,16 @@ async def subscriber(
         await ws.send('{"op": "subscribe", "channels": ["executions"]}')
         ready.set()
         try:
-            async for message in ws:
+            async for frame in ws:
                 arrived = time.time()
-                report = orjson.loads(message)
-                counts["frames"] += 1
-                if report.get("event") == "new":
-                    at = datetime.fromisoformat(report["ts"]).timestamp()
-                    latencies.append((arrived - at) * 1000)
+                messages = orjson.loads(frame)
+                if isinstance(messages, dict):  # the floor sends one report a frame
+                    messages = [messages]
+                for report in messages:
+                    counts["reports"] += 1
+                    if report.get("event") == "new":
+                        at = datetime.fromisoformat(report["ts"]).timestamp()
+                        latencies.append((arrived - at) * 1000)
         except websockets.ConnectionClosed as closed:
             code = str(closed.rcvd.code if closed.rcvd else 1006)
             counts[f"closed {code}"] = counts.get(f"closed {code}", 0) + 1
@@ -43,7 +46,7 @@ async def subscriber(
 
 async def run(url: str, key: str, count: int) -> None:
     latencies: list[float] = []
-    counts = {"frames": 0}
+    counts = {"reports": 0}
     readies = [asyncio.Event() for _ in range(count)]
     tasks = [
         asyncio.create_task(subscriber(url, key, latencies, counts, ready)) for ready in readies
@@ -57,7 +60,7 @@ async def run(url: str, key: str, count: int) -> None:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         if line.strip() == "reset":  # the warm-up is over: forget it
             latencies.clear()
-            counts["frames"] = 0
+            counts["reports"] = 0
             print("reset", flush=True)
         elif line.strip() in ("stop", ""):
             break

@@ -5,6 +5,7 @@
 - Authentication: ``Authorization: Bearer <key>`` on the handshake, or a first message
   ``{"op": "auth", "key": ...}`` within ``stream.auth_timeout_s``; otherwise close 1008
   before any data.
+- Frames from the server are JSON arrays of messages (see ``stream_session``).
 - Requests: ``subscribe``, ``ping``. A frame that is not a JSON object with a known ``op``
   gets an error frame and changes nothing; a binary frame closes 1003; a frame over
   ``stream.max_frame_bytes`` closes 1009 (uvicorn's limit).
@@ -164,5 +165,6 @@ def _parse(text: str) -> dict[str, Any]:
 
 
 async def _send_json(websocket: WebSocket, document: dict[str, Any]) -> None:
+    """One message in a frame of its own (a frame is an array of messages)."""
     if websocket.application_state is WebSocketState.CONNECTED:
-        await websocket.send_text(orjson.dumps(document).decode())
+        await websocket.send_text(orjson.dumps([document]).decode())

@@ -9,7 +9,10 @@ no longer has them (trimmed, flushed, never published), from the order log. Resu
 nothing is missed at the seam, and nothing sent twice.
 
 The session writes to its connection from one task (``run``), fed by one bounded queue:
-the hub's entries, and the answers to the subscriber's own requests.
+the hub's entries, and the answers to the subscriber's own requests. Every frame is a JSON
+array of messages (as Alpaca's streams send them): one when the subscriber keeps up, all
+that waited (up to ``MESSAGES_PER_FRAME``) when it fell behind, so a busy moment costs a
+frame, not a frame per report, at both ends.
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ from app.storage.sql.execution_log import ExecutionLog
 
 # Reports read at once when catching up or filling a gap.
 HISTORY_BATCH = 1000
+# Messages sent in one frame at most (a few hundred KB of reports).
+MESSAGES_PER_FRAME = 256
+# How often an idle session is woken to see whether a heartbeat or a key check is due: one
+# task wakes them all, where a timer per session per frame cost more than the sending.
+TICK_S = 0.5
+TICK = object()
 
 
 class Channel(StrEnum):
@@ -99,6 +108,24 @@ class ExecutionFeed:
         self._queue_size = queue_size
         self.heartbeat_s = heartbeat_s
         self.key_check_s = key_check_s
+        self._sessions: set[StreamSession] = set()
+        self._ticker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._ticker = asyncio.create_task(self._tick(), name="stream-ticker")
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            for session in list(self._sessions):
+                if session.queue.empty():  # a busy one looks at the clock anyway
+                    session.request(TICK)
 
     async def history(
         self, principal: Principal, account: str | None, since: int, limit: int
@@ -110,7 +137,12 @@ class ExecutionFeed:
         return [render_execution(e) for e in await self._log.after(account, since, limit)]
 
     def session(self, key: str, send: Send) -> StreamSession:
-        return StreamSession(self, key, send, asyncio.Queue(self._queue_size))
+        session = StreamSession(self, key, send, asyncio.Queue(self._queue_size))
+        self._sessions.add(session)
+        return session
+
+    def forget(self, session: StreamSession) -> None:
+        self._sessions.discard(session)
 
     async def newest(self, accounts: Iterable[str]) -> dict[str, int]:
         known = await self._log.newest(accounts)
@@ -143,7 +175,8 @@ class StreamSession:
     ) -> None:
         self._feed = feed
         self._key = key
-        self._send = send
+        self._write = send
+        self._outbox: list[str] = []  # messages for the next frame
         self.queue = queue
         self.subscription: Subscription | None = None
         self.overflowed = asyncio.Event()  # the queue was full: the session must end
@@ -151,7 +184,7 @@ class StreamSession:
         self.last: dict[str, int] = {}  # per account, the last report sent
 
     # -- from the connection's reader ------------------------------------------------------
-    def request(self, item: SubscribeRequest | GatewayError | str) -> None:
+    def request(self, item: SubscribeRequest | GatewayError | str | object) -> None:
         """Queue a request, an error to answer, or a frame to send. A full queue (the
         subscriber sends faster than it reads) overflows the session."""
         try:
@@ -160,6 +193,7 @@ class StreamSession:
             self.overflowed.set()
 
     def close(self) -> None:
+        self._feed.forget(self)
         if self.subscription is not None:
             self._feed.hub.unsubscribe(self.subscription)
 
@@ -185,11 +219,10 @@ class StreamSession:
             try:
                 item = self.queue.get_nowait()  # no timer per frame while busy
             except asyncio.QueueEmpty:
-                wait = max(0.0, min(next_heartbeat, next_key_check) - time.monotonic())
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), wait)
-                except TimeoutError:
-                    continue
+                await self._flush()  # nothing more waiting: send what is gathered
+                item = await self.queue.get()  # a report, a request, or a tick
+            if item is TICK:
+                continue
             if isinstance(item, StreamEntry):
                 await self._deliver(item)
             elif isinstance(item, SubscribeRequest):
@@ -199,6 +232,17 @@ class StreamSession:
             else:
                 assert isinstance(item, str)
                 await self._send(item)
+
+    async def _send(self, message: str) -> None:
+        self._outbox.append(message)
+        if len(self._outbox) >= MESSAGES_PER_FRAME:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._outbox:
+            frame = "[" + ",".join(self._outbox) + "]"
+            self._outbox.clear()
+            await self._write(frame)
 
     async def _subscribe(self, request: SubscribeRequest) -> None:
         if self.subscription is not None:

@@ -55,22 +55,23 @@ class Subscriber:
         self._ws = await websockets.connect(
             self._url, additional_headers={"Authorization": f"Bearer {self._key}"}
         )
-        assert json.loads(await self._ws.recv())["type"] == "authenticated"
+        assert json.loads(await self._ws.recv())[0]["type"] == "authenticated"
         request: dict[str, Any] = {"op": "subscribe", "channels": list(channels)}
         if since is not None:
             request["since"] = since
         if accounts is not None:
             request["accounts"] = accounts
         await self._ws.send(json.dumps(request))
-        subscribed = json.loads(await self._ws.recv())
+        subscribed, *more = json.loads(await self._ws.recv())
         assert subscribed["type"] == "subscribed", subscribed
+        self.frames.extend(more)  # what came in the same frame
         self._reader = asyncio.create_task(self._read(self._ws))
         return dict(subscribed)
 
     async def _read(self, ws: ClientConnection) -> None:
         try:
-            async for message in ws:
-                self.frames.append(json.loads(message))
+            async for frame in ws:
+                self.frames.extend(json.loads(frame))  # a frame is an array of messages
         except websockets.ConnectionClosed:
             pass
         self.close_code, self.close_reason = ws.close_code, ws.close_reason or ""

@@ -120,7 +120,7 @@ async def test_an_account_sees_none_of_another_accounts_reports_and_cannot_ask_f
             {"op": "subscribe", "channels": ["executions"], "accounts": [a, b]},
         ):
             await ws.send(json.dumps(request))
-            assert json.loads(await ws.recv())["code"] == "auth.forbidden"
+            assert json.loads(await ws.recv())[0]["code"] == "auth.forbidden"
     async with gateway.client(key_a) as client:
         other = await client.get("/v1/executions", params={"account": b})
     assert other.status_code == 403
@@ -195,7 +195,7 @@ async def test_authentication_by_first_message_and_every_way_it_fails(gateway: G
     url = stream_url(gateway)
     async with websockets.connect(url) as ws:
         await ws.send(json.dumps({"op": "auth", "key": key}))
-        assert json.loads(await ws.recv())["type"] == "authenticated"
+        assert json.loads(await ws.recv())[0]["type"] == "authenticated"
     for first in (None, {"op": "auth", "key": "og_nope"}, {"op": "subscribe"}, "not json"):
         async with websockets.connect(url) as ws:
             if first is not None:
@@ -242,13 +242,13 @@ async def test_bad_frames_get_an_error_or_a_close_and_the_stream_goes_on(gateway
             (json.dumps({"op": "auth", "key": key}), "request.invalid"),
         ):
             await ws.send(frame)
-            answer = json.loads(await ws.recv())
+            answer = json.loads(await ws.recv())[0]
             assert (answer["type"], answer["code"]) == ("error", code), frame
         await ws.send(json.dumps({"op": "ping"}))
-        assert json.loads(await ws.recv()) == {"type": "pong"}
+        assert json.loads(await ws.recv()) == [{"type": "pong"}]
         # Nothing above subscribed: a subscription is still possible, and works.
         await ws.send(json.dumps({"op": "subscribe", "channels": ["executions"]}))
-        assert json.loads(await ws.recv())["type"] == "subscribed"
+        assert json.loads(await ws.recv())[0]["type"] == "subscribed"
     async with websockets.connect(url, additional_headers=headers) as ws:
         await ws.recv()
         await ws.send(b"\x00binary")
