@@ -190,10 +190,9 @@ class InboundLimitSettings(BaseModel):
 class StreamSettings(BaseModel):
     """The execution report stream: WebSocket ``/v1/stream`` and its Redis Streams."""
 
-    # Reports kept in each account's stream, and in the stream of all accounts; older ones
-    # (or older than max_age_s) are read from the order log instead.
+    # Reports kept in each account's stream; older ones (or older than max_age_s) are read
+    # from the order log instead.
     max_length: int = Field(5_000, ge=10)
-    max_length_all: int = Field(100_000, ge=10)
     max_age_s: float = Field(24 * 3600.0, gt=0)
     # Frames a subscriber may be behind before it is closed (1013) to resume later.
     queue_size: int = Field(10_000, ge=10)

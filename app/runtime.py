@@ -114,9 +114,7 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
     )
     order_log.start()
     stack.push_async_callback(order_log.close)
-    stream_store = ExecutionStreamStore(
-        redis, settings.stream.max_length, settings.stream.max_length_all
-    )
+    stream_store = ExecutionStreamStore(redis, settings.stream.max_length)
     publisher = ExecutionPublisher(stream_store)
     publisher.start()
     stack.push_async_callback(publisher.close)  # after the order log's: its last commits
@@ -194,7 +192,9 @@ async def start_stream_hub(core: Core, settings: Settings, stack: AsyncExitStack
         core.redis_url, settings, reply_timeout_s=STREAM_READ_BLOCK_MS / 1000 + 2.0
     )
     stack.push_async_callback(reader.close)
-    hub = StreamHub(core.stream_store, core.redis, reader, block_ms=STREAM_READ_BLOCK_MS)
+    hub = StreamHub(
+        core.stream_store, ExecutionLog(core.engine), core.redis, reader, STREAM_READ_BLOCK_MS
+    )
     hub.start()
     stack.push_async_callback(hub.close)
     return hub

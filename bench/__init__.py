@@ -193,6 +193,12 @@ def add_orders_arguments(parser: argparse.ArgumentParser, *, one_rate: bool = Tr
     )
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     parser.add_argument(
+        "--idle-subscribers",
+        type=int,
+        default=0,
+        help="WebSocket subscribers kept connected to another, quiet account meanwhile (0)",
+    )
+    parser.add_argument(
         "--logs", type=Path, default=None, help="keep the servers' logs in this directory"
     )
     parser.add_argument(

@@ -77,6 +77,7 @@ class BenchOptions:
     logs_dir: Path | None = None
     database: str = "sqlite"
     postgres_url: str = DEFAULT_POSTGRES_URL
+    idle_subscribers: int = 0  # stream subscribers connected, of another account
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -104,6 +105,7 @@ class BenchOptions:
             logs_dir=args.logs,
             database=args.database,
             postgres_url=args.postgres_url,
+            idle_subscribers=getattr(args, "idle_subscribers", 0),
         )
 
 
@@ -168,6 +170,8 @@ def run_orders_bench(
         )
         env = _environment(tmp, redis.url, database_url, options.gateway_env)
         gateway = stack.enter_context(_start_gateway(env, tmp, progress, options.workers))
+        if options.idle_subscribers:
+            stack.enter_context(_idle_subscribers(env, gateway.port, options.idle_subscribers))
         floor = stack.enter_context(_start_floor(env, tmp, redis.url, progress))
         load = stack.enter_context(LoadProcess())
         targets = (floor, gateway)
@@ -302,6 +306,31 @@ def _start_gateway(
     with server:
         server.start(port, "/readyz")
         yield _Target("gateway", port, {"Authorization": f"Bearer {key}"}, server)
+
+
+@contextlib.contextmanager
+def _idle_subscribers(env: dict[str, str], port: int, count: int) -> Iterator[None]:
+    """``count`` stream subscribers of a quiet account, in a process of their own."""
+    cli = [sys.executable, "-m", "app.cli"]
+    out = run_command([*cli, "keys", "create", "--account", "quiet", "--role", "viewer"], env)
+    key = out.strip().splitlines()[-1].strip()
+    url = f"ws://{HOST}:{port}/v1/stream"
+    argv = [sys.executable, "-m", "bench.stream_clients", "--url", url, "--key", key]
+    with subprocess.Popen(
+        [*argv, "--subscribers", str(count)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as clients:
+        try:
+            assert clients.stdout is not None
+            if clients.stdout.readline().strip() != "ready":
+                raise RuntimeError("the idle subscribers did not connect")
+            yield
+        finally:
+            clients.kill()
 
 
 @contextlib.contextmanager

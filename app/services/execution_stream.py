@@ -19,8 +19,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from app.domain.executions import Execution
-from app.domain.views import render_execution
-from app.storage.redis.execution_stream import ExecutionStreamStore, PublishedReport
+from app.storage.redis.execution_stream import ExecutionStreamStore
 from app.storage.redis.lease import Lease
 from app.storage.sql.execution_log import ExecutionLog
 
@@ -30,11 +29,6 @@ log = logging.getLogger(__name__)
 REPAIR_BATCH = 1000
 TRIM_INTERVAL_S = 60.0
 _UNAVAILABLE = (RedisError, OSError, TimeoutError, DBAPIError)
-
-
-def published(execution: Execution) -> PublishedReport:
-    at_ms = int(execution.at.timestamp() * 1000)
-    return PublishedReport(execution.account, execution.seq, at_ms, render_execution(execution))
 
 
 class ExecutionPublisher:
@@ -61,7 +55,7 @@ class ExecutionPublisher:
         if self._pending:  # committed and waiting: published now, if Redis answers
             batch, self._pending = self._pending, []
             with contextlib.suppress(*_UNAVAILABLE):
-                await self._store.publish([published(e) for e in batch])
+                await self._store.publish(batch)
 
     async def _run(self) -> None:
         while True:
@@ -69,7 +63,7 @@ class ExecutionPublisher:
             self._ready.clear()
             batch, self._pending = self._pending, []
             try:
-                await self._store.publish([published(e) for e in batch])
+                await self._store.publish(batch)
             except _UNAVAILABLE as exc:
                 # Committed, not published: the repair publishes them from the log.
                 log.warning("%d execution reports not published: %r", len(batch), exc)
@@ -143,7 +137,7 @@ class StreamRepair:
             if top < last and unmoved:
                 start = max(top, last - self._max_length)
                 missing = await self._log.after(account, start, REPAIR_BATCH)
-                await self._store.publish([published(e) for e in missing], repair=True)
+                await self._store.publish(missing, repair=True)
                 repaired += len(missing)
         if repaired:
             log.info("republished %d execution reports from the order log", repaired)

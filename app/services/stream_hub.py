@@ -2,12 +2,16 @@
 subscribers.
 
 One task per process reads every stream that a local subscriber wants, with one blocking
-``XREAD``, and puts each entry into the queue of each subscription that wants it. A
-subscription's queue is bounded: when it is full the subscription is marked overflowed
-(its connection is closed, and it can resume), so a slow subscriber never holds up the
-reader, another subscriber, or the order path. Adding a stream to the read wakes the
+``XREAD``, renders each report once, and puts it into the queue of each subscription that
+wants it. A subscription's queue is bounded: when it is full the subscription is marked
+overflowed (its connection is closed, and it can resume), so a slow subscriber never holds
+up the reader, another subscriber, or the order path. Adding a stream to the read wakes the
 reader through a stream of its own, so the new stream is read from where it stood when the
 subscription was made: nothing published after that is missed.
+
+Subscribers of every account (an admin's) are served from each account's stream: the
+accounts the order log knows are looked up every ``DISCOVER_S``, and one first seen then
+is read from its stream's start (all of it is new since the subscription).
 
 The hub delivers what the streams hold; the numbering is checked, and gaps filled from the
 order log, by each connection (``app.services.stream_session``).
@@ -21,20 +25,40 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 
+from app.domain.executions import Execution
+from app.domain.views import render_execution
 from app.redisio.multiplexed import MultiplexedRedis
-from app.storage.redis.execution_stream import ExecutionStreamStore, StreamEntry, entry_of
+from app.storage.redis.execution_stream import ExecutionStreamStore, entry_of
 from app.storage.redis.keys import StreamKeys
+from app.storage.sql.execution_log import ExecutionLog
 
 log = logging.getLogger(__name__)
 
 READ_COUNT = 1000
 RETRY_S = 0.5
 # How often the streams read are checked for having been rebuilt below where the hub
-# stands (see ``_rewind_rebuilt``).
+# stands (see ``_rewind_rebuilt``), and new accounts looked for (subscribers of them all).
 REWIND_CHECK_S = 5.0
+DISCOVER_S = 1.0
+_UNAVAILABLE = (RedisError, OSError, TimeoutError, DBAPIError)
+
+
+class Report(NamedTuple):
+    """A report, and its JSON as subscribers are sent it (rendered once for all)."""
+
+    account: str
+    seq: int
+    text: str
+    execution: Execution
+
+
+def report_of(execution: Execution) -> Report:
+    return Report(execution.account, execution.seq, render_execution(execution), execution)
 
 
 class Subscription:
@@ -50,11 +74,11 @@ class Subscription:
         self.queue = queue
         self.overflowed = overflowed
 
-    def put(self, entry: StreamEntry) -> None:
+    def put(self, report: Report) -> None:
         if self.overflowed.is_set():
             return
         try:
-            self.queue.put_nowait(entry)
+            self.queue.put_nowait(report)
         except asyncio.QueueFull:
             self.overflowed.set()
 
@@ -63,6 +87,7 @@ class StreamHub:
     def __init__(
         self,
         store: ExecutionStreamStore,
+        executions: ExecutionLog,
         redis: MultiplexedRedis,
         reader: MultiplexedRedis,
         block_ms: int = 5000,
@@ -70,13 +95,14 @@ class StreamHub:
         """``reader``: a client of its own for the blocking read (its reply timeout longer
         than ``block_ms``)."""
         self._store = store
+        self._log = executions
         self._redis = redis
         self._reader = reader
         self._block_ms = block_ms
         self._wake_key = StreamKeys.wake(f"{secrets.token_hex(6)}")
         self._by_account: dict[str, set[Subscription]] = {}
         self._of_all: set[Subscription] = set()
-        self._cursors: dict[str, bytes] = {}  # stream key -> the last entry id read
+        self._cursors: dict[str, bytes] = {}  # account -> the last entry id read
         self._wake_cursor = b"0-0"
         self._task: asyncio.Task[None] | None = None
 
@@ -91,75 +117,86 @@ class StreamHub:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             await self._redis.execute("DEL", self._wake_key)
 
-    @property
-    def subscribers(self) -> int:
-        return len(self._of_all) + len({s for subs in self._by_account.values() for s in subs})
-
-    async def subscribe(self, subscription: Subscription) -> None:
-        """Deliver to ``subscription`` everything published from now on."""
-        new_keys: dict[str, bytes] = {}
+    async def subscribe(self, subscription: Subscription) -> dict[str, int]:
+        """Deliver to ``subscription`` everything published from now on. Answers the
+        accounts it covers now and each one's newest report in the order log (for every
+        account: those the log knows)."""
         if subscription.accounts is None:
-            if not self._of_all and StreamKeys.all_executions not in self._cursors:
-                new_keys[StreamKeys.all_executions] = await self._store.newest_all_id()
+            newest = await self._log.newest()
             self._of_all.add(subscription)
+            await self._read_from_now(newest)
         else:
-            fresh = [a for a in subscription.accounts if a not in self._by_account]
-            newest = await self._store.newest(fresh)
-            for account in fresh:
-                new_keys[StreamKeys.executions(account)] = f"{newest[account]}-0".encode()
+            newest = await self._log.newest(subscription.accounts)
+            newest = {account: newest.get(account, 0) for account in subscription.accounts}
             for account in subscription.accounts:
                 self._by_account.setdefault(account, set()).add(subscription)
-        if new_keys:
-            self._cursors.update(new_keys)
-            await self._redis.execute("XADD", self._wake_key, "MAXLEN", "~", 10, "*", "w", 1)
+            await self._read_from_now(subscription.accounts)
+        return newest
+
+    async def _read_from_now(self, accounts: Iterable[str]) -> None:
+        fresh = [a for a in accounts if a not in self._cursors]
+        if not fresh:
+            return
+        newest = await self._store.newest(fresh)
+        for account in fresh:
+            self._cursors[account] = f"{newest[account]}-0".encode()
+        await self._redis.execute("XADD", self._wake_key, "MAXLEN", "~", 10, "*", "w", 1)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._of_all.discard(subscription)
-        if not self._of_all:
-            self._cursors.pop(StreamKeys.all_executions, None)
         for account in subscription.accounts or ():
             subscribers = self._by_account.get(account)
             if subscribers is not None:
                 subscribers.discard(subscription)
                 if not subscribers:
                     del self._by_account[account]
-                    self._cursors.pop(StreamKeys.executions(account), None)
+        for account in list(self._cursors):
+            if not self._of_all and account not in self._by_account:
+                del self._cursors[account]
 
     async def _run(self) -> None:
-        next_check = time.monotonic() + REWIND_CHECK_S
+        now = time.monotonic()
+        next_rewind, next_discovery = now + REWIND_CHECK_S, now + DISCOVER_S
         while True:
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + REWIND_CHECK_S
-                with contextlib.suppress(RedisError, OSError, TimeoutError):
-                    await self._rewind_rebuilt()
-            keys = [self._wake_key, *self._cursors]
-            ids = [self._wake_cursor, *self._cursors.values()]
+            now = time.monotonic()
             try:
-                reply = await self._reader.execute(
-                    "XREAD", "COUNT", READ_COUNT, "BLOCK", self._block_ms, "STREAMS", *keys, *ids
+                if now >= next_rewind:
+                    next_rewind = now + REWIND_CHECK_S
+                    await self._rewind_rebuilt()
+                if self._of_all and now >= next_discovery:
+                    next_discovery = now + DISCOVER_S
+                    await self._discover()
+                keys = [self._wake_key, *map(StreamKeys.executions, self._cursors)]
+                ids = [self._wake_cursor, *self._cursors.values()]
+                block = (
+                    min(self._block_ms, int(DISCOVER_S * 1000)) if self._of_all else self._block_ms
                 )
-            except (RedisError, OSError, TimeoutError) as exc:
+                reply = await self._reader.execute(
+                    "XREAD", "COUNT", READ_COUNT, "BLOCK", block, "STREAMS", *keys, *ids
+                )
+            except _UNAVAILABLE as exc:
                 log.warning("execution stream read failed: %r; again in %.1f s", exc, RETRY_S)
                 await asyncio.sleep(RETRY_S)
                 continue
             for key, entries in reply or ():
                 self._deliver(key, entries)
 
+    async def _discover(self) -> None:
+        """Accounts that appeared since subscribers of every account came: read from their
+        streams' start."""
+        for account in await self._log.newest():
+            if account not in self._cursors:
+                self._cursors[account] = b"0-0"
+
     async def _rewind_rebuilt(self) -> None:
         """A stream whose newest entry is below where the hub stands was rebuilt from the
         order log (it had outlived its database): read it again from its start. The
         sessions drop what they have already sent."""
-        accounts = {
-            StreamKeys.account_of(key): cursor
-            for key, cursor in self._cursors.items()
-            if key != StreamKeys.all_executions
-        }
-        newest = await self._store.newest(accounts)
-        for account, cursor in accounts.items():
-            if newest[account] < int(cursor.split(b"-", 1)[0]):
-                key = StreamKeys.executions(account)
-                if key in self._cursors:
-                    self._cursors[key] = b"0-0"
+        cursors = dict(self._cursors)
+        newest = await self._store.newest(cursors)
+        for account, cursor in cursors.items():
+            if newest[account] < int(cursor.split(b"-", 1)[0]) and account in self._cursors:
+                self._cursors[account] = b"0-0"
 
     def _deliver(self, key: bytes, entries: Iterable[tuple[bytes, list[bytes]]]) -> None:
         name = key.decode()
@@ -169,16 +206,16 @@ class StreamHub:
             if name == self._wake_key:
                 continue
             entry = entry_of(key, entry_id, fields)
-            subscribers = (
-                self._of_all
-                if name == StreamKeys.all_executions
-                else (self._by_account.get(entry.account, ()))
-            )
-            for subscription in subscribers:
-                subscription.put(entry)
+            report = report_of(entry.execution)
+            for subscription in self._by_account.get(entry.account, ()):
+                subscription.put(report)
+            for subscription in self._of_all:
+                subscription.put(report)
         if last is None:
             return
         if name == self._wake_key:
             self._wake_cursor = last
-        elif name in self._cursors:  # not if its last subscriber left meanwhile
-            self._cursors[name] = last
+        else:
+            account = StreamKeys.account_of(name)
+            if account in self._cursors:  # not if its last subscriber left meanwhile
+                self._cursors[account] = last

@@ -27,10 +27,10 @@ import orjson
 from redis.exceptions import RedisError
 
 from app.domain.errors import Forbidden, GatewayError, NotAuthenticated, RequestInvalid
-from app.domain.views import problem_body, render_execution
+from app.domain.views import order_document, problem_body, render_execution
 from app.services.auth import ApiKeyService, Principal, Role
-from app.services.stream_hub import StreamHub, Subscription
-from app.storage.redis.execution_stream import ExecutionStreamStore, StreamEntry
+from app.services.stream_hub import Report, StreamHub, Subscription, report_of
+from app.storage.redis.execution_stream import ExecutionStreamStore
 from app.storage.sql.execution_log import ExecutionLog
 
 # Reports read at once when catching up or filling a gap.
@@ -148,7 +148,7 @@ class ExecutionFeed:
         known = await self._log.newest(accounts)
         return {account: known.get(account, 0) for account in accounts}
 
-    async def reports_after(self, account: str, after: int, upto: int | None) -> list[bytes]:
+    async def reports_after(self, account: str, after: int, upto: int | None) -> list[Report]:
         """The account's reports after ``after`` (up to ``upto``), as many as are at hand
         (call again for more): from the stream while it holds them in order, else from the
         order log."""
@@ -159,14 +159,14 @@ class ExecutionFeed:
             entries = await self._store.after(account, after, want)
         except (RedisError, OSError, TimeoutError):
             entries = []
-        run: list[bytes] = []
+        run: list[Report] = []
         for entry in entries:
             if entry.seq != after + len(run) + 1:
                 break
-            run.append(entry.payload)
+            run.append(report_of(entry.execution))
         if run:
             return run
-        return [render_execution(e).encode() for e in await self._log.after(account, after, want)]
+        return [report_of(e) for e in await self._log.after(account, after, want)]
 
 
 class StreamSession:
@@ -223,7 +223,7 @@ class StreamSession:
                 item = await self.queue.get()  # a report, a request, or a tick
             if item is TICK:
                 continue
-            if isinstance(item, StreamEntry):
+            if isinstance(item, Report):
                 await self._deliver(item)
             elif isinstance(item, SubscribeRequest):
                 await self._subscribe(item)
@@ -250,11 +250,12 @@ class StreamSession:
             return
         self._channels = request.channels
         self.subscription = Subscription(request.accounts, self.queue, self.overflowed)
-        await self._feed.hub.subscribe(self.subscription)  # delivers from now on
-        named = request.accounts if request.accounts is not None else set(request.since)
-        newest = await self._feed.newest(named)
+        # Delivers from now on; the accounts covered now, each one's newest report.
+        newest = await self._feed.hub.subscribe(self.subscription)
+        for account in set(request.since) - set(newest):  # named, none yet
+            newest[account] = 0
         resync: list[dict[str, object]] = []
-        for account in named:
+        for account in newest:
             since = request.since.get(account)
             if since is not None and since > newest[account]:
                 # Not a number this gateway gave: the subscriber's history is not ours.
@@ -273,21 +274,21 @@ class StreamSession:
         )
         for notice in resync:
             await self._send(orjson.dumps({"type": "resync_required", **notice}).decode())
-        for account in named:
+        for account in newest:
             # Up to what the log holds: a stream can hold more only if it is stale (the
             # database was replaced under it); what is committed from now on, the hub brings.
             await self._send_after(account, upto=newest[account])
 
-    async def _deliver(self, entry: StreamEntry) -> None:
-        last = self.last.get(entry.account)
-        if last is None:  # an account of all, first seen: its stream starts here
-            last = self.last[entry.account] = entry.seq - 1
-        if entry.seq <= last:
+    async def _deliver(self, report: Report) -> None:
+        last = self.last.get(report.account)
+        if last is None:  # a new account of all: all its reports are new
+            last = self.last[report.account] = 0
+        if report.seq <= last:
             return  # sent already (caught up, or filled in)
-        if entry.seq > last + 1:
-            await self._send_after(entry.account, upto=entry.seq - 1)
-        if entry.seq == self.last[entry.account] + 1:
-            await self._send_report(entry.account, entry.seq, entry.payload)
+        if report.seq > last + 1:
+            await self._send_after(report.account, upto=report.seq - 1)
+        if report.seq == self.last[report.account] + 1:
+            await self._send_report(report)
 
     async def _send_after(self, account: str, upto: int | None) -> None:
         """Send the account's reports after the last one sent, up to ``upto`` (None: all
@@ -297,21 +298,20 @@ class StreamSession:
             batch = await self._feed.reports_after(account, last, upto)
             if not batch:
                 return
-            for offset, payload in enumerate(batch, 1):
-                await self._send_report(account, last + offset, payload)
+            for report in batch:
+                await self._send_report(report)
 
-    async def _send_report(self, account: str, seq: int, payload: bytes) -> None:
-        self.last[account] = seq
+    async def _send_report(self, report: Report) -> None:
+        self.last[report.account] = report.seq
         if Channel.EXECUTIONS in self._channels:
-            await self._send(payload.decode())
+            await self._send(report.text)
         if Channel.ORDERS in self._channels:
-            report = orjson.loads(payload)
             frame = {
                 "type": "order",
-                "account": account,
-                "seq": seq,
-                "event": report["event"],
-                "order": report["order"],
+                "account": report.account,
+                "seq": report.seq,
+                "event": report.execution.event.value,
+                "order": order_document(report.execution.order),
             }
             await self._send(orjson.dumps(frame).decode())
 

@@ -83,10 +83,8 @@ def inbound_bucket(key_id: str, route_class: str) -> str:
 
 
 class StreamKeys:
-    """The execution report streams: one per account (entry id: the report's seq), one
-    of every account's (for subscribers of them all), and each hub's wake-up stream."""
-
-    all_executions = "og:exec:all"
+    """The execution report streams, one per account (entry id: the report's seq), and
+    each hub's wake-up stream."""
 
     @staticmethod
     def executions(account: str) -> str:
