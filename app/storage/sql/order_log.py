@@ -108,6 +108,7 @@ class _Reports:
 
 
 _Write = _NewOrder | _Transition | _Reports
+Numbered = tuple[PendingEvent, int]  # an event written, and its number
 
 
 @dataclass(slots=True)
@@ -256,9 +257,9 @@ class OrderLog:
             return
         try:
             if isinstance(self._engine, AsyncEngine):
-                results, executions = await self._execute_postgres(writes)
+                results, numbered = await self._execute_postgres(writes)
             else:
-                results, executions = await self._execute_sqlite(writes)
+                results, numbered = await self._execute_sqlite(writes)
         except Exception as exc:
             await self._drop_connection()
             if len(batch) == 1:
@@ -269,7 +270,8 @@ class OrderLog:
             for pending in batch:
                 await self._commit([pending])
             return
-        self._committed(executions)
+        if numbered and self.on_commit is not None:
+            self._committed([execution_of(e, seq) for e, seq in numbered])
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
@@ -362,7 +364,7 @@ class OrderLog:
                 plans[i].bind(self._sql)
         return plans
 
-    async def _execute_postgres(self, writes: list[_Write]) -> tuple[list[Any], list[Execution]]:
+    async def _execute_postgres(self, writes: list[_Write]) -> tuple[list[Any], list[Numbered]]:
         """Run the batch on the asyncpg connection the writer keeps (no pool checkout per
         batch), each statement one round trip. Execution reports are planned first, from
         unlocked reads: the rows they touch are then locked (``FOR UPDATE``) only while the
@@ -377,7 +379,7 @@ class OrderLog:
         except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
             raise _as_dbapi_error(exc) from exc
 
-    async def _execute_sqlite(self, writes: list[_Write]) -> tuple[list[Any], list[Execution]]:
+    async def _execute_sqlite(self, writes: list[_Write]) -> tuple[list[Any], list[Numbered]]:
         """Run the batch on the event loop itself, on the stdlib connection with our own
         BEGIN IMMEDIATE ... COMMIT. A batch is well under a millisecond of SQLite work; in a
         thread, every GIL hand-over between it and the loop would cost up to a switch
@@ -453,9 +455,10 @@ class OrderLog:
 
     async def _execute(
         self, plain: DriverSQL, writes: list[_Write], plans: dict[int, ReportPlan]
-    ) -> tuple[list[Any], list[Execution]]:
+    ) -> tuple[list[Any], list[Numbered]]:
         """The batch's statements, in the transaction the caller began; its events are
-        numbered and written last, all at once."""
+        numbered and written last, all at once (their reports are made after the commit:
+        on SQLite the write lock, every process's, is held meanwhile)."""
         results: list[Any] = [None] * len(writes)
         events: list[PendingEvent] = []
         followups: list[_Transition] = []
@@ -479,7 +482,7 @@ class OrderLog:
                 events.extend(planned.events)
         return results, await self._write_events(plain, events)
 
-    async def _write_events(self, conn: DriverSQL, events: list[PendingEvent]) -> list[Execution]:
+    async def _write_events(self, conn: DriverSQL, events: list[PendingEvent]) -> list[Numbered]:
         """Number the events per account (see ``executions``) and write them."""
         if not events:
             return []
@@ -488,7 +491,7 @@ class OrderLog:
         await self._sql.insert_events.run(
             conn, [e.row._replace(seq=seq) for e, seq in zip(events, seqs, strict=True)]
         )
-        return [execution_of(e, seq) for e, seq in zip(events, seqs, strict=True)]
+        return list(zip(events, seqs, strict=True))
 
     # -- set-based statements: a fixed number per kind of write, whatever the batch size ---
     async def _insert_orders(
