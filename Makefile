@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format bench bench-orders bench-risk bench-mass-cancel bench-batching clean
+.PHONY: run test lint format bench bench-orders bench-risk bench-mass-cancel bench-batching bench-stream clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,11 @@ bench-mass-cancel: $(VENV)/.dev
 bench-batching: $(VENV)/.dev
 	$(BIN)/python -m bench batching
 
-bench: bench-orders bench-risk bench-mass-cancel bench-batching
+## bench-stream: execution reports to 100 WebSocket subscribers vs a fan-out floor
+bench-stream: $(VENV)/.dev
+	$(BIN)/python -m bench stream
+
+bench: bench-orders bench-risk bench-mass-cancel bench-batching bench-stream
 
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache
