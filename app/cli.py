@@ -114,6 +114,8 @@ def serve(args: argparse.Namespace) -> int:
             # Compressing each subscriber's copy of every report (permessage-deflate, on by
             # default in uvicorn) cost more CPU than sending it (docs/performance.md).
             ws_per_message_deflate=settings.stream.compression,
+            ws_ping_interval=settings.stream.ping_interval_s,
+            ws_ping_timeout=settings.stream.ping_timeout_s,
             access_log=False,
             log_level=settings.log_level,
             timeout_graceful_shutdown=5,

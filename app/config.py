@@ -210,6 +210,9 @@ class StreamSettings(BaseModel):
     send_buffer_bytes: int = Field(256 * 1024, ge=4096)
     # permessage-deflate, for subscribers on slow links: zlib per subscriber per report.
     compression: bool = False
+    # WebSocket pings: a peer that does not answer one within ping_timeout_s is dropped.
+    ping_interval_s: float = Field(20.0, gt=0)
+    ping_timeout_s: float = Field(20.0, gt=0)
     repair_interval_s: float = Field(1.0, gt=0)
 
 

@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from tests.conftest import EmbeddedRedis, Gateway, Launch, _backends, wait_for
+from tests.conftest import (
+    DatabaseFactory,
+    EmbeddedRedis,
+    Gateway,
+    Launch,
+    _backends,
+    launch_gateway,
+    wait_for,
+)
 from tests.helpers.orders import limit, market
 from tests.helpers.stream import StalledSubscriber, Subscriber, assert_in_order_once
 
@@ -208,3 +217,48 @@ async def test_a_stream_left_from_another_database_is_rebuilt_from_this_ones_log
     assert not any("stale" in r for r in subscriber.reports)
     assert subscriber.reports == await log_history(gateway, key)
     await subscriber.close()
+
+
+async def test_a_dead_peer_is_dropped_when_it_answers_no_ping(fresh: Launch) -> None:
+    gateway = fresh(
+        "sqlite", workers=1, ORDERGATE_STREAM__PING_INTERVAL_S="0.5",
+        ORDERGATE_STREAM__PING_TIMEOUT_S="0.5",
+    )  # fmt: skip
+    key = gateway.new_key("dead-peer")
+    dead = StalledSubscriber(gateway, key)  # reads nothing: answers no ping
+    dead.subscribe(("executions",))
+    alive = Subscriber(gateway, key)  # its client answers pings
+    await alive.open()
+    await asyncio.sleep(3)
+    _, code, _ = await asyncio.to_thread(dead.read_to_the_end, 5.0)
+    assert code == 1011  # keepalive ping timeout
+    assert alive.close_code is None  # still open
+    assert await place_all(gateway, key, [limit("1.00")]) == 1
+    await alive.until_reports(2)
+    await alive.close()
+
+
+async def test_a_report_made_on_one_replica_reaches_a_subscriber_of_another(
+    redis_server: EmbeddedRedis, database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    """Two gateways (each with its workers and applier) on one Redis and one database."""
+    database_url = database_factory.create("sqlite")
+    redis_url = redis_server.url.rsplit("/", 1)[0] + "/14"
+    replicas = [
+        launch_gateway(tmp_path / f"replica{n}", database_url, redis_url, workers=1)
+        for n in range(2)
+    ]
+    try:
+        key = replicas[0].new_key("replicas")
+        subscriber = Subscriber(replicas[1], key)
+        await subscriber.open()
+        assert await place_all(replicas[0], key, [market("AAPL") for _ in range(5)]) == 5
+        await subscriber.until_reports(15)
+        assert_in_order_once(subscriber.reports)
+        await subscriber.close()
+    finally:
+        for replica in replicas:
+            replica.stop()
+        flush = aioredis.Redis.from_url(redis_url)
+        await flush.flushdb()
+        await flush.aclose()
