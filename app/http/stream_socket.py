@@ -20,9 +20,10 @@ import contextlib
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from app.domain.accounts import check_account_name
 from app.domain.errors import GatewayError, NotAuthenticated, RequestInvalid
 from app.domain.executions import MAX_SEQ
 from app.services.auth import Principal
@@ -40,15 +41,18 @@ TRY_AGAIN_LATER = 1013
 
 
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+AccountName = Annotated[str, AfterValidator(check_account_name)]
+# Accounts one subscription may name (an admin's; leave them out for every account).
+MAX_ACCOUNTS = 1000
 
 
 class SubscribeOp(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     op: Literal["subscribe"]
-    channels: list[Channel]
-    accounts: list[str] | None = None
-    since: Seq | dict[str, Seq] | None = None
+    channels: list[Channel] = Field(min_length=1)
+    accounts: list[AccountName] | None = Field(None, min_length=1, max_length=MAX_ACCOUNTS)
+    since: Seq | dict[AccountName, Seq] | None = None
 
 
 class _Closed(Exception):
@@ -112,10 +116,13 @@ async def _serve(websocket: WebSocket, session: StreamSession, principal: Princi
         await asyncio.gather(sender, reader, overflow, return_exceptions=True)
         session.close()
     if overflow in done:
-        behind = ", ".join(f"{a}:{seq}" for a, seq in sorted(session.last.items()))[:60]
-        raise _Closed(TRY_AGAIN_LATER, f"too far behind; resume after {behind}")
-    if sender in done and sender.result() is SessionEnd.REVOKED:  # a failure raises here
-        raise _Closed(POLICY_VIOLATION, "the API key was revoked")
+        raise _Closed(TRY_AGAIN_LATER, "too far behind; resume after the last seq you received")
+    if sender in done:
+        end = sender.result()  # a failure raises here
+        if end is SessionEnd.REVOKED:
+            raise _Closed(POLICY_VIOLATION, "the API key was revoked")
+        if end is SessionEnd.UNAVAILABLE:
+            raise _Closed(TRY_AGAIN_LATER, "the order log is unavailable; resume later")
     reader.result()  # the peer left, or sent a frame that ends the connection
 
 

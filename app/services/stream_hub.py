@@ -121,16 +121,18 @@ class StreamHub:
         """Deliver to ``subscription`` everything published from now on. Answers the
         accounts it covers now and each one's newest report in the order log (for every
         account: those the log knows)."""
+        # Registered before anything is awaited: whatever the hub reads from now on reaches
+        # it, including what it reads while the numbers below are being asked for.
         if subscription.accounts is None:
-            newest = await self._log.newest()
             self._of_all.add(subscription)
+            newest = await self._log.newest()
             await self._read_from_now(newest)
         else:
-            newest = await self._log.newest(subscription.accounts)
-            newest = {account: newest.get(account, 0) for account in subscription.accounts}
             for account in subscription.accounts:
                 self._by_account.setdefault(account, set()).add(subscription)
             await self._read_from_now(subscription.accounts)
+            known = await self._log.newest(subscription.accounts)
+            newest = {account: known.get(account, 0) for account in subscription.accounts}
         return newest
 
     async def _read_from_now(self, accounts: Iterable[str]) -> None:
@@ -139,7 +141,9 @@ class StreamHub:
             return
         newest = await self._store.newest(fresh)
         for account in fresh:
-            self._cursors[account] = f"{newest[account]}-0".encode()
+            # Unless another subscription began reading it meanwhile: never moved forward
+            # past what the hub has not delivered yet.
+            self._cursors.setdefault(account, f"{newest[account]}-0".encode())
         await self._redis.execute("XADD", self._wake_key, "MAXLEN", "~", 10, "*", "w", 1)
 
     def unsubscribe(self, subscription: Subscription) -> None:

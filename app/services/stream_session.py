@@ -18,6 +18,7 @@ frame, not a frame per report, at both ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -25,16 +26,27 @@ from enum import StrEnum
 
 import orjson
 from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 
-from app.domain.errors import Forbidden, GatewayError, NotAuthenticated, RequestInvalid
+from app.domain.errors import (
+    Forbidden,
+    GatewayError,
+    NotAuthenticated,
+    RequestInvalid,
+    StorageUnavailable,
+)
 from app.domain.views import order_document, problem_body, render_execution
 from app.services.auth import ApiKeyService, Principal, Role
 from app.services.stream_hub import Report, StreamHub, Subscription, report_of
 from app.storage.redis.execution_stream import ExecutionStreamStore
 from app.storage.sql.execution_log import ExecutionLog
 
-# Reports read at once when catching up or filling a gap.
-HISTORY_BATCH = 1000
+log = logging.getLogger(__name__)
+
+# Reports read at once when catching up or filling a gap: one batch is read and rendered
+# on the event loop in one go (a few ms), so batches are small and taken one at a time
+# per process (``ExecutionFeed.history_turn``), and the loop is given back between them.
+HISTORY_BATCH = 200
 # Messages sent in one frame at most (a few hundred KB of reports).
 MESSAGES_PER_FRAME = 256
 # How often an idle session is woken to see whether a heartbeat or a key check is due: one
@@ -82,6 +94,15 @@ def subscription_for(
 
 class SessionEnd(StrEnum):
     REVOKED = "revoked"  # the key no longer authenticates
+    UNAVAILABLE = "unavailable"  # the order log or Redis failed under a catch-up
+
+
+class _KeyRevoked(Exception):
+    pass
+
+
+# What a session cannot serve through: it ends, and the subscriber resumes later.
+UNAVAILABLE = (DBAPIError, RedisError, OSError, TimeoutError, StorageUnavailable)
 
 
 Send = Callable[[str], Awaitable[None]]
@@ -110,6 +131,7 @@ class ExecutionFeed:
         self.key_check_s = key_check_s
         self._sessions: set[StreamSession] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self.history_turn = asyncio.Lock()  # one batch of history read at a time
 
     def start(self) -> None:
         self._ticker = asyncio.create_task(self._tick(), name="stream-ticker")
@@ -182,6 +204,7 @@ class StreamSession:
         self.overflowed = asyncio.Event()  # the queue was full: the session must end
         self._channels: frozenset[Channel] = frozenset()
         self.last: dict[str, int] = {}  # per account, the last report sent
+        self._next_heartbeat = self._next_key_check = time.monotonic()
 
     # -- from the connection's reader ------------------------------------------------------
     def request(self, item: SubscribeRequest | GatewayError | str | object) -> None:
@@ -199,39 +222,51 @@ class StreamSession:
 
     # -- the one writer --------------------------------------------------------------------
     async def run(self) -> SessionEnd:
-        """Send until the key is revoked (the caller ends it otherwise)."""
+        """Send until the key is revoked or a catch-up cannot be served (the caller ends it
+        otherwise)."""
         now = time.monotonic()
-        next_heartbeat, next_key_check = (
-            now + self._feed.heartbeat_s,
-            now + self._feed.key_check_s,
-        )
-        while True:
-            now = time.monotonic()
-            if now >= next_key_check:
-                next_key_check = now + self._feed.key_check_s
+        self._next_heartbeat = now + self._feed.heartbeat_s
+        self._next_key_check = now + self._feed.key_check_s
+        try:
+            while True:
+                await self._due_checks()
                 try:
-                    await self._feed.keys.authenticate(self._key)
-                except NotAuthenticated:
-                    return SessionEnd.REVOKED
-            if now >= next_heartbeat:
-                next_heartbeat = now + self._feed.heartbeat_s
-                await self._heartbeat()
+                    item = self.queue.get_nowait()  # no timer per frame while busy
+                except asyncio.QueueEmpty:
+                    await self._flush()  # nothing more waiting: send what is gathered
+                    item = await self.queue.get()  # a report, a request, or a tick
+                if item is TICK:
+                    continue
+                if isinstance(item, Report):
+                    await self._deliver(item)
+                elif isinstance(item, SubscribeRequest):
+                    await self._subscribe(item)
+                elif isinstance(item, GatewayError):
+                    await self._send(_error_frame(item))
+                else:
+                    assert isinstance(item, str)
+                    await self._send(item)
+        except _KeyRevoked:
+            return SessionEnd.REVOKED
+        except UNAVAILABLE as exc:
+            log.warning("a subscriber's catch-up failed (%r): closed, to resume later", exc)
+            return SessionEnd.UNAVAILABLE
+
+    async def _due_checks(self) -> None:
+        """The key check and the heartbeat, when due; also between batches of a catch-up,
+        so a long one neither outlives its key nor silences the heartbeat."""
+        now = time.monotonic()
+        if now >= self._next_key_check:
+            self._next_key_check = now + self._feed.key_check_s
             try:
-                item = self.queue.get_nowait()  # no timer per frame while busy
-            except asyncio.QueueEmpty:
-                await self._flush()  # nothing more waiting: send what is gathered
-                item = await self.queue.get()  # a report, a request, or a tick
-            if item is TICK:
-                continue
-            if isinstance(item, Report):
-                await self._deliver(item)
-            elif isinstance(item, SubscribeRequest):
-                await self._subscribe(item)
-            elif isinstance(item, GatewayError):
-                await self._send(_error_frame(item))
-            else:
-                assert isinstance(item, str)
-                await self._send(item)
+                await self._feed.keys.authenticate(self._key)
+            except NotAuthenticated:
+                raise _KeyRevoked from None
+            except UNAVAILABLE as exc:  # the key was good; asked again next time
+                log.info("API key check deferred: %r", exc)
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self._feed.heartbeat_s
+            await self._heartbeat()
 
     async def _send(self, message: str) -> None:
         self._outbox.append(message)
@@ -243,6 +278,7 @@ class StreamSession:
             frame = "[" + ",".join(self._outbox) + "]"
             self._outbox.clear()
             await self._write(frame)
+            await asyncio.sleep(0)  # a long catch-up gives the loop back between frames
 
     async def _subscribe(self, request: SubscribeRequest) -> None:
         if self.subscription is not None:
@@ -294,8 +330,9 @@ class StreamSession:
         """Send the account's reports after the last one sent, up to ``upto`` (None: all
         there are)."""
         while True:
-            last = self.last[account]
-            batch = await self._feed.reports_after(account, last, upto)
+            await self._due_checks()
+            async with self._feed.history_turn:
+                batch = await self._feed.reports_after(account, self.last[account], upto)
             if not batch:
                 return
             for report in batch:
@@ -321,7 +358,12 @@ class StreamSession:
         if self.subscription is None:
             await self._send('{"type":"heartbeat"}')
             return
-        newest = await self._feed.newest(list(self.last))
+        try:
+            newest = await self._feed.newest(list(self.last))
+        except UNAVAILABLE as exc:  # a quiet heartbeat, until the log answers again
+            log.info("heartbeat without the newest numbers: %r", exc)
+            await self._send('{"type":"heartbeat"}')
+            return
         await self._send(orjson.dumps({"type": "heartbeat", "seq": newest}).decode())
         if self.queue.empty():
             for account, seq in newest.items():

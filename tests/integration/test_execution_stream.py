@@ -278,3 +278,68 @@ async def test_revoking_a_key_closes_its_sockets_within_seconds(gateway: Gateway
     gateway.run_cli("keys", "revoke", "--id", await key_id_of(gateway.database_url, key))
     await subscriber.until_closed(within=6)
     assert subscriber.close_code == 1008
+
+
+async def _join_during_a_burst(gateway: Gateway, key: str, client: httpx.AsyncClient) -> None:
+    joiners = [Subscriber(gateway, key) for _ in range(4)]
+
+    async def join(joiner: Subscriber, after_s: float) -> int:
+        await asyncio.sleep(after_s)
+        subscribed = await joiner.open()
+        return int(next(iter(subscribed["seq"].values())))
+
+    _, *starts = await asyncio.gather(
+        place(client, [market("AAPL") for _ in range(10)]),
+        *(join(joiner, 0.004 * n) for n, joiner in enumerate(joiners)),
+    )
+
+    async def everyone_has_all_since_joining() -> bool:
+        page = await client.get("/v1/executions", params={"since": 0, "limit": 1000})
+        newest = page.json()["next_since"]
+        return all(
+            [r["seq"] for r in joiner.reports] == list(range(start + 1, newest + 1))
+            for joiner, start in zip(joiners, starts, strict=True)
+        )
+
+    await wait_for(everyone_has_all_since_joining, within=3)  # heartbeats: 15 s apart
+    for joiner in joiners:
+        await joiner.close()
+
+
+async def test_subscribing_while_reports_stream_in_misses_none_at_the_seam(
+    gateway: Gateway,
+) -> None:
+    """Subscribers join (no ``since``) while a burst is committed and published, with
+    others of the account already connected: from their ``subscribed`` numbers on, each
+    gets every later report at once, not at the next heartbeat."""
+    key = gateway.new_key(new_account("seam"))
+    residents = [Subscriber(gateway, key) for _ in range(4)]
+    for resident in residents:
+        await resident.open()
+    async with gateway.client(key) as client:
+        for _ in range(8):
+            await _join_during_a_burst(gateway, key, client)
+    for resident in residents:
+        assert_in_order_once(resident.reports)
+        await resident.close()
+
+
+async def test_a_subscription_names_at_least_one_channel_and_valid_accounts(
+    gateway: Gateway,
+) -> None:
+    url = stream_url(gateway)
+    async with websockets.connect(
+        url, additional_headers={"Authorization": f"Bearer {gateway.keys['admin']}"}
+    ) as ws:
+        await ws.recv()
+        for request in (
+            {"op": "subscribe", "channels": []},
+            {"op": "subscribe", "channels": ["executions"], "accounts": []},
+            {"op": "subscribe", "channels": ["executions"], "accounts": ["a{b}c"]},
+            {"op": "subscribe", "channels": ["executions"], "since": {"": 1}},
+            {"op": "subscribe", "channels": ["executions"], "accounts": ["x"] * 1001},
+        ):
+            await ws.send(json.dumps(request))
+            assert json.loads(await ws.recv())[0]["code"] == "request.invalid", request
+        await ws.send(json.dumps({"op": "subscribe", "channels": ["executions"]}))
+        assert json.loads(await ws.recv())[0]["type"] == "subscribed"

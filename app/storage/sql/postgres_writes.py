@@ -173,7 +173,9 @@ class PostgresOrderWrites:
         execution reports of the events written."""
         rows: list[tuple[Any, ...]] = []
         events: list[PendingEvent] = []
-        for w in writes:
+        # In key order: two statements inserting the same keys (a client sending one order
+        # to two workers) then wait for each other in one order, never deadlock.
+        for w in sorted(writes, key=lambda w: (w.order.account, w.order.client_order_id)):
             stored = w.order if w.outcome is None else w.outcome
             ack_status, ack_body = w.ack if w.ack is not None else (None, None)
             rows.append((*order_values(stored), ack_status, ack_body))
