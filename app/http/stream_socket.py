@@ -28,6 +28,7 @@ from app.domain.errors import GatewayError, NotAuthenticated, RequestInvalid
 from app.domain.executions import MAX_SEQ
 from app.services.auth import Principal
 from app.services.stream_session import (
+    UNAVAILABLE,
     Channel,
     ExecutionFeed,
     SessionEnd,
@@ -102,6 +103,8 @@ async def _authenticate(
         return key, await feed.keys.authenticate(key)
     except NotAuthenticated:
         raise _Closed(POLICY_VIOLATION, "unknown or revoked API key") from None
+    except UNAVAILABLE:  # the key store (the database) did not answer
+        raise _Closed(TRY_AGAIN_LATER, "keys cannot be checked now; try again") from None
 
 
 async def _serve(websocket: WebSocket, session: StreamSession, principal: Principal) -> None:
