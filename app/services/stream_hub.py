@@ -43,7 +43,7 @@ READ_COUNT = 1000
 RETRY_S = 0.5
 # How often the streams read are checked for having been rebuilt below where the hub
 # stands (see ``_rewind_rebuilt``), and new accounts looked for (subscribers of them all).
-REWIND_CHECK_S = 5.0
+REWIND_CHECK_S = 2.0
 DISCOVER_S = 1.0
 _UNAVAILABLE = (RedisError, OSError, TimeoutError, DBAPIError)
 

@@ -11,7 +11,7 @@ from bench import main
 def test_the_stream_bench_measures_the_floor_and_the_gateway(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    tiny = ["--subscribers", "3", "--duration", "1.5", "--warmup", "0.5", "--runs", "1"]
+    tiny = ["--subscribers", "3", "--duration", "1", "--warmup", "0.3", "--runs", "1"]
     assert main(["stream", "--rates", "60", *tiny]) == 0
     rows = {
         row[0]: row
