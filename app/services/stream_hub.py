@@ -131,8 +131,7 @@ class StreamHub:
             for account in subscription.accounts:
                 self._by_account.setdefault(account, set()).add(subscription)
             await self._read_from_now(subscription.accounts)
-            known = await self._log.newest(subscription.accounts)
-            newest = {account: known.get(account, 0) for account in subscription.accounts}
+            newest = await self._log.newest(subscription.accounts)
         return newest
 
     async def _read_from_now(self, accounts: Iterable[str]) -> None:

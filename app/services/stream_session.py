@@ -167,8 +167,7 @@ class ExecutionFeed:
         self._sessions.discard(session)
 
     async def newest(self, accounts: Iterable[str]) -> dict[str, int]:
-        known = await self._log.newest(accounts)
-        return {account: known.get(account, 0) for account in accounts}
+        return await self._log.newest(accounts)
 
     async def reports_after(self, account: str, after: int, upto: int | None) -> list[Report]:
         """The account's reports after ``after`` (up to ``upto``), as many as are at hand

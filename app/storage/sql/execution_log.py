@@ -65,10 +65,12 @@ class ExecutionLog:
         ]
 
     async def newest(self, accounts: Iterable[str] | None = None) -> dict[str, int]:
-        """Each account's newest report number (every account's when ``accounts`` is
-        None); an account with none is left out."""
+        """Each account's newest report number: of every account that has one when
+        ``accounts`` is None, else of each one named (0: none yet)."""
         query = select(t.account_sequences.c.account, t.account_sequences.c.last_seq)
-        if accounts is not None:
-            query = query.where(t.account_sequences.c.account.in_(list(accounts)))
+        named = None if accounts is None else list(accounts)
+        if named is not None:
+            query = query.where(t.account_sequences.c.account.in_(named))
         async with self._engine.connect() as conn:
-            return {account: last for account, last in (await conn.execute(query)).all()}
+            known = {account: last for account, last in (await conn.execute(query)).all()}
+        return known if named is None else {account: known.get(account, 0) for account in named}
