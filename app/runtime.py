@@ -20,13 +20,14 @@ from app.config import Settings
 from app.redisio.embedded import EmbeddedRedis
 from app.redisio.multiplexed import MultiplexedRedis
 from app.services.broker_guard import BrokerGuard
-from app.services.execution_stream import ExecutionPublisher, StreamRepair
+from app.services.execution_stream import CommitSignal, ExecutionPublisher, StreamRepair
 from app.services.executions import ExecutionApplier
 from app.services.stream_hub import StreamHub
 from app.storage.redis.broker_guard import BrokerGuardStore
 from app.storage.redis.execution_stream import ExecutionStreamStore
 from app.storage.redis.lease import Lease
 from app.storage.redis.risk_state import RiskStore
+from app.storage.sql.committed_events import CommittedEvents
 from app.storage.sql.database import create_engine, create_writer_engine
 from app.storage.sql.execution_log import ExecutionLog
 from app.storage.sql.order_log import OrderLog
@@ -115,10 +116,10 @@ async def open_core(settings: Settings, stack: AsyncExitStack, *, checkpoints: b
     order_log.start()
     stack.push_async_callback(order_log.close)
     stream_store = ExecutionStreamStore(redis, settings.stream.max_length)
-    publisher = ExecutionPublisher(stream_store)
-    publisher.start()
-    stack.push_async_callback(publisher.close)  # after the order log's: its last commits
-    order_log.on_commit = publisher.offer
+    signal = CommitSignal(redis)
+    signal.start()
+    stack.push_async_callback(signal.close)  # after the order log's: its last commits
+    order_log.on_commit = signal.notify
 
     broker = SimulatedBroker(redis, reports, settings.sim, dict(settings.universe))
     await broker.start()
@@ -168,20 +169,31 @@ def make_applier(core: Core, settings: Settings) -> ExecutionApplier:
 
 
 async def start_applier(core: Core, settings: Settings, stack: AsyncExitStack) -> ExecutionApplier:
-    """The applier, and beside it the execution streams' repair (both singletons)."""
+    """The applier, and beside it the execution publisher (both singletons)."""
     applier = make_applier(core, settings)
     applier.start()
     stack.push_async_callback(applier.close)
+    interval_s = settings.stream.repair_interval_s
+    reader = open_commands(core.redis_url, settings, reply_timeout_s=interval_s + 2.0)
+    stack.push_async_callback(reader.close)
+    executions = ExecutionLog(core.engine)
     repair = StreamRepair(
         core.stream_store,
-        ExecutionLog(core.engine),
-        Lease(core.redis, "execution-stream-repair"),
+        executions,
         max_length=settings.stream.max_length,
         max_age_s=settings.stream.max_age_s,
-        interval_s=settings.stream.repair_interval_s,
     )
-    repair.start()
-    stack.push_async_callback(repair.close)
+    publisher = ExecutionPublisher(
+        core.stream_store,
+        CommittedEvents(core.engine),
+        executions,
+        reader,
+        Lease(core.redis, "execution-publisher"),
+        repair,
+        interval_s=interval_s,
+    )
+    publisher.start()
+    stack.push_async_callback(publisher.close)
     return applier
 
 

@@ -154,3 +154,15 @@ class StalledSubscriber:
                     close = Close.parse(event.data)
         self._sock.close()
         return frames, None if close is None else close.code, "" if close is None else close.reason
+
+
+async def log_history(gateway: Gateway, key: str) -> list[dict[str, Any]]:
+    """Every report the order log holds for the key's account."""
+    items: list[dict[str, Any]] = []
+    async with gateway.client(key) as client:
+        while True:
+            page = await client.get("/v1/executions", params={"since": len(items), "limit": 1000})
+            found = page.json()["items"]
+            if not found:
+                return items
+            items.extend(found)

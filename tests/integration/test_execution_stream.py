@@ -15,7 +15,7 @@ import websockets
 from tests.conftest import Gateway, wait_for
 from tests.helpers.database import key_id_of
 from tests.helpers.orders import limit, market
-from tests.helpers.stream import Subscriber, assert_in_order_once, stream_url
+from tests.helpers.stream import Subscriber, assert_in_order_once, log_history, stream_url
 
 
 def new_account(prefix: str) -> str:
@@ -179,6 +179,11 @@ async def test_a_since_the_gateway_never_gave_asks_for_a_resync(gateway: Gateway
     key = gateway.new_key(new_account("resync"))
     async with gateway.client(key) as client:
         await place(client, [limit("1.00")])
+
+    async def numbered() -> bool:  # on PostgreSQL, just after their commit
+        return len(await log_history(gateway, key)) == 2
+
+    await wait_for(numbered)
     subscriber = Subscriber(gateway, key)
     subscribed = await subscriber.open(since=999)
     assert list(subscribed["seq"].values()) == [2]

@@ -22,7 +22,12 @@ from tests.conftest import (
     wait_for,
 )
 from tests.helpers.orders import limit, market
-from tests.helpers.stream import StalledSubscriber, Subscriber, assert_in_order_once
+from tests.helpers.stream import (
+    StalledSubscriber,
+    Subscriber,
+    assert_in_order_once,
+    log_history,
+)
 
 
 async def place_all(gateway: Gateway, key: str, orders: list[dict[str, Any]]) -> int:
@@ -52,18 +57,6 @@ async def settled_history(gateway: Gateway, key: str) -> list[dict[str, Any]]:
         if again == history:
             return history
         history = again
-
-
-async def log_history(gateway: Gateway, key: str) -> list[dict[str, Any]]:
-    """Every report the order log holds for the key's account."""
-    items: list[dict[str, Any]] = []
-    async with gateway.client(key) as client:
-        while True:
-            page = await client.get("/v1/executions", params={"since": len(items), "limit": 1000})
-            found = page.json()["items"]
-            if not found:
-                return items
-            items.extend(found)
 
 
 @pytest.mark.parametrize("backend", _backends())

@@ -14,12 +14,14 @@ renders each report once for all of them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
 import orjson
+from redis.exceptions import ResponseError
 
 from app.domain.executions import Execution, ExecutionEvent
 from app.domain.orders import Order, OrderType, Side, TimeInForce
@@ -63,12 +65,18 @@ class ExecutionStreamStore:
         return [entry_of(key.encode(), entry_id, fields) for entry_id, fields in entries]
 
     async def newest(self, accounts: Iterable[str]) -> dict[str, int]:
-        """Each account's newest seq in its stream (0: none)."""
+        """Each account's newest seq in its stream (0: none), as ``exec_publish.lua`` sees
+        it: a stream emptied by trimming still knows the last id it gave."""
         names = list(accounts)
         replies = await self._redis.execute_many(
             [("XREVRANGE", StreamKeys.executions(a), "+", "-", "COUNT", 1) for a in names]
         )
-        return {a: _seq(r[0][0]) if r else 0 for a, r in zip(names, replies, strict=True)}
+        newest = {a: _seq(r[0][0]) if r else 0 for a, r in zip(names, replies, strict=True)}
+        for account in [a for a, seq in newest.items() if seq == 0]:
+            with contextlib.suppress(ResponseError):  # no such stream
+                info = await self._redis.execute("XINFO", "STREAM", StreamKeys.executions(account))
+                newest[account] = _seq(pairs(info)[b"last-generated-id"])
+        return newest
 
     async def drop(self, account: str) -> None:
         """Forget the account's stream (it is rebuilt from the order log)."""

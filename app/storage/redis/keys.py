@@ -83,8 +83,8 @@ def inbound_bucket(key_id: str, route_class: str) -> str:
 
 
 class StreamKeys:
-    """The execution report streams, one per account (entry id: the report's seq), and
-    each hub's wake-up stream."""
+    """The execution report streams, one per account (entry id: the report's seq), each
+    hub's wake-up stream, and the publisher's."""
 
     @staticmethod
     def executions(account: str) -> str:
@@ -102,3 +102,6 @@ class StreamKeys:
     @staticmethod
     def wake(hub: str) -> str:
         return f"og:exec:wake:{hub}"
+
+    # An entry per commit that wrote order events: what the execution publisher waits on.
+    committed = "og:exec:committed"

@@ -4,9 +4,10 @@ and the fill, exactly as it was streamed (``Execution.of``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain.executions import Execution
@@ -43,7 +44,15 @@ class ExecutionLog:
 
     async def after(self, account: str, seq: int, limit: int) -> list[Execution]:
         """The account's reports after ``seq``, oldest first, at most ``limit``."""
-        query = self._after.where(_e.c.account == account, _e.c.seq > seq).limit(limit)
+        return await self._reports(
+            self._after.where(_e.c.account == account, _e.c.seq > seq).limit(limit)
+        )
+
+    async def of_events(self, event_ids: Sequence[int]) -> list[Execution]:
+        """The reports of these (numbered) events, each account's oldest first."""
+        return await self._reports(self._after.where(_e.c.id.in_(event_ids)))
+
+    async def _reports(self, query: Select[Any]) -> list[Execution]:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [

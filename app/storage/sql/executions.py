@@ -1,44 +1,36 @@
-"""Order events as execution reports: numbered per account when committed, and read back.
+"""Order events as execution reports: their rows, and their numbers per account.
 
 Every writer of order events (the gateway's group commit, its PostgreSQL statements, the
-applier) collects a batch's events, takes each account's next numbers from
-``account_sequences`` in the transaction that writes them (one statement for the batch),
-and writes them at once. The row lock that statement takes holds the account's other
-writers until this transaction commits, so a number is never visible before a smaller one:
-whoever sees report n of an account can read 1..n-1 from the log.
+applier) collects a batch's events and writes them at once. Each account's events are
+numbered 1, 2, 3, ... from ``account_sequences``, so that a number is never visible before
+a smaller one: whoever sees report n of an account can read 1..n-1 from the log.
+
+On SQLite the batch takes its numbers in the transaction that writes it (one statement):
+SQLite's one write lock already orders every process's commits, so this costs nothing
+more. On PostgreSQL events are committed unnumbered and numbered just after, by one process
+(``committed_events``): a number taken inside the commit held the account's other writers
+for that commit's WAL flush, one commit at a time.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import Dialect
 
-from app.domain.executions import Execution
 from app.domain.orders import Order
 from app.domain.status import OrderStatus
 from app.storage.sql.drivers import DriverSQL
 from app.storage.sql.rows import EventRow
 
 
-class PendingEvent(NamedTuple):
-    """An event to write, with what its report needs beyond the row: the order (after the
-    event) and the fill it records, if any."""
-
-    row: EventRow  # seq 0 until numbered
-    order: Order
-    last_qty: Decimal | None = None
-    last_price: Decimal | None = None
-
-
-def move_event(order: Order, previous: OrderStatus | None, reason: str | None) -> PendingEvent:
+def move_event(order: Order, previous: OrderStatus | None, reason: str | None) -> EventRow:
     """The event of the gateway's own move of ``order`` (already moved) from ``previous``
     (None: its creation)."""
     at = order.created_at if previous is None else order.updated_at
-    row = EventRow(
+    return EventRow(
         order_id=order.id,
         account=order.account,
         from_status=None if previous is None else previous.value,
@@ -46,29 +38,10 @@ def move_event(order: Order, previous: OrderStatus | None, reason: str | None) -
         reason=reason,
         exec_id=None,
         at=at,
-        seq=0,
+        seq=None,
         cum_qty=order.filled_qty,
         avg_price=order.avg_fill_price,
         position_qty=None,
-    )
-    return PendingEvent(row, order)
-
-
-def execution_of(event: PendingEvent, seq: int) -> Execution:
-    row = event.row
-    return Execution.of(
-        event.order,
-        seq=seq,
-        from_status=None if row.from_status is None else OrderStatus(row.from_status),
-        to_status=OrderStatus(row.to_status),
-        reason=row.reason,
-        exec_id=row.exec_id,
-        at=row.at,
-        cum_qty=row.cum_qty,
-        avg_price=row.avg_price,
-        position_qty=row.position_qty,
-        last_qty=event.last_qty,
-        last_price=event.last_price,
     )
 
 
@@ -102,18 +75,13 @@ class SequenceTake:
         return {account: int(last) for account, last in rows}
 
 
-def number(events: Sequence[PendingEvent], last: dict[str, int]) -> list[int]:
-    """Each event's number, given each account's ``last`` number after the batch: an
-    account's events take its numbers in the order they come."""
-    counts = Counter(e.row.account for e in events)
+def number(accounts: Sequence[str], last: dict[str, int]) -> list[int]:
+    """The number of each event, given as its account, and each account's ``last`` number
+    after the batch: an account's events take its numbers in the order they come."""
+    counts = Counter(accounts)
     next_seq = {account: last[account] - n + 1 for account, n in counts.items()}
     seqs = []
-    for event in events:
-        account = event.row.account
+    for account in accounts:
         seqs.append(next_seq[account])
         next_seq[account] += 1
     return seqs
-
-
-def counts_of(events: Sequence[PendingEvent]) -> dict[str, int]:
-    return dict(Counter(e.row.account for e in events))

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,18 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from app.domain.errors import StorageUnavailable
-from app.domain.executions import Execution
 from app.domain.orders import ExecutionReport, Order
 from app.domain.status import OrderStatus
 from app.storage.sql.drivers import AsyncpgSQL, DriverSQL, SqliteSQL
-from app.storage.sql.executions import (
-    PendingEvent,
-    SequenceTake,
-    counts_of,
-    execution_of,
-    move_event,
-    number,
-)
+from app.storage.sql.executions import SequenceTake, move_event, number
 from app.storage.sql.postgres_writes import MoveWrite, NewOrderWrite, PostgresOrderWrites
 from app.storage.sql.report_plan import (
     AppliedReport,
@@ -51,7 +44,7 @@ from app.storage.sql.report_plan import (
     plan_reports,
     read_report_state,
 )
-from app.storage.sql.rows import order_values
+from app.storage.sql.rows import EventRow, order_values
 from app.storage.sql.statements import Statements
 
 log = logging.getLogger(__name__)
@@ -108,7 +101,6 @@ class _Reports:
 
 
 _Write = _NewOrder | _Transition | _Reports
-Numbered = tuple[PendingEvent, int]  # an event written, and its number
 
 
 @dataclass(slots=True)
@@ -138,13 +130,14 @@ class OrderLog:
         ``record_transition``) may wait for its commit; past it, StorageUnavailable, and a
         write still queued is dropped, never made late.
 
-        ``on_commit``, when set, is given every batch's execution reports once it has
-        committed, in each account's order (it must not block: the writer waits for it)."""
+        ``on_commit``, when set, is called after each commit that wrote order events (the
+        execution publisher's signal; it must not block: the writer waits for it)."""
         self._engine = engine
         self._order_write_timeout_s = order_write_timeout_s
         self._sql = Statements(engine.dialect)
-        self._take_seqs = SequenceTake(engine.dialect)
-        self.on_commit: Callable[[list[Execution]], None] | None = None
+        # SQLite numbers events as it writes them; PostgreSQL after (``executions``).
+        self._take_seqs = None if isinstance(engine, AsyncEngine) else SequenceTake(engine.dialect)
+        self.on_commit: Callable[[], None] | None = None
         self._postgres_writes = (
             PostgresOrderWrites(engine.dialect) if isinstance(engine, AsyncEngine) else None
         )
@@ -257,9 +250,9 @@ class OrderLog:
             return
         try:
             if isinstance(self._engine, AsyncEngine):
-                results, numbered = await self._execute_postgres(writes)
+                results, wrote_events = await self._execute_postgres(writes)
             else:
-                results, numbered = await self._execute_sqlite(writes)
+                results, wrote_events = await self._execute_sqlite(writes)
         except Exception as exc:
             await self._drop_connection()
             if len(batch) == 1:
@@ -270,18 +263,18 @@ class OrderLog:
             for pending in batch:
                 await self._commit([pending])
             return
-        if numbered and self.on_commit is not None:
-            self._committed([execution_of(e, seq) for e, seq in numbered])
+        if wrote_events:
+            self._committed()
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
 
-    def _committed(self, executions: list[Execution]) -> None:
-        if executions and self.on_commit is not None:
+    def _committed(self) -> None:
+        if self.on_commit is not None:
             try:
-                self.on_commit(executions)
-            except Exception:  # the write is committed whatever a subscriber's fate
-                log.exception("handing %d committed reports on failed", len(executions))
+                self.on_commit()
+            except Exception:  # the write is committed whatever the signal's fate
+                log.exception("signalling a commit failed")
 
     async def _commit_statements(self, batch: list[_Pending]) -> None:
         """The gateway's own writes on PostgreSQL: new orders in one statement, moves in
@@ -312,15 +305,13 @@ class OrderLog:
             except Exception as exc:  # a bug: its callers answer 500; the writer goes on
                 _fail(part, exc)
             else:
-                applied, executions = results
-                self._committed(executions)
-                for pending, result in zip(part, applied, strict=True):
+                if any(results):  # each write applied wrote an event
+                    self._committed()
+                for pending, result in zip(part, results, strict=True):
                     if not pending.future.done():
                         pending.future.set_result(result)
 
-    async def _run_statement(
-        self, part: list[_Pending], *, new: bool
-    ) -> tuple[list[bool], list[Execution]]:
+    async def _run_statement(self, part: list[_Pending], *, new: bool) -> list[bool]:
         assert self._postgres_writes is not None
         writes = self._postgres_writes
         raw = await self._postgres_connection()
@@ -364,7 +355,7 @@ class OrderLog:
                 plans[i].bind(self._sql)
         return plans
 
-    async def _execute_postgres(self, writes: list[_Write]) -> tuple[list[Any], list[Numbered]]:
+    async def _execute_postgres(self, writes: list[_Write]) -> tuple[list[Any], bool]:
         """Run the batch on the asyncpg connection the writer keeps (no pool checkout per
         batch), each statement one round trip. Execution reports are planned first, from
         unlocked reads: the rows they touch are then locked (``FOR UPDATE``) only while the
@@ -379,7 +370,7 @@ class OrderLog:
         except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
             raise _as_dbapi_error(exc) from exc
 
-    async def _execute_sqlite(self, writes: list[_Write]) -> tuple[list[Any], list[Numbered]]:
+    async def _execute_sqlite(self, writes: list[_Write]) -> tuple[list[Any], bool]:
         """Run the batch on the event loop itself, on the stdlib connection with our own
         BEGIN IMMEDIATE ... COMMIT. A batch is well under a millisecond of SQLite work; in a
         thread, every GIL hand-over between it and the loop would cost up to a switch
@@ -455,12 +446,11 @@ class OrderLog:
 
     async def _execute(
         self, plain: DriverSQL, writes: list[_Write], plans: dict[int, ReportPlan]
-    ) -> tuple[list[Any], list[Numbered]]:
+    ) -> tuple[list[Any], bool]:
         """The batch's statements, in the transaction the caller began; its events are
-        numbered and written last, all at once (their reports are made after the commit:
-        on SQLite the write lock, every process's, is held meanwhile)."""
+        written last, all at once. Whether it wrote any."""
         results: list[Any] = [None] * len(writes)
-        events: list[PendingEvent] = []
+        events: list[EventRow] = []
         followups: list[_Transition] = []
         new = [(i, w) for i, w in enumerate(writes) if isinstance(w, _NewOrder)]
         if new:
@@ -482,20 +472,22 @@ class OrderLog:
                 events.extend(planned.events)
         return results, await self._write_events(plain, events)
 
-    async def _write_events(self, conn: DriverSQL, events: list[PendingEvent]) -> list[Numbered]:
-        """Number the events per account (see ``executions``) and write them."""
+    async def _write_events(self, conn: DriverSQL, events: list[EventRow]) -> bool:
+        """Write the events, on SQLite numbered per account (see ``executions``)."""
         if not events:
-            return []
-        last = await self._take_seqs.run(conn, counts_of(events))
-        seqs = number(events, last)
-        await self._sql.insert_events.run(
-            conn, [e.row._replace(seq=seq) for e, seq in zip(events, seqs, strict=True)]
-        )
-        return list(zip(events, seqs, strict=True))
+            return False
+        rows: list[tuple[Any, ...]] = list(events)
+        if self._take_seqs is not None:
+            accounts = [e.account for e in events]
+            last = await self._take_seqs.run(conn, dict(Counter(accounts)))
+            seqs = number(accounts, last)
+            rows = [e._replace(seq=seq) for e, seq in zip(events, seqs, strict=True)]
+        await self._sql.insert_events.run(conn, rows)
+        return True
 
     # -- set-based statements: a fixed number per kind of write, whatever the batch size ---
     async def _insert_orders(
-        self, conn: DriverSQL, orders: list[Order], events: list[PendingEvent]
+        self, conn: DriverSQL, orders: list[Order], events: list[EventRow]
     ) -> list[bool]:
         keys = [(o.account, o.client_order_id) for o in orders]
         wanted = set(keys)
@@ -513,7 +505,7 @@ class OrderLog:
         return outcome
 
     async def _transition_orders(
-        self, conn: DriverSQL, moves: list[_Transition], events: list[PendingEvent]
+        self, conn: DriverSQL, moves: list[_Transition], events: list[EventRow]
     ) -> list[bool]:
         ids = list({m.order.id for m in moves})
         current: dict[str, str] = dict(

@@ -18,8 +18,7 @@ tests hold both to it:
   locked and checked again if another transaction changed it meanwhile), with its event; a
   transition that does not apply still keeps its answer, and raises ``updated_at`` to the
   answer's time;
-- the events written are numbered per account (``executions``): the statement takes the
-  numbers from ``account_sequences`` itself (``taken``) and returns each account's last.
+- the events are written unnumbered: they are numbered after their commit (``executions``).
 """
 
 from __future__ import annotations
@@ -30,11 +29,10 @@ from typing import Any, NamedTuple
 import asyncpg
 from sqlalchemy import Column, Dialect, Table
 
-from app.domain.executions import Execution
 from app.domain.orders import Order
 from app.domain.status import OrderStatus
 from app.storage.sql import tables as t
-from app.storage.sql.executions import PendingEvent, execution_of, move_event, number
+from app.storage.sql.executions import move_event
 from app.storage.sql.rows import EventRow, OrderRow, order_values
 from app.storage.sql.statements import bind_processor, unbounded_type
 
@@ -52,20 +50,8 @@ MOVE_COLUMNS = (
     "cum_qty",
     "avg_price",
 )
-# An event's columns as sent; its number is the statement's to give.
+# An event's columns as sent (it is numbered after its commit).
 EVENT_COLUMNS = tuple(name for name in EventRow._fields if name != "seq")
-# Take the numbers of the events in ``e`` (each with its rank ``k`` among its account's
-# ``c``), accounts in sorted order (row locks always taken in one order: no deadlock).
-TAKE_NUMBERS = (
-    " taken AS (INSERT INTO account_sequences AS s (account, last_seq)"
-    " SELECT account, max(c) FROM e GROUP BY account ORDER BY account"
-    " ON CONFLICT (account) DO UPDATE SET last_seq = s.last_seq + excluded.last_seq"
-    " RETURNING account, last_seq),"
-)
-RANKED = (
-    "row_number() OVER (PARTITION BY {0}.account ORDER BY {0}.n) AS k,"
-    " count(*) OVER (PARTITION BY {0}.account) AS c"
-)
 
 
 class NewOrderWrite(NamedTuple):
@@ -112,15 +98,11 @@ class PostgresOrderWrites:
             f"WITH new AS (INSERT INTO orders ({names})"
             f" SELECT * FROM unnest({', '.join(self._orders.casts)})"
             " ON CONFLICT (account, client_order_id) DO NOTHING RETURNING id),"
-            f" e AS (SELECT r.*, {RANKED.format('r')}"
+            f" events AS (INSERT INTO order_events ({event_names})"
+            f" SELECT {', '.join('e.' + n for n in EVENT_COLUMNS)}"
             f" FROM unnest({', '.join(self._events.casts)}) WITH ORDINALITY"
-            f" AS r({event_names}, n) JOIN new ON new.id = r.order_id),"
-            f"{TAKE_NUMBERS}"
-            f" events AS (INSERT INTO order_events ({event_names}, seq)"
-            f" SELECT {', '.join('e.' + n for n in EVENT_COLUMNS)}, taken.last_seq - e.c + e.k"
-            " FROM e JOIN taken ON taken.account = e.account ORDER BY e.n)"
-            " SELECT id, NULL::varchar, NULL::bigint FROM new"
-            " UNION ALL SELECT NULL, account, last_seq FROM taken"
+            f" AS e({event_names}, n) JOIN new ON new.id = e.order_id ORDER BY e.n)"
+            " SELECT id FROM new"
         )
         o = orders.c
         self._moves = _Arrays(
@@ -155,24 +137,18 @@ class PostgresOrderWrites:
             " updated_at = GREATEST(o.updated_at, m.updated_at)"
             " FROM m WHERE o.id = m.id AND m.ack_status IS NOT NULL"
             " AND m.id NOT IN (SELECT id FROM moved)),"
-            f" e AS (SELECT m.*, {RANKED.format('m')} FROM m JOIN moved ON moved.id = m.id),"
-            f"{TAKE_NUMBERS}"
-            f" events AS (INSERT INTO order_events ({event_names}, seq)"
-            " SELECT e.id, e.account, e.previous, e.status, e.reason, NULL, e.updated_at,"
-            " e.cum_qty, e.avg_price, NULL, taken.last_seq - e.c + e.k"
-            " FROM e JOIN taken ON taken.account = e.account ORDER BY e.n)"
-            " SELECT id, NULL::varchar, NULL::bigint FROM moved"
-            " UNION ALL SELECT NULL, account, last_seq FROM taken"
+            f" events AS (INSERT INTO order_events ({event_names})"
+            " SELECT m.id, m.account, m.previous, m.status, m.reason, NULL, m.updated_at,"
+            " m.cum_qty, m.avg_price, NULL"
+            " FROM m JOIN moved ON moved.id = m.id ORDER BY m.n)"
+            " SELECT id FROM moved"
         )
 
-    async def insert(
-        self, conn: asyncpg.Connection, writes: list[NewOrderWrite]
-    ) -> tuple[list[bool], list[Execution]]:
+    async def insert(self, conn: asyncpg.Connection, writes: list[NewOrderWrite]) -> list[bool]:
         """Write new orders (their ids are unique: each a new order's); True for each one
-        written, False where the account already had its client_order_id. With the
-        execution reports of the events written."""
+        written, False where the account already had its client_order_id."""
         rows: list[tuple[Any, ...]] = []
-        events: list[PendingEvent] = []
+        events: list[EventRow] = []
         # In key order: two statements inserting the same keys (a client sending one order
         # to two workers) then wait for each other in one order, never deadlock.
         for w in sorted(writes, key=lambda w: (w.order.account, w.order.client_order_id)):
@@ -182,16 +158,13 @@ class PostgresOrderWrites:
             events.append(move_event(w.order, None, None))
             if w.outcome is not None:
                 events.append(move_event(w.outcome, w.order.status, w.reason))
-        event_rows = [_without_seq(e.row) for e in events]
+        event_rows = [_without_seq(row) for row in events]
         parameters = [*self._orders.bind(rows), *self._events.bind(event_rows)]
-        written, last = _answer(await conn.fetch(self.insert_sql, *parameters))
-        return [w.order.id in written for w in writes], _executions(events, written, last)
+        written = {r[0] for r in await conn.fetch(self.insert_sql, *parameters)}
+        return [w.order.id in written for w in writes]
 
-    async def transition(
-        self, conn: asyncpg.Connection, moves: list[MoveWrite]
-    ) -> tuple[list[bool], list[Execution]]:
-        """Apply moves of distinct orders; True for each one applied. With the execution
-        reports of the events written."""
+    async def transition(self, conn: asyncpg.Connection, moves: list[MoveWrite]) -> list[bool]:
+        """Apply moves of distinct orders; True for each one applied."""
         if len({m.order.id for m in moves}) != len(moves):
             raise ValueError("one move per order in a statement")
         rows = []
@@ -213,30 +186,9 @@ class PostgresOrderWrites:
                     order.avg_fill_price,
                 )
             )
-        moved, last = _answer(await conn.fetch(self.transition_sql, *self._moves.bind(rows)))
-        events = [move_event(m.order, m.previous, m.reason) for m in moves]
-        return [m.order.id in moved for m in moves], _executions(events, moved, last)
+        moved = {r[0] for r in await conn.fetch(self.transition_sql, *self._moves.bind(rows))}
+        return [m.order.id in moved for m in moves]
 
 
 def _without_seq(row: EventRow) -> tuple[Any, ...]:
     return tuple(getattr(row, name) for name in EVENT_COLUMNS)
-
-
-def _answer(records: list[asyncpg.Record]) -> tuple[set[str], dict[str, int]]:
-    """The statement's answer: the ids written, and each account's last number taken."""
-    written: set[str] = set()
-    last: dict[str, int] = {}
-    for order_id, account, last_seq in records:
-        if order_id is not None:
-            written.add(order_id)
-        else:
-            last[account] = last_seq
-    return written, last
-
-
-def _executions(
-    events: list[PendingEvent], written: set[str], last: dict[str, int]
-) -> list[Execution]:
-    """The reports of the events the statement wrote, numbered as it numbered them."""
-    kept = [e for e in events if e.row.order_id in written]
-    return [execution_of(e, seq) for e, seq in zip(kept, number(kept, last), strict=True)]

@@ -21,7 +21,6 @@ from typing import Any
 from app.domain.orders import ExecutionReport, Order, Position, apply_fill_to_position
 from app.domain.reports import apply_report
 from app.storage.sql.drivers import DriverSQL
-from app.storage.sql.executions import PendingEvent
 from app.storage.sql.rows import (
     EventRow,
     FillRow,
@@ -92,7 +91,7 @@ class ReportPlan:
     order_rows: list[FillStateRow] = field(default_factory=list)
     fill_rows: list[FillRow] = field(default_factory=list)
     position_rows: list[PositionRow] = field(default_factory=list)
-    events: list[PendingEvent] = field(default_factory=list)  # the order log numbers them
+    events: list[EventRow] = field(default_factory=list)
     cursor: tuple[str, str] | None = None
     unknown: list[ExecutionReport] = field(default_factory=list)
     _bound: list[tuple[RawWrite, list[tuple[Any, ...]]]] | None = None
@@ -186,19 +185,12 @@ def plan_reports(
                 reason=report.reason,
                 exec_id=report.exec_id,
                 at=updated.updated_at,  # never before the order's previous event
-                seq=0,
+                seq=None,
                 cum_qty=updated.filled_qty,
                 avg_price=updated.avg_fill_price,
                 position_qty=None if position is None else position.qty,
             )
-            plan.events.append(
-                PendingEvent(
-                    row,
-                    updated,
-                    None if fill is None else fill.qty,
-                    None if fill is None else fill.price,
-                )
-            )
+            plan.events.append(row)
         plan.applied.append(AppliedReport(report, updated))
 
     plan.order_rows = [

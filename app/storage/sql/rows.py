@@ -55,7 +55,7 @@ class FillRow(NamedTuple):
 
 
 class EventRow(NamedTuple):
-    """An ``order_events`` row; ``seq`` is 0 until the order log numbers it at commit."""
+    """An ``order_events`` row; ``seq`` is None until the event is numbered (``executions``)."""
 
     order_id: Any
     account: Any

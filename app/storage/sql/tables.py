@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeEngine
 
@@ -180,10 +181,17 @@ order_events = Table(
     Column("avg_price", ExactDecimal, nullable=True),
     Column("position_qty", ExactDecimal, nullable=True),
     Index("order_events_account_seq", "account", "seq", unique=True),
+    # The events still to be numbered (PostgreSQL numbers them after their commit).
+    Index(
+        "order_events_unnumbered",
+        "id",
+        postgresql_where=text("seq IS NULL"),
+        sqlite_where=text("seq IS NULL"),
+    ),
 )
 
-# Each account's last execution report number. The order log takes a batch's numbers here
-# in the transaction that writes its events: the row lock orders the account's commits.
+# Each account's last execution report number, taken where events are numbered (see
+# storage/sql/executions.py).
 account_sequences = Table(
     "account_sequences",
     metadata,

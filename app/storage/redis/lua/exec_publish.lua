@@ -1,9 +1,10 @@
 -- Append an account's execution reports to its stream in their order, each under its own
 -- number as the entry id (<seq>-0), so that the stream holds them with no hole.
 --
--- Several processes commit an account's reports, and publish them in whatever order their
--- publishes reach Redis: a report numbered beyond the next one is held (in a hash beside
--- the stream) until the ones before it arrive, then appended with them. A report the
+-- One publisher sends them in order, but while its lease changes hands two may publish at
+-- once, in whatever order their publishes reach Redis: a report numbered beyond the next
+-- one is held (in a hash beside the stream) until the ones before it arrive, then appended
+-- with them. A report the
 -- stream has passed is skipped, so publishing again (a retry, a repair) never duplicates.
 -- A stream that does not exist (never written, or Redis came back empty) starts at the
 -- first report given; so does a repair (ARGV[2] = 1), which may jump over a hole too old
