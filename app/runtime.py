@@ -27,7 +27,7 @@ from app.storage.redis.broker_guard import BrokerGuardStore
 from app.storage.redis.execution_stream import ExecutionStreamStore
 from app.storage.redis.lease import Lease
 from app.storage.redis.risk_state import RiskStore
-from app.storage.sql.committed_events import CommittedEvents
+from app.storage.sql.committed_reports import CommittedReports
 from app.storage.sql.database import create_engine, create_writer_engine
 from app.storage.sql.execution_log import ExecutionLog
 from app.storage.sql.order_log import OrderLog
@@ -176,17 +176,17 @@ async def start_applier(core: Core, settings: Settings, stack: AsyncExitStack) -
     interval_s = settings.stream.repair_interval_s
     reader = open_commands(core.redis_url, settings, reply_timeout_s=interval_s + 2.0)
     stack.push_async_callback(reader.close)
-    executions = ExecutionLog(core.engine)
     repair = StreamRepair(
         core.stream_store,
-        executions,
+        ExecutionLog(core.engine),
         max_length=settings.stream.max_length,
         max_age_s=settings.stream.max_age_s,
     )
+    committed_engine = create_writer_engine(settings.effective_database_url)
+    stack.push_async_callback(_dispose, committed_engine)
     publisher = ExecutionPublisher(
         core.stream_store,
-        CommittedEvents(core.engine),
-        executions,
+        CommittedReports(committed_engine),
         reader,
         Lease(core.redis, "execution-publisher"),
         repair,

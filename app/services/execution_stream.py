@@ -5,8 +5,8 @@ Every process that commits order events signals it (``CommitSignal``: an entry i
 Redis stream), and does nothing else for the stream: rendering and publishing reports in
 the committing processes cost the order path a quarter of its throughput on SQLite. The
 publisher (one process at a time, by lease) wakes on the signal, takes the newly committed
-events (on PostgreSQL it numbers them first: ``committed_events``), reads their reports
-from the log and publishes them. If a publish is lost (the publisher died, Redis refused or
+events' reports from the log (on PostgreSQL numbering them first: ``committed_reports``)
+and publishes them. If a publish is lost (the publisher died, Redis refused or
 came back empty), the repair finds each account whose stream is behind the log and has not
 moved for a round, and publishes what is missing from the log. Subscribers do not depend on
 either: they check every number and read a gap from the log.
@@ -26,7 +26,7 @@ from app.redisio.multiplexed import MultiplexedRedis
 from app.storage.redis.execution_stream import ExecutionStreamStore
 from app.storage.redis.keys import StreamKeys
 from app.storage.redis.lease import Lease
-from app.storage.sql.committed_events import CommittedEvents
+from app.storage.sql.committed_reports import CommittedReports
 from app.storage.sql.execution_log import ExecutionLog
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,7 @@ class ExecutionPublisher:
     def __init__(
         self,
         store: ExecutionStreamStore,
-        committed: CommittedEvents,
-        executions: ExecutionLog,
+        committed: CommittedReports,
         reader: MultiplexedRedis,
         lease: Lease,
         repair: StreamRepair,
@@ -96,7 +95,6 @@ class ExecutionPublisher:
         """``reader``: a connection of its own (its reads block)."""
         self._store = store
         self._committed = committed
-        self._log = executions
         self._reader = reader
         self._lease = lease
         self._repair = repair
@@ -135,6 +133,9 @@ class ExecutionPublisher:
             except _UNAVAILABLE as exc:
                 log.warning("execution publisher: %r", exc)
                 await asyncio.sleep(self._interval_s)
+            except Exception:  # e.g. the driver's own error: the repair will mend it
+                log.exception("execution publisher failed; again in %.1f s", self._interval_s)
+                await asyncio.sleep(self._interval_s)
 
     async def _wait_for_commits(self) -> None:
         """Until a commit is signalled, or ``interval_s`` passes."""
@@ -163,11 +164,9 @@ class ExecutionPublisher:
 
     async def publish_new(self) -> int:
         """Publish the reports committed since the last call; how many."""
-        event_ids = await self._committed.take()
-        if not event_ids:
-            return 0
-        reports = await self._log.of_events(event_ids)
-        await self._store.publish(reports)
+        reports = await self._committed.take()
+        if reports:
+            await self._store.publish(reports)
         return len(reports)
 
 

@@ -4,7 +4,7 @@ and the fill, exactly as it was streamed (``Execution.of``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -18,29 +18,46 @@ from app.storage.sql.rows import order_from_row
 _e, _o, _f = t.order_events, t.orders, t.fills
 
 
+# An event's report: the event, the order's own row and the fill, if any.
+REPORTS = select(
+    _o,
+    _e.c.id.label("e_id"),
+    _e.c.seq.label("e_seq"),
+    _e.c.from_status.label("e_from"),
+    _e.c.to_status.label("e_to"),
+    _e.c.reason.label("e_reason"),
+    _e.c.exec_id.label("e_exec_id"),
+    _e.c.at.label("e_at"),
+    _e.c.cum_qty.label("e_cum_qty"),
+    _e.c.avg_price.label("e_avg_price"),
+    _e.c.position_qty.label("e_position_qty"),
+    _f.c.qty.label("f_qty"),
+    _f.c.price.label("f_price"),
+).select_from(_e.join(_o, _o.c.id == _e.c.order_id).outerjoin(_f, _f.c.exec_id == _e.c.exec_id))
+
+
+def report_of(row: Mapping[Any, Any]) -> Execution:
+    """The report of a row of ``REPORTS`` (values converted by its columns)."""
+    return Execution.of(
+        order_from_row(row),
+        seq=row["e_seq"],
+        from_status=None if row["e_from"] is None else OrderStatus(row["e_from"]),
+        to_status=OrderStatus(row["e_to"]),
+        reason=row["e_reason"],
+        exec_id=row["e_exec_id"],
+        at=row["e_at"],
+        cum_qty=row["e_cum_qty"],
+        avg_price=row["e_avg_price"],
+        position_qty=row["e_position_qty"],
+        last_qty=row["f_qty"],
+        last_price=row["f_price"],
+    )
+
+
 class ExecutionLog:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._after = (
-            select(
-                _o,
-                _e.c.seq.label("e_seq"),
-                _e.c.from_status.label("e_from"),
-                _e.c.to_status.label("e_to"),
-                _e.c.reason.label("e_reason"),
-                _e.c.exec_id.label("e_exec_id"),
-                _e.c.at.label("e_at"),
-                _e.c.cum_qty.label("e_cum_qty"),
-                _e.c.avg_price.label("e_avg_price"),
-                _e.c.position_qty.label("e_position_qty"),
-                _f.c.qty.label("f_qty"),
-                _f.c.price.label("f_price"),
-            )
-            .select_from(
-                _e.join(_o, _o.c.id == _e.c.order_id).outerjoin(_f, _f.c.exec_id == _e.c.exec_id)
-            )
-            .order_by(_e.c.seq)
-        )
+        self._after = REPORTS.order_by(_e.c.seq)
 
     async def after(self, account: str, seq: int, limit: int) -> list[Execution]:
         """The account's reports after ``seq``, oldest first, at most ``limit``."""
@@ -48,30 +65,10 @@ class ExecutionLog:
             self._after.where(_e.c.account == account, _e.c.seq > seq).limit(limit)
         )
 
-    async def of_events(self, event_ids: Sequence[int]) -> list[Execution]:
-        """The reports of these (numbered) events, each account's oldest first."""
-        return await self._reports(self._after.where(_e.c.id.in_(event_ids)))
-
     async def _reports(self, query: Select[Any]) -> list[Execution]:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [
-            Execution.of(
-                order_from_row(row),
-                seq=row["e_seq"],
-                from_status=None if row["e_from"] is None else OrderStatus(row["e_from"]),
-                to_status=OrderStatus(row["e_to"]),
-                reason=row["e_reason"],
-                exec_id=row["e_exec_id"],
-                at=row["e_at"],
-                cum_qty=row["e_cum_qty"],
-                avg_price=row["e_avg_price"],
-                position_qty=row["e_position_qty"],
-                last_qty=row["f_qty"],
-                last_price=row["f_price"],
-            )
-            for row in rows
-        ]
+        return [report_of(row) for row in rows]
 
     async def newest(self, accounts: Iterable[str] | None = None) -> dict[str, int]:
         """Each account's newest report number: of every account that has one when

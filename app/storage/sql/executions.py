@@ -8,7 +8,7 @@ a smaller one: whoever sees report n of an account can read 1..n-1 from the log.
 On SQLite the batch takes its numbers in the transaction that writes it (one statement):
 SQLite's one write lock already orders every process's commits, so this costs nothing
 more. On PostgreSQL events are committed unnumbered and numbered just after, by one process
-(``committed_events``): a number taken inside the commit held the account's other writers
+(``committed_reports``): a number taken inside the commit held the account's other writers
 for that commit's WAL flush, one commit at a time.
 """
 
