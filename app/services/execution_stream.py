@@ -114,6 +114,7 @@ class ExecutionPublisher:
             self._task = None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._lease.release(), 1.0)
+        await self._committed.close()
 
     async def _run(self) -> None:
         next_repair, next_trim = time.monotonic(), time.monotonic() + TRIM_INTERVAL_S

@@ -17,65 +17,57 @@ event two numbers or one number twice.
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, bindparam, text
+import contextlib
+import sqlite3
+
+import asyncpg
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from app.domain.executions import Execution
-from app.storage.sql import tables as t
-from app.storage.sql.execution_log import REPORTS, report_of
+from app.storage.sql.execution_log import (
+    REPORT_COLUMNS_SQL,
+    REPORT_ID,
+    REPORT_JOINS_SQL,
+    report_of,
+)
 
 # Events taken per round; a longer backlog goes over several.
 BATCH = 500
 
-_e = t.order_events
-_SINCE = REPORTS.where(_e.c.id > bindparam("last")).order_by(_e.c.id).limit(BATCH)
-_NEWEST_ID = text("SELECT coalesce(max(id), 0) FROM order_events")
-
-
-def _number_and_read() -> str:
-    """PostgreSQL: number up to BATCH unnumbered events, and select their reports as
-    ``REPORTS`` does (same columns, same names)."""
-    columns = [
-        *(f"o.{c.name}" for c in t.orders.c),
-        "n.id AS e_id",
-        "n.seq AS e_seq",
-        "n.from_status AS e_from",
-        "n.to_status AS e_to",
-        "n.reason AS e_reason",
-        "n.exec_id AS e_exec_id",
-        "n.at AS e_at",
-        "n.cum_qty AS e_cum_qty",
-        "n.avg_price AS e_avg_price",
-        "n.position_qty AS e_position_qty",
-        "f.qty AS f_qty",
-        "f.price AS f_price",
-    ]
-    return (
-        "WITH picked AS (SELECT id, account,"
-        " row_number() OVER (PARTITION BY account ORDER BY id) AS k,"
-        " count(*) OVER (PARTITION BY account) AS c"
-        " FROM (SELECT id, account FROM order_events WHERE seq IS NULL"
-        f" ORDER BY id LIMIT {BATCH} FOR UPDATE) AS u),"
-        # Accounts in sorted order: two numbering at once lock them in one order.
-        " taken AS (INSERT INTO account_sequences AS s (account, last_seq)"
-        " SELECT account, max(c) FROM picked GROUP BY account ORDER BY account"
-        " ON CONFLICT (account) DO UPDATE SET last_seq = s.last_seq + excluded.last_seq"
-        " RETURNING account, last_seq),"
-        " n AS (UPDATE order_events AS e SET seq = taken.last_seq - p.c + p.k"
-        " FROM picked AS p JOIN taken ON taken.account = p.account"
-        " WHERE e.id = p.id RETURNING e.*)"
-        f" SELECT {', '.join(columns)} FROM n JOIN orders AS o ON o.id = n.order_id"
-        " LEFT JOIN fills AS f ON f.exec_id = n.exec_id ORDER BY n.id"
-    )
+_SINCE = (
+    f"SELECT {REPORT_COLUMNS_SQL} FROM order_events AS n {REPORT_JOINS_SQL}"
+    f" WHERE n.id > ? ORDER BY n.id LIMIT {BATCH}"
+)
+_NEWEST_ID = "SELECT coalesce(max(id), 0) FROM order_events"
+# Number up to BATCH unnumbered events (each with its rank ``k`` among its account's ``c``)
+# and select their reports.
+_NUMBER_AND_READ = (
+    "WITH picked AS (SELECT id, account,"
+    " row_number() OVER (PARTITION BY account ORDER BY id) AS k,"
+    " count(*) OVER (PARTITION BY account) AS c"
+    " FROM (SELECT id, account FROM order_events WHERE seq IS NULL"
+    f" ORDER BY id LIMIT {BATCH} FOR UPDATE) AS u),"
+    # Accounts in sorted order: two numbering at once lock them in one order.
+    " taken AS (INSERT INTO account_sequences AS s (account, last_seq)"
+    " SELECT account, max(c) FROM picked GROUP BY account ORDER BY account"
+    " ON CONFLICT (account) DO UPDATE SET last_seq = s.last_seq + excluded.last_seq"
+    " RETURNING account, last_seq),"
+    " n AS (UPDATE order_events AS e SET seq = taken.last_seq - p.c + p.k"
+    " FROM picked AS p JOIN taken ON taken.account = p.account"
+    " WHERE e.id = p.id RETURNING e.*)"
+    f" SELECT {REPORT_COLUMNS_SQL} FROM n {REPORT_JOINS_SQL} ORDER BY n.id"
+)
 
 
 class CommittedReports:
-    """One caller at a time (the execution publisher). ``engine``: the order log's kind
-    (``create_writer_engine``): on SQLite synchronous, on PostgreSQL one connection."""
+    """One caller at a time (the execution publisher). ``engine``: one of the order log's
+    kind (``create_writer_engine``), whose one connection this keeps."""
 
     def __init__(self, engine: Engine | AsyncEngine) -> None:
         self._engine = engine
-        self._numbered = text(_number_and_read()).columns(*REPORTS.selected_columns)
+        self._connection: PoolProxiedConnection | None = None
         self._last_id: int | None = None  # SQLite: the newest event id seen
 
     def forget(self) -> None:
@@ -85,15 +77,36 @@ class CommittedReports:
 
     async def take(self) -> list[Execution]:
         """The reports of the events numbered since the last call, each account's in order."""
-        if isinstance(self._engine, AsyncEngine):
-            async with self._engine.begin() as conn:
-                rows = (await conn.execute(self._numbered)).mappings().all()
-            return [report_of(row) for row in rows]
-        with self._engine.connect() as conn:
-            if self._last_id is None:
-                self._last_id = int(conn.execute(_NEWEST_ID).scalar_one())
-                return []
-            rows = conn.execute(_SINCE, {"last": self._last_id}).mappings().all()
+        try:
+            if isinstance(self._engine, AsyncEngine):
+                return await self._number_new()
+            return self._past_last_seen()
+        except BaseException:
+            await self.close()  # its state is unknown: a new one next time
+            raise
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+
+    def _past_last_seen(self) -> list[Execution]:
+        assert isinstance(self._engine, Engine)
+        if self._connection is None:
+            self._connection = self._engine.raw_connection()
+        raw: sqlite3.Connection = self._connection.dbapi_connection  # type: ignore[assignment]
+        if self._last_id is None:
+            self._last_id = int(raw.execute(_NEWEST_ID).fetchone()[0])
+            return []
+        rows = raw.execute(_SINCE, (self._last_id,)).fetchall()
         if rows:
-            self._last_id = int(rows[-1]["e_id"])
+            self._last_id = int(rows[-1][REPORT_ID])
         return [report_of(row) for row in rows]
+
+    async def _number_new(self) -> list[Execution]:
+        assert isinstance(self._engine, AsyncEngine)
+        if self._connection is None:
+            self._connection = await self._engine.raw_connection()
+        raw: asyncpg.Connection = self._connection.driver_connection
+        return [report_of(row) for row in await raw.fetch(_NUMBER_AND_READ)]

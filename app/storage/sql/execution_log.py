@@ -4,7 +4,7 @@ and the fill, exactly as it was streamed (``Execution.of``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -13,44 +13,65 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.domain.executions import Execution
 from app.domain.status import OrderStatus
 from app.storage.sql import tables as t
-from app.storage.sql.rows import order_from_row
+from app.storage.sql.rows import OrderRow, order_from_values
+from app.storage.sql.tables import decimal_from_db, utc_from_db
 
 _e, _o, _f = t.order_events, t.orders, t.fills
 
 
-# An event's report: the event, the order's own row and the fill, if any.
+# An event's report: the order's own row (in ``OrderRow``'s order), the event, the fill.
+_EVENT_COLUMNS = {
+    "e_id": "id",
+    "e_seq": "seq",
+    "e_from": "from_status",
+    "e_to": "to_status",
+    "e_reason": "reason",
+    "e_exec_id": "exec_id",
+    "e_at": "at",
+    "e_cum_qty": "cum_qty",
+    "e_avg_price": "avg_price",
+    "e_position_qty": "position_qty",
+}
 REPORTS = select(
-    _o,
-    _e.c.id.label("e_id"),
-    _e.c.seq.label("e_seq"),
-    _e.c.from_status.label("e_from"),
-    _e.c.to_status.label("e_to"),
-    _e.c.reason.label("e_reason"),
-    _e.c.exec_id.label("e_exec_id"),
-    _e.c.at.label("e_at"),
-    _e.c.cum_qty.label("e_cum_qty"),
-    _e.c.avg_price.label("e_avg_price"),
-    _e.c.position_qty.label("e_position_qty"),
+    *(_o.c[name] for name in OrderRow._fields),
+    *(_e.c[column].label(label) for label, column in _EVENT_COLUMNS.items()),
     _f.c.qty.label("f_qty"),
     _f.c.price.label("f_price"),
 ).select_from(_e.join(_o, _o.c.id == _e.c.order_id).outerjoin(_f, _f.c.exec_id == _e.c.exec_id))
+# The same, as plain SQL of the event table ``n``, ``orders o`` and ``fills f`` joined.
+REPORT_COLUMNS_SQL = ", ".join(
+    [
+        *(f"o.{name}" for name in OrderRow._fields),
+        *(f"n.{column} AS {label}" for label, column in _EVENT_COLUMNS.items()),
+        "f.qty AS f_qty",
+        "f.price AS f_price",
+    ]
+)
+REPORT_JOINS_SQL = (
+    "JOIN orders AS o ON o.id = n.order_id LEFT JOIN fills AS f ON f.exec_id = n.exec_id"
+)
+_WIDTH = len(OrderRow._fields)
+REPORT_ID = _WIDTH  # where a row of ``REPORTS`` has its event's id
 
 
-def report_of(row: Mapping[Any, Any]) -> Execution:
-    """The report of a row of ``REPORTS`` (values converted by its columns)."""
+def report_of(values: Sequence[Any]) -> Execution:
+    """The report of a row of ``REPORTS``: the driver's raw values or converted ones."""
+    order = order_from_values(OrderRow._make(values[:_WIDTH]))
+    (_, seq, from_status, to_status, reason, exec_id, at, cum_qty, avg_price, position_qty,
+     last_qty, last_price) = values[_WIDTH:]  # fmt: skip
     return Execution.of(
-        order_from_row(row),
-        seq=row["e_seq"],
-        from_status=None if row["e_from"] is None else OrderStatus(row["e_from"]),
-        to_status=OrderStatus(row["e_to"]),
-        reason=row["e_reason"],
-        exec_id=row["e_exec_id"],
-        at=row["e_at"],
-        cum_qty=row["e_cum_qty"],
-        avg_price=row["e_avg_price"],
-        position_qty=row["e_position_qty"],
-        last_qty=row["f_qty"],
-        last_price=row["f_price"],
+        order,
+        seq=int(seq),
+        from_status=None if from_status is None else OrderStatus(from_status),
+        to_status=OrderStatus(to_status),
+        reason=reason,
+        exec_id=exec_id,
+        at=utc_from_db(at),
+        cum_qty=decimal_from_db(cum_qty),
+        avg_price=decimal_from_db(avg_price),
+        position_qty=decimal_from_db(position_qty),
+        last_qty=decimal_from_db(last_qty),
+        last_price=decimal_from_db(last_price),
     )
 
 
@@ -67,7 +88,7 @@ class ExecutionLog:
 
     async def _reports(self, query: Select[Any]) -> list[Execution]:
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+            rows = (await conn.execute(query)).all()
         return [report_of(row) for row in rows]
 
     async def newest(self, accounts: Iterable[str] | None = None) -> dict[str, int]:
