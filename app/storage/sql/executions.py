@@ -16,9 +16,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
-
-from sqlalchemy import Dialect
 
 from app.domain.orders import Order
 from app.domain.status import OrderStatus
@@ -45,41 +42,22 @@ def move_event(order: Order, previous: OrderStatus | None, reason: str | None) -
     )
 
 
-class SequenceTake:
-    """Take the next ``n`` numbers of several accounts at once: one upsert, returning each
-    account's last number taken. Accounts go in sorted order, so two writers' row locks
-    are always taken in the same order and cannot deadlock."""
-
-    def __init__(self, dialect: Dialect) -> None:
-        self._postgres = dialect.name == "postgresql"
-        update = " ON CONFLICT (account) DO UPDATE SET last_seq = s.last_seq + excluded.last_seq"
-        self._array_sql = (
-            "INSERT INTO account_sequences AS s (account, last_seq)"
-            " SELECT * FROM unnest($1::varchar[], $2::bigint[]) ORDER BY 1"
-            f"{update} RETURNING account, last_seq"
-        )
-        self._sqlite_head = "INSERT INTO account_sequences AS s (account, last_seq) VALUES "
-        self._sqlite_tail = f"{update} RETURNING account, last_seq"
-
-    async def run(self, conn: DriverSQL, counts: dict[str, int]) -> dict[str, int]:
-        if not counts:
-            return {}
-        accounts = sorted(counts)
-        if self._postgres:
-            parameters: list[Any] = [accounts, [counts[a] for a in accounts]]
-            rows = await conn.fetch(self._array_sql, parameters)
-        else:
-            marks = ", ".join("(?, ?)" for _ in accounts)
-            flat = [value for a in accounts for value in (a, counts[a])]
-            rows = await conn.fetch(self._sqlite_head + marks + self._sqlite_tail, flat)
-        return {account: int(last) for account, last in rows}
+_TAKE_HEAD = "INSERT INTO account_sequences AS s (account, last_seq) VALUES "
+_TAKE_TAIL = (
+    " ON CONFLICT (account) DO UPDATE SET last_seq = s.last_seq + excluded.last_seq"
+    " RETURNING account, last_seq"
+)
 
 
-def number(accounts: Sequence[str], last: dict[str, int]) -> list[int]:
-    """The number of each event, given as its account, and each account's ``last`` number
-    after the batch: an account's events take its numbers in the order they come."""
+async def take_numbers(conn: DriverSQL, accounts: Sequence[str]) -> list[int]:
+    """SQLite, inside the transaction that writes the events: the number of each event,
+    given as its account (an account's events take its next numbers in the order they
+    come), from one upsert of ``account_sequences``."""
     counts = Counter(accounts)
-    next_seq = {account: last[account] - n + 1 for account, n in counts.items()}
+    marks = ", ".join("(?, ?)" for _ in counts)
+    flat = [value for account, n in counts.items() for value in (account, n)]
+    rows = await conn.fetch(_TAKE_HEAD + marks + _TAKE_TAIL, flat)
+    next_seq = {account: int(last) - counts[account] + 1 for account, last in rows}
     seqs = []
     for account in accounts:
         seqs.append(next_seq[account])

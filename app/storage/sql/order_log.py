@@ -20,7 +20,6 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from app.domain.errors import StorageUnavailable
 from app.domain.orders import ExecutionReport, Order
 from app.domain.status import OrderStatus
 from app.storage.sql.drivers import AsyncpgSQL, DriverSQL, SqliteSQL
-from app.storage.sql.executions import SequenceTake, move_event, number
+from app.storage.sql.executions import move_event, take_numbers
 from app.storage.sql.postgres_writes import MoveWrite, NewOrderWrite, PostgresOrderWrites
 from app.storage.sql.report_plan import (
     AppliedReport,
@@ -136,7 +135,7 @@ class OrderLog:
         self._order_write_timeout_s = order_write_timeout_s
         self._sql = Statements(engine.dialect)
         # SQLite numbers events as it writes them; PostgreSQL after (``executions``).
-        self._take_seqs = None if isinstance(engine, AsyncEngine) else SequenceTake(engine.dialect)
+        self._numbers_events = isinstance(engine, Engine)
         self.on_commit: Callable[[], None] | None = None
         self._postgres_writes = (
             PostgresOrderWrites(engine.dialect) if isinstance(engine, AsyncEngine) else None
@@ -477,10 +476,8 @@ class OrderLog:
         if not events:
             return False
         rows: list[tuple[Any, ...]] = list(events)
-        if self._take_seqs is not None:
-            accounts = [e.account for e in events]
-            last = await self._take_seqs.run(conn, dict(Counter(accounts)))
-            seqs = number(accounts, last)
+        if self._numbers_events:
+            seqs = await take_numbers(conn, [e.account for e in events])
             rows = [e._replace(seq=seq) for e, seq in zip(events, seqs, strict=True)]
         await self._sql.insert_events.run(conn, rows)
         return True
