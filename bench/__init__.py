@@ -1,6 +1,6 @@
-"""The benchmarks: ``python -m bench orders | risk | mass-cancel`` (``make bench-orders``,
-``make bench-risk``, ``make bench-mass-cancel``). Not part of the gateway's package: they
-run from a source checkout, beside it.
+"""The benchmarks: ``python -m bench orders | risk | mass-cancel | batching | stream |
+signals`` (``make bench-orders``, ``make bench-risk``, ...). Not part of the gateway's
+package: they run from a source checkout, beside it.
 
 Only argument parsing lives here; each benchmark module is imported when it runs.
 """
@@ -97,6 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     stream.add_argument("--database", choices=DATABASES, default="sqlite")
     stream.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     stream.set_defaults(func=_run_stream)
+    signals = kinds.add_parser(
+        "signals",
+        help="signal pipeline vs its lstsq reference loop; a 1.2 GB panel's time and memory",
+        description=(
+            "Z-score, residual orthogonalization and composite on a (252, 60, 6) panel, "
+            "production and reference loop taking turns in one run (P50/P95/P99, ratio); "
+            "symmetric and sequential for information; then the (2520, 3000, 20) panel's "
+            "wall time and peak memory beyond its input."
+        ),
+    )
+    add_signals_arguments(signals)
+    signals.set_defaults(func=_run_signals)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
@@ -110,6 +122,12 @@ def _run_mass_cancel(args: argparse.Namespace) -> int:
 
 def _run_stream(args: argparse.Namespace) -> int:
     from bench.stream import command
+
+    return command(args)
+
+
+def _run_signals(args: argparse.Namespace) -> int:
+    from bench.signals import command
 
     return command(args)
 
@@ -221,6 +239,36 @@ def add_orders_arguments(parser: argparse.ArgumentParser, *, one_rate: bool = Tr
         metavar="KEY=VALUE",
         help="extra environment for the gateway's processes (repeatable)",
     )
+
+
+def add_signals_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``bench signals``."""
+    parser.add_argument(
+        "--runs", type=positive_int, default=200, help="production calls, small panel (200)"
+    )
+    parser.add_argument(
+        "--reference-runs", type=positive_int, default=7, help="reference loop calls (7)"
+    )
+    parser.add_argument(
+        "--method-runs", type=positive_int, default=50, help="symmetric and sequential, each (50)"
+    )
+    parser.add_argument(
+        "--large",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the (2520, 3000, 20) panel, 1.2 GB (on)",
+    )
+    parser.add_argument(
+        "--large-runs", type=positive_int, default=3, help="calls on the large panel (3)"
+    )
+    parser.add_argument(
+        "--rss-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="cross-check the large panel's peak memory by RSS in a child process (on)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="the panels' random seed (1)")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
 
 
 def add_risk_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""``python -m bench orders | risk``."""
+"""``python -m bench orders | risk | mass-cancel | batching | stream | signals``."""
 
 import sys
 

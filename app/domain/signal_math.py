@@ -23,9 +23,12 @@ These rules are the same for the three methods, so one timestamp is defined for 
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -37,6 +40,7 @@ COLLINEAR_VIF = 1e8  # 1 - R^2 below 1e-8: the residual is rounding, not signal
 ZERO_SPREAD_RTOL = 1e-10  # z-score: a spread this small relative to the level is zero
 # One slab of input (timestamps of N x K values); its working copies stay in cache.
 CHUNK_BYTES = 4 * 2**20
+SCRATCH_KEEP_BYTES = 2 * CHUNK_BYTES  # per thread, kept between calls (see _Scratch)
 
 
 class OrthogonalizationMethod(StrEnum):
@@ -59,7 +63,9 @@ def zscore(panel: ArrayLike) -> FloatArray:
     with np.errstate(all="ignore"):
         for slab in _slabs(x.shape):
             values = _signals_major(x[slab])
-            _zscore_in_place(values)
+            z = _deviations_in_place(values)
+            np.multiply(values, z.scale[:, :, None], out=values)
+            np.copyto(values, np.nan, where=z.missing | z.degenerate[:, :, None])
             np.copyto(out[slab], values.transpose(0, 2, 1))
     return out
 
@@ -95,7 +101,11 @@ def orthogonalize(
     with np.errstate(all="ignore"):
         for slab in _slabs(x.shape):
             values = _signals_major(x[slab])
-            centred = _centre_in_place(values)
+            rows = _complete_rows(_zero_missing(values))
+            timestamps, signals = values.shape[:2]
+            centred = _centre_in_place(
+                values, rows, np.zeros(timestamps, dtype=bool), np.ones((timestamps, signals))
+            )
             maker = _orthogonal_maker(values, centred, kind, permutation)
             target = out[slab]
             np.matmul(values.transpose(0, 2, 1), maker, out=target)
@@ -116,8 +126,10 @@ def composite(panel: ArrayLike, weights: ArrayLike) -> FloatArray:
     with np.errstate(all="ignore"):
         for slab in _slabs(x.shape):
             block = x[slab]
-            np.matmul(block, w, out=out[slab])
-            _blank_undefined(out[slab], np.logical_and.reduce(np.isfinite(block), axis=2))
+            target = out[slab]
+            np.matmul(block, w, out=target)
+            defined = np.logical_and.reduce(np.isfinite(block), axis=2) & np.isfinite(target)
+            np.copyto(target, np.nan, where=~defined)
     return out
 
 
@@ -129,9 +141,10 @@ def signal_pipeline(
 ) -> FloatArray:
     """``composite(orthogonalize(zscore(panel), method, order), weights)``, shape (T, N).
 
-    The same result, computed slab by slab: each slab of timestamps goes through all three
-    steps before the next starts, so no whole-panel intermediate is held. Orthogonalization
-    is linear per timestamp (Xc @ M), so the composite folds into it: Xc @ (M @ w), one
+    The same result in fewer passes over the data. Each slab of timestamps goes through all
+    three steps before the next starts, so no whole-panel intermediate is held. The z-score's
+    division by the std is not applied to the data: orthogonalization is linear per timestamp
+    (Xc @ M), so the scales fold into M, and the composite folds in too: Xc @ (M @ w), one
     matrix-vector product per timestamp instead of building the K orthogonal columns.
     """
     x = _as_panel(panel)
@@ -142,12 +155,21 @@ def signal_pipeline(
     with np.errstate(all="ignore"):
         for slab in _slabs(x.shape):
             values = _signals_major(x[slab])
-            _zscore_in_place(values)
-            centred = _centre_in_place(values)
+            z = _deviations_in_place(values)
+            rows = _complete_rows(z.missing)
+            undefined = np.logical_or.reduce(z.degenerate, axis=1)
+            centred = _centre_in_place(values, rows, undefined, z.scale)
             combine = _orthogonal_maker(values, centred, kind, permutation) @ w
-            np.matmul(combine[:, None, :], values, out=out[slab][:, None, :])
-            _blank_undefined(out[slab], centred.defined)
+            target = out[slab]
+            np.matmul(combine[:, None, :], values, out=target[:, None, :])
+            np.copyto(target, np.nan, where=~centred.defined)
     return out
+
+
+def release_scratch_buffers() -> None:
+    """Drop this thread's scratch buffers (a few MiB, kept between calls to save page faults;
+    see ``_Scratch``). The next call allocates them again."""
+    _SCRATCH.kept.clear()
 
 
 # -- input checks ----------------------------------------------------------------------------
@@ -207,45 +229,105 @@ def _slabs(shape: tuple[int, ...]) -> Iterator[slice]:
 # and per-signal values broadcast along it, several times faster than over (t, N, K)'s middle
 # axis.
 def _signals_major(x: FloatArray) -> FloatArray:
-    """A (t, K, N) copy of a (t, N, K) slab, ours to change in place. Always a copy: with
-    K = 1 or N = 1 the transposed view is contiguous already, and would be the input."""
-    return x.transpose(0, 2, 1).copy(order="C")
+    """A (t, K, N) copy of a (t, N, K) slab, ours to change in place: the thread's scratch
+    buffer (never the input, even where the transposed view is contiguous already)."""
+    timestamps, assets, signals = x.shape
+    values: FloatArray = _SCRATCH.take("values", (timestamps, signals, assets), np.float64)
+    np.copyto(values, x.transpose(0, 2, 1))
+    return values
 
 
-def _zscore_in_place(values: FloatArray) -> None:
-    missing = ~np.isfinite(values)
+def _zero_missing(values: FloatArray) -> BoolArray:
+    """Zero the non-finite values in place; return where they were."""
+    missing: BoolArray = _SCRATCH.take("missing", values.shape, np.bool_)
+    np.isfinite(values, out=missing)
+    np.logical_not(missing, out=missing)
     np.copyto(values, 0.0, where=missing)
+    return missing
+
+
+def _complete_rows(missing: BoolArray) -> BoolArray:
+    """(t, K, N) missing -> (t, N): the assets with all K signals. One signal at a time:
+    numpy's reduction over the short middle axis is a few times slower."""
+    incomplete = missing[:, 0, :].copy()
+    for k in range(1, missing.shape[1]):
+        np.logical_or(incomplete, missing[:, k, :], out=incomplete)
+    return ~incomplete
+
+
+class _Scratch(threading.local):
+    """Per-thread buffers for a slab's working copy and mask, reused across slabs and calls.
+
+    Why: a fresh array of more than a few hundred KiB is a fresh mmap, and numpy's first
+    touch of each page faults; on the small panel that cost more than the arithmetic. What
+    a buffer must honour: it only ever holds one slab's scratch, is fully written before it
+    is read, and never reaches a caller (every result is a new array). Buffers above
+    ``SCRATCH_KEEP_BYTES`` are allocated per use and not kept.
+    """
+
+    def __init__(self) -> None:
+        self.kept: dict[str, NDArray[np.uint8]] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: type[np.generic]) -> NDArray[Any]:
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        if nbytes > SCRATCH_KEEP_BYTES:
+            return np.empty(shape, dtype)
+        buffer = self.kept.get(name)
+        if buffer is None or buffer.nbytes < nbytes:
+            buffer = self.kept[name] = np.empty(nbytes, np.uint8)
+        return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+_SCRATCH = _Scratch()
+
+
+@dataclass(frozen=True, slots=True)
+class _ZScore:
+    """A slab's z-score, left as deviations in the values: z = values * scale."""
+
+    missing: BoolArray  # (t, K, N): not finite in the input
+    degenerate: BoolArray  # (t, K): fewer than 2 values, or a std of zero to rounding
+    scale: FloatArray  # (t, K): 1 / std; 0 where degenerate
+
+
+def _deviations_in_place(values: FloatArray) -> _ZScore:
+    """Replace a signals-major slab's values by their deviations from the mean of the finite
+    values of their (timestamp, signal); missing values deviate by nothing (0)."""
+    missing = _zero_missing(values)
     counts = values.shape[2] - np.count_nonzero(missing, axis=2)
-    mean = values.sum(axis=2) / np.maximum(counts, 1)
+    ones = np.ones(values.shape[2])
+    mean = (values @ ones) / np.maximum(counts, 1)
     np.subtract(values, mean[:, :, None], out=values)
-    np.copyto(values, 0.0, where=missing)  # missing values deviate by nothing
+    np.copyto(values, 0.0, where=missing)
     variance = np.einsum("tkn,tkn->tk", values, values) / np.maximum(counts, 1)
     level_squared = variance + mean * mean
     degenerate = (counts < 2) | (variance <= ZERO_SPREAD_RTOL**2 * level_squared)
-    scale = np.where(degenerate, np.nan, 1.0 / np.sqrt(variance))
-    np.multiply(values, scale[:, :, None], out=values)
-    np.copyto(values, np.nan, where=missing)
+    scale = np.where(degenerate, 0.0, 1.0 / np.sqrt(variance))
+    return _ZScore(missing, degenerate, scale)
 
 
 @dataclass(frozen=True, slots=True)
 class _Centred:
     """What the collinearity rules found about one slab, whose values were centred in place
-    on the valid rows (and zeroed on the others, so they add nothing to the Gram)."""
+    on the valid rows (and zeroed on the others, so they add nothing to the Gram). The
+    output's coordinates are the values times ``scale``, column by column."""
 
     defined: BoolArray  # (t, N): a valid row at a timestamp that is not undefined
     undefined: BoolArray  # (t,): too few rows, a constant signal, or collinear signals
     counts: FloatArray  # (t,): valid rows
     gram: FloatArray  # (t, K, K): Xc' Xc
     spread: FloatArray  # (t, K): column norms of Xc; 1 where undefined
+    scale: FloatArray  # (t, K)
     inverse_correlation: FloatArray  # (t, K, K); identity where undefined
 
 
-def _centre_in_place(values: FloatArray) -> _Centred:
-    """Centre a signals-major slab on its valid rows, zero the others, apply the rules."""
+def _centre_in_place(
+    values: FloatArray, rows: BoolArray, undefined: BoolArray, scale: FloatArray
+) -> _Centred:
+    """Centre a signals-major slab (finite, zero where missing) on its valid ``rows``, zero
+    the others, and apply the rules; ``undefined`` marks timestamps already undefined. The
+    rules are the same in any column scale, so they are applied to the values as they are."""
     signals = values.shape[1]
-    finite = np.isfinite(values)
-    rows: BoolArray = np.logical_and.reduce(finite, axis=1)
-    np.copyto(values, 0.0, where=np.logical_not(finite, out=finite))
     row_weights = rows.astype(np.float64)  # 1 on valid rows, 0 elsewhere
     counts: FloatArray = np.add.reduce(row_weights, axis=1)
     mean = (values @ row_weights[:, :, None])[:, :, 0] / np.maximum(counts, 1.0)[:, None]
@@ -255,7 +337,7 @@ def _centre_in_place(values: FloatArray) -> _Centred:
     spread_squared = np.diagonal(gram, axis1=1, axis2=2)
     level_squared = spread_squared + counts[:, None] * mean * mean
     varies = (spread_squared * COLLINEAR_VIF > level_squared).all(axis=1)
-    undefined = (counts < signals + 1) | ~varies
+    undefined = undefined | (counts < signals + 1) | ~varies
     spread = np.where(undefined[:, None], 1.0, np.sqrt(spread_squared))
     correlation = gram / (spread[:, :, None] * spread[:, None, :])
     correlation[undefined] = np.eye(signals)
@@ -266,7 +348,7 @@ def _centre_in_place(values: FloatArray) -> _Centred:
     undefined |= failed | collinear
     inverse[undefined] = np.eye(signals)
     defined = rows & ~undefined[:, None]
-    return _Centred(defined, undefined, counts, gram, spread, inverse)
+    return _Centred(defined, undefined, counts, gram, spread, scale, inverse)
 
 
 def _orthogonal_maker(
@@ -275,25 +357,29 @@ def _orthogonal_maker(
     method: OrthogonalizationMethod,
     permutation: NDArray[np.intp],
 ) -> FloatArray:
-    """(t, K, K) M with Xc @ M the method's output. ``symmetric`` and ``sequential`` are
-    taken twice: the second pass, computed on the first's output, corrects its loss of
-    orthogonality (about eps * cond(C)); ``values`` then holds the first pass's output."""
+    """(t, K, K) M with Xc @ M the method's output, in the output's coordinates.
+    ``symmetric`` and ``sequential`` are taken twice: the second pass, computed on the
+    first's output, corrects its loss of orthogonality (about eps * cond(C)); ``values``
+    then holds the first pass's output, and M is the second pass's."""
     if method is OrthogonalizationMethod.RESIDUAL:
         return _residual_maker(centred)
     transform = _transform(method, permutation)
-    first = transform(_covariance(centred.gram, centred))
-    np.copyto(values, np.matmul(first.transpose(0, 2, 1), values))
+    scale = centred.scale
+    scaled_gram = centred.gram * scale[:, :, None] * scale[:, None, :]
+    first = scale[:, :, None] * transform(_covariance(scaled_gram, centred))
+    np.copyto(values, first.transpose(0, 2, 1) @ values)
     return transform(_covariance(values @ values.transpose(0, 2, 1), centred))
 
 
 def _residual_maker(centred: _Centred) -> FloatArray:
-    """M with Xc @ M = all K leave-one-out residuals: M[i, k] = P[i, k] / P[k, k] in the
-    correlation scale (P the inverse correlation), taken back to the data's scale."""
+    """M with Xc @ M = all K leave-one-out residuals, each times its column's scale:
+    M[i, k] = P[i, k] / P[k, k] in the correlation scale (P the inverse correlation), taken
+    back to the data's scale."""
     spread = centred.spread
     inverse = centred.inverse_correlation
     vif = np.diagonal(inverse, axis1=1, axis2=2)
-    scale = spread[:, None, :] / (spread[:, :, None] * vif[:, None, :])
-    return inverse * scale
+    column = (spread * centred.scale) / vif
+    return inverse * (column[:, None, :] / spread[:, :, None])
 
 
 def _covariance(gram: FloatArray, centred: _Centred) -> FloatArray:
