@@ -17,8 +17,11 @@ not determined:
 - collinear signals: some signal's variance inflation factor 1 / (1 - R^2), R^2 of its
   regression with intercept on the other K - 1, exceeds COLLINEAR_VIF (the diagonal of the
   inverse correlation matrix; an inverse that is singular or not positive counts as too).
+  The largest VIF bounds the correlation matrix's condition number to [VIF, K^2 VIF], so a
+  defined timestamp is never ill-conditioned past K^2 * COLLINEAR_VIF.
 
-These rules are the same for the three methods, so one timestamp is defined for all or none.
+These rules are the same for the three methods, so one timestamp is defined for all or none:
+never an exception, never a result computed from a singular matrix.
 """
 
 from __future__ import annotations

@@ -339,6 +339,17 @@ def test_inputs_are_never_modified_and_may_be_read_only(
     np.testing.assert_array_equal(CALLS[name](x), out)
 
 
+@pytest.mark.parametrize("name", CALLS)
+def test_any_memory_layout_gives_the_same_result(name: str) -> None:
+    x = np.random.default_rng(17).standard_normal((4, 15, 3))
+    x[1, 3, 2] = np.nan
+    expected = CALLS[name](x)
+    for layout in (np.asfortranarray(x), x[:, ::-1, :][:, ::-1, :]):
+        np.testing.assert_allclose(CALLS[name](layout), expected, rtol=0, atol=1e-12)
+    single = x.astype(np.float32)  # converted to float64 first
+    np.testing.assert_allclose(CALLS[name](single), expected, rtol=1e-5, atol=1e-5)
+
+
 @PROPERTY
 @given(panels(), st.sampled_from(METHODS))
 def test_no_function_writes_into_its_input(x: FloatArray, method: str) -> None:
