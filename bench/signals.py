@@ -10,9 +10,10 @@ hurts both alike; each call is timed alone. The two results are compared before 
 pipeline with its scratch buffers allocated afresh on every call (what their reuse saves).
 
 Large panel (N=3000, K=20, T=2520: 1.2 GB of float64): the production pipeline's wall time
-over a few runs, and its peak memory beyond the input, two ways: tracemalloc around one call
-(numpy reports its buffers to it), and a child process's peak RSS (``ru_maxrss``) minus the
-peak it had once its input was built.
+over a few runs (each followed by one without scratch-buffer reuse), and its peak memory
+beyond the input, two ways: tracemalloc around one call (numpy reports its buffers to it),
+and a child process's peak RSS (``ru_maxrss``) minus the peak it had once its input was
+built. The input is made slab by slab, so making it adds no full-size temporary.
 """
 
 from __future__ import annotations
@@ -168,11 +169,17 @@ def measure_large(options: SignalBenchOptions, progress: Callable[[str], None]) 
     progress(f"large panel {shape}: building the input")
     panel = make_panel(shape, options.nan_fraction, options.seed)
     weights = bench_weights(shape[2])
-    wall_s = []
+    wall_s: list[float] = []
+    fresh_s: list[float] = []
     for run in range(options.large_runs):
         gc.collect()
         wall_s.append(_timed(lambda: signal_pipeline(panel, weights)))
-        progress(f"large panel: run {run + 1}/{options.large_runs} {wall_s[-1]:.2f} s")
+        with _fresh_buffers():
+            fresh_s.append(_timed(lambda: signal_pipeline(panel, weights)))
+        progress(
+            f"large panel: run {run + 1}/{options.large_runs} {wall_s[-1]:.2f} s "
+            f"(no buffer reuse {fresh_s[-1]:.2f} s)"
+        )
     gc.collect()
     release_scratch_buffers()  # so the traced call allocates (and counts) them again
     tracemalloc.start()
@@ -185,6 +192,7 @@ def measure_large(options: SignalBenchOptions, progress: Callable[[str], None]) 
         shape=shape,
         input_bytes=panel.nbytes,
         wall_s=wall_s,
+        fresh_buffers_s=fresh_s,
         traced_peak_bytes=traced_peak,
         rss_peak_bytes=rss_peak,
         rss_note=rss_note,
