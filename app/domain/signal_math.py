@@ -363,8 +363,8 @@ def _transform(
     def gram_schmidt(covariance: FloatArray) -> FloatArray:
         # Pm L^-T Pm' with Pm L L' Pm' = C: the columns taken in order, left in place.
         permuted = covariance[:, permutation][:, :, permutation]
-        lower, _ = _each_matrix(_cholesky, permuted)
-        upper = _inverse(lower).transpose(0, 2, 1)
+        lower, _ = _each_matrix(_cholesky, permuted)  # NaN (never raising) where refused
+        upper = _each_matrix(_inverse, lower)[0].transpose(0, 2, 1)
         return upper[:, inverse_permutation][:, :, inverse_permutation]
 
     return gram_schmidt
@@ -376,10 +376,6 @@ def _inverse_square_root(covariance: FloatArray) -> FloatArray:
     vectors = eigenvectors.astype(np.float64, copy=False)
     scaled: FloatArray = vectors / np.sqrt(eigenvalues)[:, None, :]
     return scaled @ vectors.transpose(0, 2, 1)
-
-
-def _blank_undefined(values: FloatArray, defined: BoolArray) -> None:
-    np.copyto(values, np.nan, where=~(defined & np.isfinite(values)))
 
 
 def _inverse(stack: FloatArray) -> FloatArray:
