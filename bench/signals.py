@@ -6,18 +6,20 @@ Small panel (N=60 assets, K=6 signals, T=252 timestamps, 3 % NaN): ``signal_pipe
 per-timestamp, per-signal ``lstsq`` loop in place of the vectorised residuals. They take turns
 in rounds (one reference call, then a share of the production calls), so a noisy neighbour
 hurts both alike; each call is timed alone. The two results are compared before timing.
-``symmetric`` and ``sequential`` are timed too, for information.
+``symmetric`` and ``sequential`` are timed too, for information, and so is the production
+pipeline with its scratch buffers allocated afresh on every call (what their reuse saves).
 
 Large panel (N=3000, K=20, T=2520: 1.2 GB of float64): the production pipeline's wall time
-over a few runs, and its peak memory beyond the input, two ways: tracemalloc around one call
-(numpy reports its buffers to it), and a child process's peak RSS (``ru_maxrss``) minus the
-peak it had once its input was built. The input is made slab by slab, so making it adds no
-full-size temporary.
+over a few runs (each followed by one without scratch-buffer reuse), and its peak memory
+beyond the input, two ways: tracemalloc around one call (numpy reports its buffers to it),
+and a child process's peak RSS (``ru_maxrss``) minus the peak it had once its input was
+built. The input is made slab by slab, so making it adds no full-size temporary.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import json
@@ -27,12 +29,13 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from app.domain.signal_math import FloatArray, signal_pipeline
+from app.domain import signal_math
+from app.domain.signal_math import FloatArray, release_scratch_buffers, signal_pipeline
 from bench.signal_reference import pipeline_reference
 from bench.signals_report import (
     LargeResult,
@@ -119,9 +122,13 @@ def measure_small(options: SignalBenchOptions) -> SmallResult:
     rounds = max(1, options.reference_runs)
     production_s: list[float] = []
     reference_s: list[float] = []
+    fresh_s: list[float] = []
     for round_ in range(rounds):
         reference_s.append(_timed(reference))
         production_s.extend(_timed(production) for _ in range(_share(options.runs, rounds, round_)))
+        with _fresh_buffers():  # what reusing the scratch buffers saves, in the same state
+            share = _share(options.method_runs, rounds, round_)
+            fresh_s.extend(_timed(production) for _ in range(share))
     methods = {}
     for method in ("symmetric", "sequential"):
         call = functools.partial(signal_pipeline, panel, weights, method)
@@ -133,8 +140,21 @@ def measure_small(options: SignalBenchOptions) -> SmallResult:
         reference=Timing.of("reference", reference_s),
         symmetric=methods["symmetric"],
         sequential=methods["sequential"],
+        fresh_buffers=Timing.of("no reuse", fresh_s),
         max_abs_difference=difference,
     )
+
+
+@contextlib.contextmanager
+def _fresh_buffers() -> Iterator[None]:
+    """The production pipeline with every slab buffer allocated afresh, as plain numpy
+    code would: the floor the scratch-buffer reuse in ``signal_math`` is measured against."""
+    kept = signal_math.SCRATCH_KEEP_BYTES
+    signal_math.SCRATCH_KEEP_BYTES = 0
+    try:
+        yield
+    finally:
+        signal_math.SCRATCH_KEEP_BYTES = kept
 
 
 def measure_large(options: SignalBenchOptions, progress: Callable[[str], None]) -> LargeResult:
@@ -150,11 +170,18 @@ def measure_large(options: SignalBenchOptions, progress: Callable[[str], None]) 
     panel = make_panel(shape, options.nan_fraction, options.seed)
     weights = bench_weights(shape[2])
     wall_s: list[float] = []
+    fresh_s: list[float] = []
     for run in range(options.large_runs):
         gc.collect()
         wall_s.append(_timed(lambda: signal_pipeline(panel, weights)))
-        progress(f"large panel: run {run + 1}/{options.large_runs} {wall_s[-1]:.2f} s")
+        with _fresh_buffers():
+            fresh_s.append(_timed(lambda: signal_pipeline(panel, weights)))
+        progress(
+            f"large panel: run {run + 1}/{options.large_runs} {wall_s[-1]:.2f} s "
+            f"(no buffer reuse {fresh_s[-1]:.2f} s)"
+        )
     gc.collect()
+    release_scratch_buffers()  # so the traced call allocates (and counts) them again
     tracemalloc.start()
     try:
         signal_pipeline(panel, weights)
@@ -165,6 +192,7 @@ def measure_large(options: SignalBenchOptions, progress: Callable[[str], None]) 
         shape=shape,
         input_bytes=panel.nbytes,
         wall_s=wall_s,
+        fresh_buffers_s=fresh_s,
         traced_peak_bytes=traced_peak,
         rss_peak_bytes=rss_peak,
         rss_note=rss_note,

@@ -56,11 +56,16 @@ class SmallResult:
     reference: Timing
     symmetric: Timing
     sequential: Timing
+    fresh_buffers: Timing  # production without reusing its scratch buffers
     max_abs_difference: float  # production vs reference, on the bench's panel
 
     @property
     def ratio(self) -> float:
         return self.reference.median_ms / self.production.median_ms
+
+    @property
+    def reuse_saving(self) -> float:
+        return 1.0 - self.production.median_ms / self.fresh_buffers.median_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,7 @@ class LargeResult:
     shape: Shape
     input_bytes: int
     wall_s: list[float]
+    fresh_buffers_s: list[float]  # the same calls without reusing scratch buffers
     traced_peak_bytes: int
     rss_peak_bytes: int | None  # None: the cross-check did not run (``rss_note`` says why)
     rss_note: str
@@ -75,6 +81,10 @@ class LargeResult:
     @property
     def median_s(self) -> float:
         return float(np.median(self.wall_s))
+
+    @property
+    def reuse_saving(self) -> float:
+        return 1.0 - self.median_s / float(np.median(self.fresh_buffers_s))
 
     @property
     def peak_ratio(self) -> float:
@@ -132,13 +142,15 @@ def format_table(report: SignalBenchReport) -> str:
         small = report.small
         lines.append(f"small panel (T, N, K) = {small.shape}, ms per call")
         lines.append(_row(("target", "runs", "median", "P95", "P99", "min", "max")))
-        for t in (small.production, small.reference, small.symmetric, small.sequential):
+        timings = (small.production, small.reference, small.symmetric, small.sequential)
+        for t in (*timings, small.fresh_buffers):
             cells = (t.p50_ms, t.p95_ms, t.p99_ms, t.min_ms, t.max_ms)
             lines.append(_row((t.name, str(t.runs), *(f"{c:.3f}" for c in cells))))
         lines.append(
             f"reference/production (medians): {small.ratio:.1f}x ; "
             f"largest |production - reference| {small.max_abs_difference:.1e}"
         )
+        lines.append(f"scratch buffer reuse saves {small.reuse_saving:.0%} (medians)")
         lines.append(
             f"production median <= {MEDIAN_TARGET_MS:g} ms: {verdict(v['median'])} ; "
             f"reference/production >= {RATIO_TARGET:g}x: {verdict(v['ratio'])}"
@@ -152,6 +164,10 @@ def format_table(report: SignalBenchReport) -> str:
             f"large panel (T, N, K) = {large.shape}, input {large.input_bytes / gib:.2f} GiB"
         )
         lines.append(f"wall s per call: {runs} ; median {large.median_s:.2f}")
+        fresh = ", ".join(f"{s:.2f}" for s in large.fresh_buffers_s)
+        lines.append(
+            f"without scratch buffer reuse: {fresh} ; reuse saves {large.reuse_saving:.0%}"
+        )
         rss = "n/a" if large.rss_peak_bytes is None else f"{large.rss_peak_bytes / gib:.3f} GiB"
         lines.append(
             f"peak beyond the input: tracemalloc {large.traced_peak_bytes / gib:.3f} GiB ; "

@@ -26,9 +26,12 @@ never an exception, never a result computed from a singular matrix.
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -40,6 +43,7 @@ COLLINEAR_VIF = 1e8  # 1 - R^2 below 1e-8: the residual is rounding, not signal
 ZERO_SPREAD_RTOL = 1e-10  # z-score: a spread this small relative to the level is zero
 # One slab of input (timestamps of N x K values); its working copies stay in cache.
 CHUNK_BYTES = 4 * 2**20
+SCRATCH_KEEP_BYTES = 2 * CHUNK_BYTES  # per thread, kept between calls (see _Scratch)
 
 
 class OrthogonalizationMethod(StrEnum):
@@ -165,6 +169,12 @@ def signal_pipeline(
     return out
 
 
+def release_scratch_buffers() -> None:
+    """Drop this thread's scratch buffers (a few MiB, kept between calls to save page faults;
+    see ``_Scratch``). The next call allocates them again."""
+    _SCRATCH.kept.clear()
+
+
 # -- input checks ----------------------------------------------------------------------------
 def _as_panel(panel: ArrayLike) -> FloatArray:
     x = np.asarray(panel, dtype=np.float64)  # no copy when it already is float64
@@ -222,14 +232,19 @@ def _slabs(shape: tuple[int, ...]) -> Iterator[slice]:
 # and per-signal values broadcast along it, several times faster than over (t, N, K)'s middle
 # axis.
 def _signals_major(x: FloatArray) -> FloatArray:
-    """A (t, K, N) copy of a (t, N, K) slab, ours to change in place. Always a copy: with
-    K = 1 or N = 1 the transposed view is contiguous already, and would be the input."""
-    return x.transpose(0, 2, 1).copy(order="C")
+    """A (t, K, N) copy of a (t, N, K) slab, ours to change in place: the thread's scratch
+    buffer (never the input, even where the transposed view is contiguous already)."""
+    timestamps, assets, signals = x.shape
+    values: FloatArray = _SCRATCH.take("values", (timestamps, signals, assets), np.float64)
+    np.copyto(values, x.transpose(0, 2, 1))
+    return values
 
 
 def _zero_missing(values: FloatArray) -> BoolArray:
     """Zero the non-finite values in place; return where they were."""
-    missing = ~np.isfinite(values)
+    missing: BoolArray = _SCRATCH.take("missing", values.shape, np.bool_)
+    np.isfinite(values, out=missing)
+    np.logical_not(missing, out=missing)
     np.copyto(values, 0.0, where=missing)
     return missing
 
@@ -241,6 +256,32 @@ def _complete_rows(missing: BoolArray) -> BoolArray:
     for k in range(1, missing.shape[1]):
         np.logical_or(incomplete, missing[:, k, :], out=incomplete)
     return ~incomplete
+
+
+class _Scratch(threading.local):
+    """Per-thread buffers for a slab's working copy and mask, reused across slabs and calls.
+
+    Why: a fresh array of more than a few hundred KiB is a fresh mmap, and numpy's first
+    touch of each page faults; on the small panel that cost more than the arithmetic. What
+    a buffer must honour: it only ever holds one slab's scratch, is fully written before it
+    is read, and never reaches a caller (every result is a new array). Buffers above
+    ``SCRATCH_KEEP_BYTES`` are allocated per use and not kept.
+    """
+
+    def __init__(self) -> None:
+        self.kept: dict[str, NDArray[np.uint8]] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: type[np.generic]) -> NDArray[Any]:
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        if nbytes > SCRATCH_KEEP_BYTES:
+            return np.empty(shape, dtype)
+        buffer = self.kept.get(name)
+        if buffer is None or buffer.nbytes < nbytes:
+            buffer = self.kept[name] = np.empty(nbytes, np.uint8)
+        return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+_SCRATCH = _Scratch()
 
 
 @dataclass(frozen=True, slots=True)

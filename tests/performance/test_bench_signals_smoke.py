@@ -33,7 +33,7 @@ def test_the_signal_bench_times_every_call_and_measures_the_large_panel() -> Non
     assert small is not None
     assert small.shape == (7, 12, 3)
     assert (small.production.runs, small.reference.runs) == (9, 2)
-    assert (small.symmetric.runs, small.sequential.runs) == (3, 3)
+    assert (small.symmetric.runs, small.sequential.runs, small.fresh_buffers.runs) == (3, 3, 3)
     for timing in (small.production, small.reference, small.symmetric, small.sequential):
         assert 0 < timing.min_ms <= timing.p50_ms <= timing.p95_ms <= timing.p99_ms
         assert timing.p99_ms <= timing.max_ms
@@ -42,7 +42,7 @@ def test_the_signal_bench_times_every_call_and_measures_the_large_panel() -> Non
     large = report.large
     assert large is not None
     assert large.input_bytes == 5 * 40 * 4 * 8
-    assert len(large.wall_s) == 2
+    assert len(large.wall_s) == len(large.fresh_buffers_s) == 2
     assert large.traced_peak_bytes > 0
     assert large.rss_peak_bytes is not None, large.rss_note
     assert large.rss_peak_bytes >= 0

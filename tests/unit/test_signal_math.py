@@ -4,6 +4,7 @@ residuals, scipy for the z-score, orthogonality and order for the other two meth
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from random import Random
 
 import numpy as np
@@ -162,6 +163,31 @@ def test_slab_boundaries_do_not_change_the_result(monkeypatch: pytest.MonkeyPatc
     for method, (orthogonal, combined) in whole.items():
         np.testing.assert_allclose(orthogonalize(x, method), orthogonal, rtol=0, atol=1e-12)
         np.testing.assert_allclose(signal_pipeline(x, weights, method), combined, atol=1e-12)
+
+
+def test_reused_scratch_buffers_give_what_fresh_ones_give(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(15)
+    small, large = rng.standard_normal((4, 9, 3)), rng.standard_normal((6, 30, 3))
+    large[rng.random(large.shape) < 0.1] = np.nan
+    weights = [1.0, 2.0, -1.0]
+    reused = [signal_pipeline(p, weights) for p in (large, small, large)]  # shrink, regrow
+    np.testing.assert_array_equal(reused[0], reused[2])
+    signal_math.release_scratch_buffers()
+    monkeypatch.setattr(signal_math, "SCRATCH_KEEP_BYTES", 0)  # allocate afresh every time
+    np.testing.assert_array_equal(signal_pipeline(small, weights), reused[1])
+    np.testing.assert_array_equal(signal_pipeline(large, weights), reused[0])
+
+
+def test_threads_each_use_their_own_scratch_buffers() -> None:
+    rng = np.random.default_rng(16)
+    panels = [rng.standard_normal((40, 50, 4)) for _ in range(6)]
+    weights = [1.0, 0.5, -1.0, 2.0]
+    expected = [signal_pipeline(p, weights) for p in panels]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for _ in range(5):
+            got = list(pool.map(lambda p: signal_pipeline(p, weights), panels))
+            for result, wanted in zip(got, expected, strict=True):
+                np.testing.assert_array_equal(result, wanted)
 
 
 # -- symmetric and sequential ----------------------------------------------------------------
