@@ -38,6 +38,7 @@ from app.domain import signal_math
 from app.domain.signal_math import FloatArray, release_scratch_buffers, signal_pipeline
 from bench.signal_reference import pipeline_reference
 from bench.signals_report import (
+    Call,
     LargeResult,
     SignalBenchReport,
     SmallResult,
@@ -98,10 +99,12 @@ def _share(total: int, rounds: int, round_: int) -> int:
     return total // rounds + (1 if round_ < total % rounds else 0)
 
 
-def _timed(call: Callable[[], object]) -> float:
+def _timed(call: Callable[[], object]) -> Call:
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     started = time.perf_counter()
     call()
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    return Call(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
 
 
 def measure_small(options: SignalBenchOptions) -> SmallResult:
@@ -120,15 +123,17 @@ def measure_small(options: SignalBenchOptions) -> SmallResult:
     difference = float(np.nanmax(np.abs(produced - expected), initial=0.0))
 
     rounds = max(1, options.reference_runs)
-    production_s: list[float] = []
-    reference_s: list[float] = []
-    fresh_s: list[float] = []
+    production_calls: list[Call] = []
+    reference_calls: list[Call] = []
+    fresh_calls: list[Call] = []
     for round_ in range(rounds):
-        reference_s.append(_timed(reference))
-        production_s.extend(_timed(production) for _ in range(_share(options.runs, rounds, round_)))
+        reference_calls.append(_timed(reference))
+        production_calls.extend(
+            _timed(production) for _ in range(_share(options.runs, rounds, round_))
+        )
         with _fresh_buffers():  # what reusing the scratch buffers saves, in the same state
             share = _share(options.method_runs, rounds, round_)
-            fresh_s.extend(_timed(production) for _ in range(share))
+            fresh_calls.extend(_timed(production) for _ in range(share))
     methods = {}
     for method in ("symmetric", "sequential"):
         call = functools.partial(signal_pipeline, panel, weights, method)
@@ -136,11 +141,11 @@ def measure_small(options: SignalBenchOptions) -> SmallResult:
         methods[method] = Timing.of(method, [_timed(call) for _ in range(options.method_runs)])
     return SmallResult(
         shape=options.small_shape,
-        production=Timing.of("production", production_s),
-        reference=Timing.of("reference", reference_s),
+        production=Timing.of("production", production_calls),
+        reference=Timing.of("reference", reference_calls),
         symmetric=methods["symmetric"],
         sequential=methods["sequential"],
-        fresh_buffers=Timing.of("no reuse", fresh_s),
+        fresh_buffers=Timing.of("no reuse", fresh_calls),
         max_abs_difference=difference,
     )
 
@@ -173,9 +178,9 @@ def measure_large(options: SignalBenchOptions, progress: Callable[[str], None]) 
     fresh_s: list[float] = []
     for run in range(options.large_runs):
         gc.collect()
-        wall_s.append(_timed(lambda: signal_pipeline(panel, weights)))
+        wall_s.append(_timed(lambda: signal_pipeline(panel, weights)).seconds)
         with _fresh_buffers():
-            fresh_s.append(_timed(lambda: signal_pipeline(panel, weights)))
+            fresh_s.append(_timed(lambda: signal_pipeline(panel, weights)).seconds)
         progress(
             f"large panel: run {run + 1}/{options.large_runs} {wall_s[-1]:.2f} s "
             f"(no buffer reuse {fresh_s[-1]:.2f} s)"

@@ -25,6 +25,14 @@ Shape = tuple[int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """One timed call."""
+
+    seconds: float
+    page_faults: int  # minor faults while it ran: fresh memory touched for the first time
+
+
+@dataclass(frozen=True, slots=True)
 class Timing:
     """One target's calls, each timed alone, in milliseconds."""
 
@@ -35,14 +43,16 @@ class Timing:
     p99_ms: float
     min_ms: float
     max_ms: float
+    page_faults_p50: float
 
     @classmethod
-    def of(cls, name: str, seconds: list[float]) -> Timing:
-        if not seconds:
+    def of(cls, name: str, calls: list[Call]) -> Timing:
+        if not calls:
             raise ValueError(f"{name}: nothing was timed")
-        ms = np.asarray(seconds) * 1000.0
+        ms = np.asarray([c.seconds for c in calls]) * 1000.0
         p50, p95, p99 = (float(v) for v in np.percentile(ms, (50, 95, 99)))
-        return cls(name, len(seconds), p50, p95, p99, float(ms.min()), float(ms.max()))
+        faults = float(np.median([c.page_faults for c in calls]))
+        return cls(name, len(calls), p50, p95, p99, float(ms.min()), float(ms.max()), faults)
 
     @property
     def median_ms(self) -> float:
@@ -140,12 +150,13 @@ def format_table(report: SignalBenchReport) -> str:
     v = report.verdicts()
     if report.small is not None:
         small = report.small
-        lines.append(f"small panel (T, N, K) = {small.shape}, ms per call")
-        lines.append(_row(("target", "runs", "median", "P95", "P99", "min", "max")))
+        lines.append(f"small panel (T, N, K) = {small.shape}: ms per call; page faults (median)")
+        lines.append(_row(("target", "runs", "median", "P95", "P99", "min", "max", "faults")))
         timings = (small.production, small.reference, small.symmetric, small.sequential)
         for t in (*timings, small.fresh_buffers):
             cells = (t.p50_ms, t.p95_ms, t.p99_ms, t.min_ms, t.max_ms)
-            lines.append(_row((t.name, str(t.runs), *(f"{c:.3f}" for c in cells))))
+            faults = f"{t.page_faults_p50:.0f}"
+            lines.append(_row((t.name, str(t.runs), *(f"{c:.3f}" for c in cells), faults)))
         lines.append(
             f"reference/production (medians): {small.ratio:.1f}x ; "
             f"largest |production - reference| {small.max_abs_difference:.1e}"

@@ -37,6 +37,7 @@ def test_the_signal_bench_times_every_call_and_measures_the_large_panel() -> Non
     for timing in (small.production, small.reference, small.symmetric, small.sequential):
         assert 0 < timing.min_ms <= timing.p50_ms <= timing.p95_ms <= timing.p99_ms
         assert timing.p99_ms <= timing.max_ms
+        assert timing.page_faults_p50 >= 0
     assert small.max_abs_difference <= 1e-9
 
     large = report.large
