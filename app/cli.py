@@ -1,4 +1,4 @@
-"""``ordergate`` command line: serve | applier | migrate | keys | reconcile."""
+"""``ordergate`` command line: serve | applier | worker | migrate | keys | reconcile."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, ExitStack
 
 from app.config import Settings, get_settings
@@ -33,6 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "applier", help="apply the broker's execution reports (serve starts one)"
     )
     applier_cmd.set_defaults(func=run_applier)
+
+    worker_cmd = commands.add_parser(
+        "worker", help="market data and signals, in the background (serve starts one)"
+    )
+    worker_cmd.set_defaults(func=run_worker)
 
     migrate_cmd = commands.add_parser("migrate", help="apply database migrations (Alembic)")
     migrate_cmd.add_argument("--revision", default="head")
@@ -96,7 +101,9 @@ def serve(args: argparse.Namespace) -> int:
         # Execution reports are applied by a process of its own, beside the workers.
         os.environ["ORDERGATE_APPLIER"] = "external"
         get_settings.cache_clear()
-        stack.enter_context(ApplierProcess())
+        stack.enter_context(ChildProcess("applier"))
+        if settings.serve_starts_worker:
+            stack.enter_context(ChildProcess("worker"))
         if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="og-metrics-"))
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -206,22 +213,23 @@ def _exit_normally(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-class ApplierProcess:
-    """Runs ``ordergate applier`` as a child, restarting it if it dies."""
+class ChildProcess:
+    """Runs ``ordergate <command>`` as a child, restarting it if it dies."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: str) -> None:
+        self._command = command
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, name="applier-watch", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name=f"{command}-watch", daemon=True)
 
-    def __enter__(self) -> ApplierProcess:
+    def __enter__(self) -> ChildProcess:
         self._spawn()
         self._watcher.start()
         return self
 
     def _spawn(self) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "applier"], preexec_fn=die_with_parent
+            [sys.executable, "-m", "app.cli", self._command], preexec_fn=die_with_parent
         )
 
     def _watch(self) -> None:
@@ -229,7 +237,7 @@ class ApplierProcess:
             code = None if self._process is None else self._process.poll()
             # 0, SIGTERM or SIGINT: it was told to stop (its process group is stopping).
             if code is not None and code not in (0, -signal.SIGTERM, -signal.SIGINT):
-                print(f"ordergate: applier exited ({code}); restarting it", file=sys.stderr)
+                print(f"ordergate: {self._command} exited ({code}); restarting it", file=sys.stderr)
                 self._spawn()
 
     def __exit__(self, *exc: object) -> None:
@@ -245,11 +253,39 @@ class ApplierProcess:
 def run_applier(args: argparse.Namespace) -> int:
     """Apply execution reports, reconcile lost placements, run the paper exchange's matching.
     Several may run; a Redis lease lets one work at a time."""
-    import uvloop
-
     from app.runtime import open_core, start_applier
 
     settings = get_settings()
+
+    async def start(stack: AsyncExitStack) -> None:
+        core = await open_core(settings, stack, checkpoints=True)
+        await start_applier(core, settings, stack)
+
+    _run_until_stopped(start)
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Market data (the configured feed, the tick processor) and the signal worker."""
+    from app.worker import start_worker
+
+    settings = get_settings()
+    redis_url = settings.redis_url or _private_redis_url(settings)
+    if redis_url is None:
+        print("ordergate: set REDIS_URL to the gateway's Redis", file=sys.stderr)
+        return 2
+
+    async def start(stack: AsyncExitStack) -> None:
+        await start_worker(settings, redis_url, stack)
+
+    _run_until_stopped(start)
+    return 0
+
+
+def _run_until_stopped(start: Callable[[AsyncExitStack], Awaitable[None]]) -> None:
+    """Start a background process's parts, run until SIGTERM or SIGINT (or the parent
+    is gone), then close them in reverse order."""
+    import uvloop
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -269,21 +305,19 @@ def run_applier(args: argparse.Namespace) -> int:
         watcher = asyncio.create_task(watch_parent())
         try:
             async with AsyncExitStack() as stack:
-                core = await open_core(settings, stack, checkpoints=True)
-                await start_applier(core, settings, stack)
+                await start(stack)
                 # As in the gateway: what start-up allocated lives as long as the process,
                 # so full collections (pauses of tens of ms) need not walk it.
                 gc.collect()
                 gc.freeze()
                 await stop.wait()
                 # A shutdown that hangs (a dead Redis, a lost database) must not leave a
-                # headless applier behind.
+                # headless process behind.
                 loop.call_later(10.0, os._exit, 1)
         finally:
             watcher.cancel()
 
     uvloop.run(run())
-    return 0
 
 
 def migrate(args: argparse.Namespace) -> int:

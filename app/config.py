@@ -216,6 +216,93 @@ class StreamSettings(BaseModel):
     repair_interval_s: float = Field(1.0, gt=0)
 
 
+class SimulatedFeedSettings(BaseModel):
+    """Geometric Brownian motion per symbol: one tick per symbol per round."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbols: list[str] | None = None  # None: the whole universe
+    drift: float = 0.05  # annual
+    volatility: float = Field(0.30, ge=0, le=5)  # annual
+    rounds_per_s: float = Field(2.0, gt=0, le=1000)  # wall clock
+    # Feed seconds per wall second: at 30, a 1-minute bar completes every 2 s.
+    time_scale: float = Field(30.0, gt=0, le=100_000)
+    seed: int = 7
+
+
+class CsvFeedSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = None
+    speed: float = Field(1.0, ge=0)  # 1: as recorded; 10: ten times faster; 0: at once
+
+
+class MarketDataSettings(BaseModel):
+    """Ticks in, checked, bars out (``ordergate worker``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feed: Literal["none", "simulated", "csv"] = "none"  # besides POST /v1/marketdata/ticks
+    simulated: SimulatedFeedSettings = SimulatedFeedSettings()
+    csv: CsvFeedSettings = CsvFeedSettings()
+    max_ticks_per_request: int = Field(5000, ge=1, le=100_000)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)  # of POST /v1/marketdata/ticks
+    # What Redis keeps: raw ticks not yet processed must fit (a worker down for a while).
+    raw_max_length: int = Field(200_000, ge=1000)
+    events_max_length: int = Field(100_000, ge=100)
+    dead_max_length: int = Field(10_000, ge=100)
+    bars_kept: int = Field(500, ge=10)  # minutes of completed bars (the signals' history)
+    batch_size: int = Field(50, ge=1, le=10_000)  # raw batches the processor takes at once
+
+
+class SignalSettings(BaseModel):
+    """The signal worker's raw signals (over completed 1-minute bars plus the last
+    price), their orthogonalization and the composite's weights (by signal name; a name
+    left out weighs 0)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    momentum_lookbacks: list[int] = Field(default_factory=lambda: [5, 20, 60])
+    reversal_lookback: int = Field(1, ge=1)
+    volatility_lookback: int = Field(20, ge=2)
+    volume_lookbacks: tuple[int, int] = (5, 20)  # short, long
+    method: Literal["residual", "symmetric", "sequential"] = "residual"
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "momentum_5": 0.10,
+            "momentum_20": 0.25,
+            "momentum_60": 0.25,
+            "reversal_1": 0.20,
+            "volatility_20": -0.10,
+            "volume_trend_5_20": 0.10,
+        }
+    )
+    consumer: str = "signal-worker"  # the consumer name within the group (one at a time)
+
+    @model_validator(mode="after")
+    def _lookbacks(self) -> SignalSettings:
+        if not self.momentum_lookbacks or min(self.momentum_lookbacks) < 1:
+            raise ValueError("momentum_lookbacks: one or more, each 1 or more")
+        short, long = self.volume_lookbacks
+        if not 1 <= short < long:
+            raise ValueError("volume_lookbacks: (short, long) with 1 <= short < long")
+        return self
+
+
+class StrategySettings(BaseModel):
+    """A target-weight strategy on the composite signal (off unless ``enabled``): it
+    trades through the same order service as any client, under its own account."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    account: str = "strategy"
+    gross_notional: Decimal = Field(Decimal(100_000), gt=0)  # long plus short, at target
+    names_per_side: int = Field(3, ge=1)  # long the top N composite, short the bottom N
+    min_trade_notional: Decimal = Field(Decimal(1000), ge=0)  # smaller changes wait
+    rebalance_interval_s: float = Field(5.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ORDERGATE_", env_nested_delimiter="__", extra="ignore"
@@ -267,6 +354,11 @@ class Settings(BaseSettings):
     live_order_check_interval_s: float = Field(30.0, gt=0)
     auth_cache_ttl_s: float = 1.0
     stream: StreamSettings = StreamSettings()
+    marketdata: MarketDataSettings = MarketDataSettings()
+    signals: SignalSettings = SignalSettings()
+    strategy: StrategySettings = StrategySettings()
+    # `ordergate serve` starts `ordergate worker` (market data, signals) beside the applier.
+    serve_starts_worker: bool = True
 
     @model_validator(mode="after")
     def _reconcile_after_the_broker_timeout(self) -> Settings:

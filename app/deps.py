@@ -17,10 +17,12 @@ from app.domain.rate_limits import route_class
 from app.redisio.multiplexed import MultiplexedRedis
 from app.services.auth import ApiKeyService, Principal, Role
 from app.services.broker_guard import BrokerGuard
+from app.services.marketdata import MarketDataIngest, MarketDataQueries
 from app.services.orders import OrderService
 from app.services.rate_limits import InboundLimits
 from app.services.risk import RiskService
 from app.services.risk_controls import RiskControlService
+from app.services.signals import SignalQueries
 from app.services.stream_session import ExecutionFeed
 from app.services.symbols import SymbolCatalog
 
@@ -39,6 +41,9 @@ class Services:
     risk_controls: RiskControlService
     keys: ApiKeyService
     executions: ExecutionFeed
+    marketdata: MarketDataIngest
+    marketdata_queries: MarketDataQueries
+    signals: SignalQueries
 
 
 async def get_services(request: Request) -> Services:

@@ -22,22 +22,42 @@ from app.deps import RATE_LIMIT_TAKEN, Services, document_bearer_auth
 from app.http.bodies import BodySizeLimit
 from app.http.order_entry import OrderEntryFastPath
 from app.http.problems import ERROR_TABLE, error_response
-from app.routers import account, broker_guard, health, orders, risk, sim, stream, symbols
-from app.runtime import open_core, placing_broker, start_applier, start_stream_hub
+from app.routers import (
+    account,
+    broker_guard,
+    health,
+    marketdata,
+    orders,
+    risk,
+    sim,
+    stream,
+    symbols,
+)
+from app.runtime import (
+    marketdata_store,
+    open_core,
+    placing_broker,
+    start_applier,
+    start_strategy,
+    start_stream_hub,
+)
 from app.services.auth import ApiKeyService
 from app.services.broker_guard import BrokerGuard
+from app.services.marketdata import MarketDataIngest, MarketDataQueries
 from app.services.metrics import record_request
 from app.services.orders import OrderService
 from app.services.prices import ReferencePrices
 from app.services.rate_limits import InboundLimits
 from app.services.risk import RiskService
 from app.services.risk_controls import RiskControlService
+from app.services.signals import SignalQueries
 from app.services.stream_session import ExecutionFeed
 from app.services.symbols import SymbolCatalog
 from app.storage.redis.broker_guard import BrokerGuardStore
 from app.storage.redis.idempotency import IdempotencyStore
 from app.storage.redis.last_trades import LastTrades
 from app.storage.redis.rate_limits import RateLimitStore
+from app.storage.redis.signals import SignalStore
 from app.storage.sql.execution_log import ExecutionLog
 from app.storage.sql.repositories import ApiKeyRepository
 from app.storage.sql.risk_repository import RiskRepository
@@ -105,6 +125,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         executions.start()
         stack.push_async_callback(executions.close)
+        if settings.strategy.enabled:
+            await start_strategy(
+                core, settings, stack, orders=orders, keys=keys, prices=prices, symbols=symbols
+            )
+        md_store = marketdata_store(core.redis, settings)
+        traded = frozenset(settings.universe)
         app.state.services = Services(
             settings=settings,
             redis=core.redis,
@@ -118,6 +144,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             risk_controls=risk_controls,
             keys=keys,
             executions=executions,
+            marketdata=MarketDataIngest(md_store, guard),
+            marketdata_queries=MarketDataQueries(md_store, traded),
+            signals=SignalQueries(SignalStore(core.redis), traded),
         )
         # Everything allocated so far lives as long as the process: take it out of the
         # collector's view, so full collections (latency spikes) only walk request garbage.
@@ -177,11 +206,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         broker_guard.router,
         sim.router,
         stream.router,
+        marketdata.router,
     ):
         app.include_router(router)
     _install_error_handlers(app)
     document_bearer_auth(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        larger={"/v1/marketdata/ticks": settings.marketdata.max_body_bytes},
+    )
     instrumentator = Instrumentator(excluded_handlers=["/metrics"])
     instrumentator.add(_record_request)
     instrumentator.instrument(app).expose(app, include_in_schema=False)

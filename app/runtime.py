@@ -19,13 +19,20 @@ from app.brokers.simulated import SimulatedBroker
 from app.config import Settings
 from app.redisio.embedded import EmbeddedRedis
 from app.redisio.multiplexed import MultiplexedRedis
+from app.services.auth import ApiKeyService
 from app.services.broker_guard import BrokerGuard
 from app.services.execution_stream import CommitSignal, ExecutionPublisher, StreamRepair
 from app.services.executions import ExecutionApplier
+from app.services.orders import OrderService
+from app.services.prices import ReferencePrices
+from app.services.strategy import BLOCK_MS as STRATEGY_BLOCK_MS
+from app.services.strategy import StrategyLoop
 from app.services.stream_hub import StreamHub
+from app.services.symbols import SymbolCatalog
 from app.storage.redis.broker_guard import BrokerGuardStore
 from app.storage.redis.execution_stream import ExecutionStreamStore
 from app.storage.redis.lease import Lease
+from app.storage.redis.marketdata import MarketDataStore
 from app.storage.redis.risk_state import RiskStore
 from app.storage.sql.committed_reports import CommittedReports
 from app.storage.sql.database import create_engine, create_writer_engine
@@ -197,6 +204,34 @@ async def start_applier(core: Core, settings: Settings, stack: AsyncExitStack) -
     return applier
 
 
+async def start_strategy(
+    core: Core,
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    orders: OrderService,
+    keys: ApiKeyService,
+    prices: ReferencePrices,
+    symbols: SymbolCatalog,
+) -> StrategyLoop:
+    """The strategy loop (one at a time over every gateway process, by its lease)."""
+    reader = open_commands(core.redis_url, settings, reply_timeout_s=STRATEGY_BLOCK_MS / 1000 + 2)
+    stack.push_async_callback(reader.close)
+    strategy = StrategyLoop(
+        orders=orders,
+        keys=keys,
+        prices=prices,
+        symbols=symbols,
+        reader=reader,
+        lease=Lease(core.redis, "strategy"),
+        settings=settings.strategy,
+        data_dir=settings.data_dir,
+    )
+    strategy.start()
+    stack.push_async_callback(strategy.close)
+    return strategy
+
+
 async def start_stream_hub(core: Core, settings: Settings, stack: AsyncExitStack) -> StreamHub:
     """This process's reader of the execution streams, on a connection of its own (its
     read blocks)."""
@@ -210,6 +245,17 @@ async def start_stream_hub(core: Core, settings: Settings, stack: AsyncExitStack
     hub.start()
     stack.push_async_callback(hub.close)
     return hub
+
+
+def marketdata_store(redis: MultiplexedRedis, settings: Settings) -> MarketDataStore:
+    md = settings.marketdata
+    return MarketDataStore(
+        redis,
+        raw_max_length=md.raw_max_length,
+        events_max_length=md.events_max_length,
+        dead_max_length=md.dead_max_length,
+        bars_kept=md.bars_kept,
+    )
 
 
 async def _dispose(engine: AsyncEngine | Engine) -> None:

@@ -103,9 +103,9 @@ class SimulatedBroker:
         self._reference_prices = reference_prices
         self._rng = rng or random.Random()
         self._top = _scaled(settings.top_of_book_qty)
-        self._place, self._cancel, self._match, self._expire = (
+        self._place, self._cancel, self._match, self._expire, self._move_prices = (
             load_script(redis, "app.brokers", name, preludes=("sim_common",))
-            for name in ("sim_place", "sim_cancel", "sim_match", "sim_expire")
+            for name in ("sim_place", "sim_cancel", "sim_match", "sim_expire", "sim_move_prices")
         )
 
     async def start(self) -> None:
@@ -238,6 +238,15 @@ class SimulatedBroker:
         matched: int = await self._script(
             self._match, [], [symbol, self._top, self._configured_price(symbol)]
         )
+        return matched
+
+    async def move_prices(self, prices: dict[str, Decimal]) -> int:
+        """Market data's last trades, as the venue's prices: resting orders they cross
+        fill. One script for them all."""
+        if not prices:
+            return 0
+        pairs_ = [v for symbol, price in prices.items() for v in (symbol, format(price, "f"))]
+        matched: int = await self._script(self._move_prices, [], [self._top, *pairs_])
         return matched
 
     async def close_session(self) -> int:

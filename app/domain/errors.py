@@ -15,6 +15,7 @@ holds the one table from exception class to answer):
     +-- InvalidOrder                     422  order.invalid
     |   +-- UnknownSymbol                422  order.unknown_symbol
     +-- OrderNotFound                    404  order.not_found
+    +-- SymbolNotFound                   404  symbol.not_found
     +-- OrderNotCancelable               409  order.not_cancelable
     +-- IdempotencyInFlight              409  idempotency.in_flight
     +-- IdempotencyConflict              422  idempotency.conflict
@@ -134,6 +135,12 @@ class OrderNotFound(GatewayError):
     status = 404
     code = "order.not_found"
     title = "Order not found"
+
+
+class SymbolNotFound(GatewayError):
+    status = 404
+    code = "symbol.not_found"
+    title = "Symbol not traded here"
 
 
 class OrderNotCancelable(GatewayError):

@@ -68,30 +68,33 @@ def replaying(messages: list[Message], receive: Receive) -> Receive:
 
 
 class BodySizeLimit:
-    """Answer 413 before reading more than ``max_bytes`` of a request body."""
+    """Answer 413 before reading more than ``max_bytes`` of a request body (or, on a path
+    named in ``larger``, its own limit: a feed's batch of ticks)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.larger.get(scope["path"], self.max_bytes)
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None:
-            if not length.isdigit() or int(length) > self.max_bytes:
-                await self._too_large(scope, receive, send)
+            if not length.isdigit() or int(length) > max_bytes:
+                await self._too_large(scope, receive, send, max_bytes)
                 return
             await self.app(scope, receive, send)  # the server holds it to Content-Length
             return
         # Chunked: read it here (at most max_bytes), then hand the app what was read.
-        messages, body = await read_body(receive, self.max_bytes)
-        if len(body) > self.max_bytes:
-            await self._too_large(scope, receive, send)
+        messages, body = await read_body(receive, max_bytes)
+        if len(body) > max_bytes:
+            await self._too_large(scope, receive, send, max_bytes)
             return
         await self.app(scope, replaying(messages, receive), send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = PayloadTooLarge(f"request bodies are limited to {self.max_bytes} bytes")
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+        error = PayloadTooLarge(f"request bodies are limited to {max_bytes} bytes")
         await problem_response(error)(scope, receive, send)

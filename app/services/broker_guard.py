@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from app.config import BrokerGuardSettings
 from app.domain.broker_guard import BreakerView, BucketView, CallOutcome, Endpoint
-from app.domain.errors import BrokerCircuitOpen, PacingRateLimited
+from app.domain.errors import BrokerCircuitOpen, DependencyUnavailable, PacingRateLimited
 from app.services.metrics import BREAKER_TRANSITIONS, BROKER_GUARD_REFUSALS, PACING_WAIT
 from app.storage.redis.broker_guard import Admitted, BrokerGuardStore, Refused
 
@@ -120,6 +120,25 @@ class BrokerGuard:
             await asyncio.sleep(result.wait_s)
         else:
             log.warning("a %s call found no token within a minute; it goes now", endpoint.value)
+
+    async def pace(self, endpoint: Endpoint) -> None:
+        """Wait for a token for a call the breaker has no say in (market data taken in):
+        within ``max_wait_ms``, else 429 pacing.rate_limited. An unreadable bucket refuses
+        (503 dependency.unavailable): the call's own store is the same Redis."""
+        try:
+            result = await self._take(endpoint, self._settings.max_wait_ms)
+        except (RedisError, OSError) as exc:
+            self._count_refusal(endpoint, "unreadable")
+            raise DependencyUnavailable(f"pacing state unreadable: {exc!r}") from exc
+        if not isinstance(result, Admitted):
+            self._count_refusal(endpoint, "paced")
+            raise PacingRateLimited(
+                f"{endpoint.value}: {self._rules[endpoint].rate:g} requests a second; none "
+                f"free within {self._settings.max_wait_ms:g} ms",
+                result.retry_after_ms,
+            )
+        if result.wait_s > 0:
+            await asyncio.sleep(result.wait_s)
 
     async def token_now(self, endpoint: Endpoint) -> bool:
         """A token for a call that can wait for a later round (reconciliation's queries),

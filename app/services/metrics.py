@@ -18,6 +18,24 @@ RISK_DECISIONS = Counter(
 )
 RISK_ACCEPTED = RISK_DECISIONS.labels(result="accepted")
 
+STRATEGY_ORDERS = Counter(
+    "ordergate_strategy_orders",
+    "The strategy's orders, by answer: status or problem code",
+    ["result"],
+)
+STRATEGY_TICK_TO_ACK = Histogram(
+    "ordergate_strategy_tick_to_ack_seconds",
+    "From the signal cycle's first tick reaching the gateway to the strategy's order accepted",
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+)
+
+MARKETDATA_TICKS = Counter("ordergate_marketdata_ticks", "Ticks the processor took in, checked")
+MARKETDATA_DEAD_LETTERS = Counter(
+    "ordergate_marketdata_dead_letters",
+    "Ticks that failed a check (in the dead-letter stream), by reason",
+    ["reason"],
+)
+
 # The instrumentator's default request metrics, under their names and labels, but with
 # latency buckets fine enough for a gateway answering in milliseconds (its own start at
 # 100 ms); request and response sizes are left out (two more histograms per request).

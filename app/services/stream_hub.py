@@ -27,14 +27,15 @@ import time
 from collections.abc import Iterable
 from typing import NamedTuple
 
+import orjson
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from app.domain.executions import Execution
 from app.domain.views import render_execution
-from app.redisio.multiplexed import MultiplexedRedis
+from app.redisio.multiplexed import MultiplexedRedis, pairs
 from app.storage.redis.execution_stream import ExecutionStreamStore, entry_of
-from app.storage.redis.keys import StreamKeys
+from app.storage.redis.keys import MarketDataKeys, StreamKeys
 from app.storage.sql.execution_log import ExecutionLog
 
 log = logging.getLogger(__name__)
@@ -61,20 +62,36 @@ def report_of(execution: Execution) -> Report:
     return Report(execution.account, execution.seq, render_execution(execution), execution)
 
 
+class Broadcast(NamedTuple):
+    """A market-data batch or a signal cycle, as every subscriber of its channel gets it
+    (live only: what was published before the subscription is read over REST)."""
+
+    channel: str
+    text: str
+
+
+# The broadcast channels and the stream each is read from.
+BROADCAST_STREAMS = {"marketdata": MarketDataKeys.events, "signals": MarketDataKeys.signals}
+BROADCAST_KEYS = frozenset(BROADCAST_STREAMS.values())
+
+
 class Subscription:
-    """What one connection wants: some accounts' reports, or every account's (``None``)."""
+    """What one connection wants: some accounts' reports, or every account's (``None``),
+    and the broadcast channels it takes."""
 
     def __init__(
         self,
         accounts: frozenset[str] | None,
         queue: asyncio.Queue[object],
         overflowed: asyncio.Event,
+        broadcasts: frozenset[str] = frozenset(),
     ) -> None:
         self.accounts = accounts
         self.queue = queue
         self.overflowed = overflowed
+        self.broadcasts = broadcasts
 
-    def put(self, report: Report) -> None:
+    def put(self, report: Report | Broadcast) -> None:
         if self.overflowed.is_set():
             return
         try:
@@ -103,6 +120,8 @@ class StreamHub:
         self._by_account: dict[str, set[Subscription]] = {}
         self._of_all: set[Subscription] = set()
         self._cursors: dict[str, bytes] = {}  # account -> the last entry id read
+        self._broadcast_subscribers: dict[str, set[Subscription]] = {}  # channel -> them
+        self._broadcast_cursors: dict[str, bytes] = {}  # stream key -> the last entry id read
         self._wake_cursor = b"0-0"
         self._task: asyncio.Task[None] | None = None
 
@@ -123,6 +142,7 @@ class StreamHub:
         account: those the log knows)."""
         # Registered before anything is awaited: whatever the hub reads from now on reaches
         # it, including what it reads while the numbers below are being asked for.
+        await self._subscribe_broadcasts(subscription)
         if subscription.accounts is None:
             self._of_all.add(subscription)
             newest = await self._log.newest()
@@ -133,6 +153,23 @@ class StreamHub:
             await self._read_from_now(subscription.accounts)
             newest = await self._log.newest(subscription.accounts)
         return newest
+
+    async def _subscribe_broadcasts(self, subscription: Subscription) -> None:
+        fresh = []
+        for channel in subscription.broadcasts:
+            self._broadcast_subscribers.setdefault(channel, set()).add(subscription)
+            key = BROADCAST_STREAMS[channel]
+            if key not in self._broadcast_cursors:
+                fresh.append(key)
+        if not fresh:
+            return
+        # From the newest entry now: live from here on.
+        newest = await self._redis.execute_many(
+            [("XREVRANGE", key, "+", "-", "COUNT", 1) for key in fresh]
+        )
+        for key, entries in zip(fresh, newest, strict=True):
+            self._broadcast_cursors.setdefault(key, entries[0][0] if entries else b"0-0")
+        await self._redis.execute("XADD", self._wake_key, "MAXLEN", "~", 10, "*", "w", 1)
 
     async def _read_from_now(self, accounts: Iterable[str]) -> None:
         fresh = [a for a in accounts if a not in self._cursors]
@@ -147,6 +184,13 @@ class StreamHub:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._of_all.discard(subscription)
+        for channel in subscription.broadcasts:
+            subscribers = self._broadcast_subscribers.get(channel)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._broadcast_subscribers[channel]
+                    self._broadcast_cursors.pop(BROADCAST_STREAMS[channel], None)
         for account in subscription.accounts or ():
             subscribers = self._by_account.get(account)
             if subscribers is not None:
@@ -169,8 +213,16 @@ class StreamHub:
                 if self._of_all and now >= next_discovery:
                     next_discovery = now + DISCOVER_S
                     await self._discover()
-                keys = [self._wake_key, *map(StreamKeys.executions, self._cursors)]
-                ids = [self._wake_cursor, *self._cursors.values()]
+                keys = [
+                    self._wake_key,
+                    *self._broadcast_cursors,
+                    *map(StreamKeys.executions, self._cursors),
+                ]
+                ids = [
+                    self._wake_cursor,
+                    *self._broadcast_cursors.values(),
+                    *self._cursors.values(),
+                ]
                 block = (
                     min(self._block_ms, int(DISCOVER_S * 1000)) if self._of_all else self._block_ms
                 )
@@ -182,7 +234,11 @@ class StreamHub:
                 await asyncio.sleep(RETRY_S)
                 continue
             for key, entries in reply or ():
-                self._deliver(key, entries)
+                try:
+                    self._deliver(key, entries)
+                except Exception:  # entries it cannot read must not end every delivery
+                    log.exception("stream entries of %r not delivered; skipped", key)
+                    self._skip(key.decode(), entries[-1][0])
 
     async def _discover(self) -> None:
         """Accounts that appeared since subscribers of every account came: read from their
@@ -203,6 +259,9 @@ class StreamHub:
 
     def _deliver(self, key: bytes, entries: Iterable[tuple[bytes, list[bytes]]]) -> None:
         name = key.decode()
+        if name in BROADCAST_KEYS:  # its subscribers may have left while it was read
+            self._broadcast(name, entries)
+            return
         last = None
         for entry_id, fields in entries:
             last = entry_id
@@ -222,3 +281,38 @@ class StreamHub:
             account = StreamKeys.account_of(name)
             if account in self._cursors:  # not if its last subscriber left meanwhile
                 self._cursors[account] = last
+
+    def _skip(self, name: str, last: bytes) -> None:
+        """Read on past entries that could not be delivered."""
+        if name in self._broadcast_cursors:
+            self._broadcast_cursors[name] = last
+        elif name == self._wake_key:
+            self._wake_cursor = last
+        elif name.endswith("}:exec") and StreamKeys.account_of(name) in self._cursors:
+            self._cursors[StreamKeys.account_of(name)] = last
+
+    def _broadcast(self, key: str, entries: Iterable[tuple[bytes, list[bytes]]]) -> None:
+        channel = next(c for c, k in BROADCAST_STREAMS.items() if k == key)
+        last = None
+        for entry_id, fields in entries:
+            last = entry_id
+            message = broadcast_message(channel, pairs(fields))
+            for subscription in self._broadcast_subscribers.get(channel, ()):
+                subscription.put(message)
+        if last is not None and key in self._broadcast_cursors:
+            self._broadcast_cursors[key] = last
+
+
+def broadcast_message(channel: str, fields: dict[bytes, bytes]) -> Broadcast:
+    """A broadcast stream entry as its channel's subscribers get it."""
+    if channel == "signals":
+        cycle = orjson.loads(fields.get(b"cycle", b"{}"))
+        body = {"type": "signals", "ts_us": cycle.get("ts_us"), "composite": cycle.get("composite")}
+    else:
+        ticks = orjson.loads(fields.get(b"ticks", b"[]"))
+        body = {
+            "type": "marketdata",
+            "ticks": [{"symbol": s, "price": p, "size": q, "ts_us": ts} for s, p, q, ts in ticks],
+            "bars": orjson.loads(fields.get(b"bars", b"[]")),
+        }
+    return Broadcast(channel, orjson.dumps(body).decode())

@@ -37,7 +37,7 @@ from app.domain.errors import (
 )
 from app.domain.views import order_document, problem_body, render_execution
 from app.services.auth import ApiKeyService, Principal, Role
-from app.services.stream_hub import Report, StreamHub, Subscription, report_of
+from app.services.stream_hub import Broadcast, Report, StreamHub, Subscription, report_of
 from app.storage.redis.execution_stream import ExecutionStreamStore
 from app.storage.sql.execution_log import ExecutionLog
 
@@ -58,6 +58,11 @@ TICK = object()
 class Channel(StrEnum):
     EXECUTIONS = "executions"  # every execution report, whole
     ORDERS = "orders"  # the order as each report leaves it
+    MARKETDATA = "marketdata"  # each processed batch of ticks and the bars it completed
+    SIGNALS = "signals"  # each signal cycle's composite per symbol
+
+
+BROADCAST_CHANNELS = frozenset({Channel.MARKETDATA, Channel.SIGNALS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +243,8 @@ class StreamSession:
                     continue
                 if isinstance(item, Report):
                     await self._deliver(item)
+                elif isinstance(item, Broadcast):
+                    await self._send(item.text)
                 elif isinstance(item, SubscribeRequest):
                     await self._subscribe(item)
                 elif isinstance(item, GatewayError):
@@ -284,7 +291,12 @@ class StreamSession:
             await self._send(_error_frame(RequestInvalid("already subscribed")))
             return
         self._channels = request.channels
-        self.subscription = Subscription(request.accounts, self.queue, self.overflowed)
+        self.subscription = Subscription(
+            request.accounts,
+            self.queue,
+            self.overflowed,
+            frozenset(c.value for c in request.channels & BROADCAST_CHANNELS),
+        )
         # Delivers from now on; the accounts covered now, each one's newest report.
         newest = await self._feed.hub.subscribe(self.subscription)
         for account in set(request.since) - set(newest):  # named, none yet

@@ -125,3 +125,27 @@ local function unrest(o)
   end
   redis.call('SREM', '{sim}:day', o.key)
 end
+
+-- Match one symbol's resting orders against its price `px`; each marketable order takes at
+-- most `top` per call (so large orders fill in parts). Returns the number of fills.
+local function match_symbol(symbol, px, top)
+  local fills = 0
+  local sides = {
+    {'{sim}:book:' .. symbol .. ':buy', px, '+inf'},
+    {'{sim}:book:' .. symbol .. ':sell', '-inf', px},
+  }
+  for _, s in ipairs(sides) do
+    local members = redis.call('ZRANGEBYSCORE', s[1], s[2], s[3], 'LIMIT', 0, 1000)
+    for _, member in ipairs(members) do
+      local o = load_order(string.sub(member, 18))
+      if o then
+        if fill(o, px, top) == 'filled' then
+          unrest(o)
+        end
+        save(o)
+        fills = fills + 1
+      end
+    end
+  end
+  return fills
+end

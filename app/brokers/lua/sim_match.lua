@@ -6,23 +6,4 @@ local px = reference_price(ARGV[1], ARGV[3])
 if not px then
   return 0
 end
-local top = tonumber(ARGV[2])
-local fills = 0
-local sides = {
-  {'{sim}:book:' .. ARGV[1] .. ':buy', px, '+inf'},
-  {'{sim}:book:' .. ARGV[1] .. ':sell', '-inf', px},
-}
-for _, s in ipairs(sides) do
-  local members = redis.call('ZRANGEBYSCORE', s[1], s[2], s[3], 'LIMIT', 0, 1000)
-  for _, member in ipairs(members) do
-    local o = load_order(string.sub(member, 18))
-    if o then
-      if fill(o, px, top) == 'filled' then
-        unrest(o)
-      end
-      save(o)
-      fills = fills + 1
-    end
-  end
-end
-return fills
+return match_symbol(ARGV[1], px, tonumber(ARGV[2]))

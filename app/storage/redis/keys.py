@@ -60,9 +60,31 @@ class RiskKeys:
         return "og:{*}:risk"
 
 
-# Last trade price per symbol (market data; the paper exchange's price moves until a feed
-# exists). A plain hash: read by every worker's reference-price cache.
+# Last trade price per symbol (market data, or the paper exchange's price moves). A plain
+# hash: read by every worker's reference-price cache.
 LAST_TRADES = "og:md:last"
+
+
+class MarketDataKeys:
+    """The market-data pipeline: ticks as they arrive, the processor's state, what it
+    publishes, and the signal worker's output. One venue-wide feed, so no hash tags (a
+    cluster deployment would tag them ``{md}``)."""
+
+    raw = "og:md:raw"  # stream: ticks as they arrived, unchecked
+    events = "og:md:events"  # stream: checked ticks and completed bars, a batch per entry
+    dead = "og:md:dead"  # stream: ticks that failed a check, with the reason
+    dead_counts = "og:md:dead:counts"  # hash: reason -> ticks
+    processor = "og:md:proc"  # hash: @cursor (last raw entry processed), symbol -> state
+    signals = "og:signals"  # stream: each signal cycle's values
+    signals_latest = "og:signals:latest"  # hash: symbol -> its latest values
+
+    last_bars = "og:md:lastbar"  # hash: symbol -> its last completed bar
+    bar_minutes = "og:md:minutes"  # zset: the minutes (starts) with completed bars kept
+
+    @staticmethod
+    def bars(start_us: int) -> str:
+        """One minute's completed bars: hash, symbol -> bar."""
+        return f"og:md:bars:{start_us}"
 
 
 class BrokerGuardKeys:

@@ -1,0 +1,163 @@
+"""Market data's rules: what a valid tick is, and how ticks make 1-minute bars.
+
+A tick is one trade: symbol, price, size and the time it happened (the feed's clock, in
+microseconds since the epoch). A tick that fails a check is not used: it goes to the
+dead-letter stream with a ``DeadLetterReason``, and is counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+
+BAR_US = 60_000_000  # a bar is one minute of the feed's clock
+
+
+class DeadLetterReason(StrEnum):
+    MALFORMED = "malformed"  # a field missing or not a number
+    PRICE_NOT_FINITE = "price_not_finite"  # NaN or infinite
+    PRICE_NOT_POSITIVE = "price_not_positive"
+    SIZE_NOT_FINITE = "size_not_finite"
+    SIZE_NEGATIVE = "size_negative"
+    UNKNOWN_SYMBOL = "unknown_symbol"
+    TIME_BACKWARDS = "time_backwards"  # earlier than the symbol's last tick
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    symbol: str
+    price: Decimal
+    size: Decimal
+    ts_us: int  # when it traded, by the feed's clock
+    received_ns: int  # when the gateway took it in (wall clock): for latency
+
+
+@dataclass(frozen=True, slots=True)
+class RawTick:
+    """A tick as it arrived, every field still text: checked by ``check_tick``."""
+
+    symbol: str
+    price: str
+    size: str
+    ts_us: str
+    received_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    tick: RawTick
+    reason: DeadLetterReason
+    detail: str
+
+
+def check_tick(
+    raw: RawTick, known: frozenset[str] | set[str], last_ts_us: int | None
+) -> Tick | DeadLetter:
+    """The tick, or why it cannot be used. ``last_ts_us``: the symbol's last good tick's
+    time; a tick at the same time is fine (several trades in a microsecond), an earlier one
+    is not."""
+    try:
+        price, size, ts_us = Decimal(raw.price), Decimal(raw.size), int(raw.ts_us)
+    except (InvalidOperation, ValueError):
+        return DeadLetter(raw, DeadLetterReason.MALFORMED, "price, size or time is not a number")
+    if raw.symbol not in known:
+        return DeadLetter(raw, DeadLetterReason.UNKNOWN_SYMBOL, f"{raw.symbol!r} is not traded")
+    if not price.is_finite():
+        return DeadLetter(raw, DeadLetterReason.PRICE_NOT_FINITE, f"price {raw.price}")
+    if price <= 0:
+        return DeadLetter(raw, DeadLetterReason.PRICE_NOT_POSITIVE, f"price {raw.price}")
+    if not size.is_finite():
+        return DeadLetter(raw, DeadLetterReason.SIZE_NOT_FINITE, f"size {raw.size}")
+    if size < 0:
+        return DeadLetter(raw, DeadLetterReason.SIZE_NEGATIVE, f"size {raw.size}")
+    if last_ts_us is not None and ts_us < last_ts_us:
+        return DeadLetter(
+            raw, DeadLetterReason.TIME_BACKWARDS, f"at {ts_us} us, after a tick at {last_ts_us}"
+        )
+    return Tick(raw.symbol, price, size, ts_us, raw.received_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One symbol's trades in one minute of the feed's clock."""
+
+    symbol: str
+    start_us: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    trades: int
+
+
+def bar_start(ts_us: int) -> int:
+    return ts_us - ts_us % BAR_US
+
+
+def add_to_bar(bar: Bar | None, tick: Tick) -> tuple[Bar, Bar | None]:
+    """The symbol's bar with ``tick`` in it, and the bar it completed (the tick is in a
+    later minute), if any. Ticks come in time order per symbol (``check_tick``)."""
+    start = bar_start(tick.ts_us)
+    if bar is None or start > bar.start_us:
+        fresh = Bar(
+            tick.symbol, start, tick.price, tick.price, tick.price, tick.price, tick.size, 1
+        )
+        return fresh, bar
+    price = tick.price
+    updated = Bar(
+        bar.symbol,
+        bar.start_us,
+        bar.open,
+        price if price > bar.high else bar.high,
+        price if price < bar.low else bar.low,
+        price,
+        bar.volume + tick.size,
+        bar.trades + 1,
+    )
+    return updated, None
+
+
+@dataclass(slots=True)
+class SymbolState:
+    """What the processor keeps of a symbol: its last good tick's time, its forming bar."""
+
+    last_ts_us: int
+    bar: Bar
+
+
+@dataclass(slots=True)
+class ProcessedBatch:
+    """What a batch of raw ticks came to: committed at once, with the cursor after it."""
+
+    cursor: str
+    ticks: list[Tick] = field(default_factory=list)
+    completed: list[Bar] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    changed: dict[str, SymbolState] = field(default_factory=dict)
+
+
+def process_batch(
+    symbols: dict[str, SymbolState],
+    raws: Iterable[tuple[str, RawTick]],
+    known: frozenset[str],
+) -> ProcessedBatch:
+    """Check each raw tick against its symbol's state, fold the good ones into bars.
+    ``symbols`` is not changed: the batch's ``changed`` holds the new states (applied by
+    the caller once the batch is committed)."""
+    batch = ProcessedBatch(cursor="")
+    for entry_id, raw in raws:
+        batch.cursor = entry_id
+        state = batch.changed.get(raw.symbol) or symbols.get(raw.symbol)
+        checked = check_tick(raw, known, None if state is None else state.last_ts_us)
+        if isinstance(checked, DeadLetter):
+            batch.dead.append(checked)
+            continue
+        bar, completed = add_to_bar(None if state is None else state.bar, checked)
+        batch.changed[raw.symbol] = SymbolState(checked.ts_us, bar)
+        batch.ticks.append(checked)
+        if completed is not None:
+            batch.completed.append(completed)
+    return batch
