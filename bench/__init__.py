@@ -1,6 +1,6 @@
-"""The benchmarks: ``python -m bench orders | risk | mass-cancel | batching | stream |
-signals`` (``make bench-orders``, ``make bench-risk``, ...). Not part of the gateway's
-package: they run from a source checkout, beside it.
+"""The benchmarks: ``python -m bench BENCHMARK`` (``make bench`` runs them all, each also
+has a ``make bench-...`` target). Not part of the gateway's package: they run from a source
+checkout, beside it.
 
 Only argument parsing lives here; each benchmark module is imported when it runs.
 """
@@ -109,6 +109,38 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_signals_arguments(signals)
     signals.set_defaults(func=_run_signals)
+    live = kinds.add_parser(
+        "live-signals",
+        help="one new timestamp for N symbols: ticks in Redis to the signal cycle published",
+        description=(
+            "Start a private Redis, `ordergate worker` and a floor of the same Redis hops; "
+            "send one tick per symbol per timestamp at a constant rate to both; print "
+            "P50/P95/P99 of tick to published signal for each."
+        ),
+    )
+    live.add_argument("--symbols", type=positive_int, default=500, help="(500)")
+    live.add_argument("--rate", type=float, default=4.0, help="timestamps a second (4)")
+    live.add_argument("--duration", type=float, default=30.0, help="seconds (30)")
+    live.add_argument("--history", type=positive_int, default=62, help="timestamps first (62)")
+    live.add_argument("--json", type=Path, default=None, help="also write the results here")
+    live.set_defaults(func=_run_live_signals)
+    strategy = kinds.add_parser(
+        "strategy",
+        help="tick -> signal -> order -> fill on the stream, vs the order path alone",
+        description=(
+            "Start a private Redis and the gateway with the simulated feed and the strategy "
+            "on; time each strategy order from its cycle's first tick to its ack and to its "
+            "fill on the WebSocket stream, and a POSTed order at the same pace, against the "
+            "200 ms SLA."
+        ),
+    )
+    strategy.add_argument("--duration", type=float, default=60.0, help="seconds (60)")
+    strategy.add_argument(
+        "--rounds-per-s", type=float, default=4.0, help="feed rounds a second (4)"
+    )
+    strategy.add_argument("--interval", type=float, default=1.0, help="rebalance every (1 s)")
+    strategy.add_argument("--json", type=Path, default=None, help="also write the results here")
+    strategy.set_defaults(func=_run_strategy)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
@@ -116,6 +148,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_mass_cancel(args: argparse.Namespace) -> int:
     from bench.mass_cancel import command
+
+    return command(args)
+
+
+def _run_live_signals(args: argparse.Namespace) -> int:
+    from bench.live_signals import command
+
+    return command(args)
+
+
+def _run_strategy(args: argparse.Namespace) -> int:
+    from bench.strategy_loop import command
 
     return command(args)
 
