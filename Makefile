@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format bench bench-orders bench-risk bench-mass-cancel bench-batching bench-stream bench-signals clean
+.PHONY: run test lint format bench bench-orders bench-risk bench-mass-cancel bench-batching bench-stream bench-signals bench-live-signals bench-strategy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,10 @@ run: $(VENV)/.runtime
 	@echo "demo API key (account 'demo', role trader): $$($(BIN)/ordergate keys demo)"
 	ORDERGATE_CONFIG=$(RUN_CONFIG) $(BIN)/ordergate serve
 
-## test: lint, type-check, then the whole suite (real Redis, real database, real server)
+## test: lint, type-check, then the whole suite (real Redis, real database, real server), in
+## two processes: most of its time is spent waiting on servers it started
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check app bench tests migrations
@@ -67,7 +68,16 @@ bench-stream: $(VENV)/.dev
 bench-signals: $(VENV)/.dev
 	$(BIN)/python -m bench signals
 
-bench: bench-orders bench-risk bench-mass-cancel bench-batching bench-stream bench-signals
+## bench-live-signals: one new timestamp for 500 symbols, ticks to published signal, vs a floor
+bench-live-signals: $(VENV)/.dev
+	$(BIN)/python -m bench live-signals
+
+## bench-strategy: tick -> signal -> order -> fill on the stream, vs the order path alone
+bench-strategy: $(VENV)/.dev
+	$(BIN)/python -m bench strategy
+
+bench: bench-orders bench-risk bench-mass-cancel bench-batching bench-stream bench-signals \
+	bench-live-signals bench-strategy
 
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache
