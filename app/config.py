@@ -247,6 +247,8 @@ class MarketDataSettings(BaseModel):
     csv: CsvFeedSettings = CsvFeedSettings()
     max_ticks_per_request: int = Field(5000, ge=1, le=100_000)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)  # of POST /v1/marketdata/ticks
+    # A POSTed tick this far ahead of the gateway's clock is refused (clocks differ a little).
+    max_ahead_s: float = Field(60.0, ge=0)
     # What Redis keeps: raw ticks not yet processed must fit (a worker down for a while).
     raw_max_length: int = Field(200_000, ge=1000)
     events_max_length: int = Field(100_000, ge=100)

@@ -144,7 +144,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             risk_controls=risk_controls,
             keys=keys,
             executions=executions,
-            marketdata=MarketDataIngest(md_store, guard),
+            marketdata=MarketDataIngest(md_store, guard, settings.marketdata.max_ahead_s),
             marketdata_queries=MarketDataQueries(md_store, traded),
             signals=SignalQueries(SignalStore(core.redis), traded),
         )

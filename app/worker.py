@@ -61,7 +61,7 @@ async def start_worker(settings: Settings, redis_url: str, stack: AsyncExitStack
         store,
         processor_reader,
         Lease(redis, "marketdata-processor"),
-        frozenset(universe),
+        {s: i.price_decimals for s, i in settings.instruments().items()},
         venue,
         batch_size=settings.marketdata.batch_size,
         block_ms=BLOCK_MS,

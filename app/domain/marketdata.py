@@ -7,22 +7,36 @@ dead-letter stream with a ``DeadLetterReason``, and is counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
+from app.domain.instruments import decimal_places
+from app.domain.orders import MAX_PRICE, MAX_QTY, QTY_DECIMALS
+
 BAR_US = 60_000_000  # a bar is one minute of the feed's clock
+MAX_FIELD_CHARS = 64  # a price or size longer than this is no number a feed sends
 
 
 class DeadLetterReason(StrEnum):
     MALFORMED = "malformed"  # a field missing or not a number
     PRICE_NOT_FINITE = "price_not_finite"  # NaN or infinite
     PRICE_NOT_POSITIVE = "price_not_positive"
+    PRICE_OUT_OF_RANGE = "price_out_of_range"  # above an order's maximum, or finer than the tick
     SIZE_NOT_FINITE = "size_not_finite"
     SIZE_NEGATIVE = "size_negative"
+    SIZE_OUT_OF_RANGE = "size_out_of_range"  # above an order's maximum quantity
     UNKNOWN_SYMBOL = "unknown_symbol"
+    TIME_OUT_OF_RANGE = "time_out_of_range"  # before 1970 or after 2999
     TIME_BACKWARDS = "time_backwards"  # earlier than the symbol's last tick
+
+
+# A last trade becomes the reference price that orders are checked and filled at: it must be
+# a price an order could have (MAX_PRICE, the symbol's decimals), and a size an order's.
+MAX_TICK_PRICE = MAX_PRICE
+MAX_TICK_SIZE = MAX_QTY
+MAX_TS_US = 32_503_680_000_000_000  # 3000-01-01
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,25 +67,36 @@ class DeadLetter:
 
 
 def check_tick(
-    raw: RawTick, known: frozenset[str] | set[str], last_ts_us: int | None
+    raw: RawTick, price_decimals: Mapping[str, int], last_ts_us: int | None
 ) -> Tick | DeadLetter:
-    """The tick, or why it cannot be used. ``last_ts_us``: the symbol's last good tick's
-    time; a tick at the same time is fine (several trades in a microsecond), an earlier one
-    is not."""
+    """The tick, or why it cannot be used. ``price_decimals``: each traded symbol's.
+    ``last_ts_us``: the symbol's last good tick's time; a tick at the same time is fine
+    (several trades in a microsecond), an earlier one is not."""
+    if len(raw.price) > MAX_FIELD_CHARS or len(raw.size) > MAX_FIELD_CHARS:
+        return DeadLetter(raw, DeadLetterReason.MALFORMED, "price or size too long to be one")
     try:
         price, size, ts_us = Decimal(raw.price), Decimal(raw.size), int(raw.ts_us)
     except (InvalidOperation, ValueError):
         return DeadLetter(raw, DeadLetterReason.MALFORMED, "price, size or time is not a number")
-    if raw.symbol not in known:
+    places = price_decimals.get(raw.symbol)
+    if places is None:
         return DeadLetter(raw, DeadLetterReason.UNKNOWN_SYMBOL, f"{raw.symbol!r} is not traded")
     if not price.is_finite():
         return DeadLetter(raw, DeadLetterReason.PRICE_NOT_FINITE, f"price {raw.price}")
     if price <= 0:
         return DeadLetter(raw, DeadLetterReason.PRICE_NOT_POSITIVE, f"price {raw.price}")
+    if price > MAX_TICK_PRICE or decimal_places(price) > places:
+        detail = f"price {raw.price}: at most {MAX_TICK_PRICE}, {places} decimal places"
+        return DeadLetter(raw, DeadLetterReason.PRICE_OUT_OF_RANGE, detail)
     if not size.is_finite():
         return DeadLetter(raw, DeadLetterReason.SIZE_NOT_FINITE, f"size {raw.size}")
     if size < 0:
         return DeadLetter(raw, DeadLetterReason.SIZE_NEGATIVE, f"size {raw.size}")
+    if size > MAX_TICK_SIZE or decimal_places(size) > QTY_DECIMALS:
+        detail = f"size {raw.size}: at most {MAX_TICK_SIZE}, {QTY_DECIMALS} decimal places"
+        return DeadLetter(raw, DeadLetterReason.SIZE_OUT_OF_RANGE, detail)
+    if not 0 <= ts_us < MAX_TS_US:
+        return DeadLetter(raw, DeadLetterReason.TIME_OUT_OF_RANGE, f"at {raw.ts_us} us")
     if last_ts_us is not None and ts_us < last_ts_us:
         return DeadLetter(
             raw, DeadLetterReason.TIME_BACKWARDS, f"at {ts_us} us, after a tick at {last_ts_us}"
@@ -142,11 +167,12 @@ class ProcessedBatch:
 def process_batch(
     symbols: dict[str, SymbolState],
     raws: Iterable[tuple[str, RawTick]],
-    known: frozenset[str],
+    known: Mapping[str, int],
 ) -> ProcessedBatch:
     """Check each raw tick against its symbol's state, fold the good ones into bars.
     ``symbols`` is not changed: the batch's ``changed`` holds the new states (applied by
-    the caller once the batch is committed)."""
+    the caller once the batch is committed). ``known``: each traded symbol's price
+    decimals."""
     batch = ProcessedBatch(cursor="")
     for entry_id, raw in raws:
         batch.cursor = entry_id
@@ -155,7 +181,11 @@ def process_batch(
         if isinstance(checked, DeadLetter):
             batch.dead.append(checked)
             continue
-        bar, completed = add_to_bar(None if state is None else state.bar, checked)
+        try:
+            bar, completed = add_to_bar(None if state is None else state.bar, checked)
+        except ArithmeticError as exc:  # a volume past the decimal context: not this tick's bar
+            batch.dead.append(DeadLetter(raw, DeadLetterReason.SIZE_OUT_OF_RANGE, repr(exc)))
+            continue
         batch.changed[raw.symbol] = SymbolState(checked.ts_us, bar)
         batch.ticks.append(checked)
         if completed is not None:

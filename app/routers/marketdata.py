@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from app.deps import AdminDep, PrincipalDep, ServicesDep
 from app.domain.decimals import ExactDecimal
 from app.domain.errors import RequestInvalid
+from app.domain.marketdata import MAX_TICK_PRICE
 from app.domain.orders import Symbol
 from app.http.bodies import ExactJsonRoute
 from app.http.problems import problem_responses
@@ -19,11 +20,19 @@ from app.http.problems import problem_responses
 router = APIRouter(prefix="/v1", tags=["market data"], route_class=ExactJsonRoute)
 
 
+# A tick's numbers are checked by the processor (a price not positive, say, is a dead
+# letter); what no feed could mean is refused here, before anything is taken in.
+TickNumber = Annotated[
+    ExactDecimal,
+    Field(ge=-MAX_TICK_PRICE, le=MAX_TICK_PRICE, max_digits=30, decimal_places=12),
+]
+
+
 class TickIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     symbol: Annotated[str, Field(min_length=1, max_length=32)]
-    price: ExactDecimal
-    size: ExactDecimal
+    price: TickNumber
+    size: TickNumber
     time: AwareDatetime = Field(description="when it traded: ISO 8601 with a zone")
 
 

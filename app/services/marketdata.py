@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
 from app.domain.broker_guard import Endpoint
-from app.domain.errors import SymbolNotFound
+from app.domain.errors import RequestInvalid, SymbolNotFound
 from app.domain.marketdata import Bar, RawTick, process_batch
 from app.redisio.multiplexed import MultiplexedRedis
 from app.services.broker_guard import BrokerGuard
@@ -44,12 +44,23 @@ class MarketDataIngest:
     ``rt_marketdata`` bucket (beyond it: 429 with Retry-After, nothing taken in), then goes
     to the raw stream as it came, as one entry stamped with the time it arrived."""
 
-    def __init__(self, store: MarketDataStore, guard: BrokerGuard) -> None:
+    def __init__(self, store: MarketDataStore, guard: BrokerGuard, max_ahead_s: float) -> None:
         self._store = store
         self._guard = guard
+        self._max_ahead_us = round(max_ahead_s * 1_000_000)
 
     async def take(self, ticks: Sequence[tuple[str, str, str, int]]) -> int:
-        """``ticks``: (symbol, price, size, time in microseconds) each, checked later."""
+        """``ticks``: (symbol, price, size, time in microseconds) each, checked later. A
+        batch with a tick from before 1970 or from further ahead of this gateway's clock
+        than ``max_ahead_s`` is refused whole (it would hold its symbol's later ticks back
+        as going back in time)."""
+        latest_us = time.time_ns() // 1000 + self._max_ahead_us
+        for n, (_, _, _, ts_us) in enumerate(ticks):
+            if not 0 <= ts_us <= latest_us:
+                raise RequestInvalid(
+                    f"ticks[{n}].time is before 1970 or ahead of this gateway's clock",
+                    errors=[{"loc": ["body", "ticks", n, "time"], "msg": "out of range"}],
+                )
         await self._guard.pace(Endpoint.RT_MARKETDATA)
         received_ns = time.time_ns()
         await self._store.append_raw(
@@ -66,7 +77,7 @@ class TickProcessor(LeasedLoop):
         store: MarketDataStore,
         reader: MultiplexedRedis,
         lease: Lease,
-        known_symbols: frozenset[str],
+        price_decimals: Mapping[str, int],
         venue: Venue | None,
         *,
         batch_size: int = 1000,
@@ -77,7 +88,7 @@ class TickProcessor(LeasedLoop):
         super().__init__(lease)
         self._store = store
         self._reader = reader
-        self._known = known_symbols
+        self._known = dict(price_decimals)  # the traded symbols
         self._venue = venue
         self._batch_size = batch_size
         self._block_ms = block_ms

@@ -263,9 +263,9 @@ class SignalWorker(LeasedLoop):
             cycle = self._engine.compute(windows, min(received) if received else 0)
             entry, latest = cycle_documents(cycle, time.time_ns())
             last_event = fresh[-1].entry_id
-            await self._store.publish(entry, latest, last_event)
+            if await self._store.publish(entry, latest, last_event):
+                self.cycles += 1
             self._published = entry_id_key(last_event)
-            self.cycles += 1
         await self._store.acknowledge([e.entry_id for e in events])
 
 

@@ -15,6 +15,10 @@ is read from its stream's start (all of it is new since the subscription).
 
 The hub delivers what the streams hold; the numbering is checked, and gaps filled from the
 order log, by each connection (``app.services.stream_session``).
+
+The market-data and signal streams are read the same way while a local subscriber wants
+them (the ``marketdata`` and ``signals`` channels): each entry rendered once, live only,
+with no numbering to keep.
 """
 
 from __future__ import annotations

@@ -151,6 +151,8 @@ async def test_bad_ticks_go_to_dead_letters_with_their_reason_and_move_nothing(
         tick("AMZN", "191", t0 + timedelta(seconds=3), size="-1"),
         tick("ZZZZ", "10", t0 + timedelta(seconds=4)),
         tick("AMZN", "189", t0 - timedelta(seconds=1)),  # before AMZN's last tick
+        tick("AMZN", "190.001", t0 + timedelta(seconds=4)),  # finer than the cent
+        tick("AMZN", "190.30", t0 + timedelta(seconds=4), size="0.0000001"),
     ]
     # A good tick after them shows they were all processed.
     response = await post_ticks(
@@ -169,68 +171,47 @@ async def test_bad_ticks_go_to_dead_letters_with_their_reason_and_move_nothing(
         "size_negative",
         "unknown_symbol",
         "time_backwards",
+        "price_out_of_range",
+        "size_out_of_range",
     ]
     for reason in set(reasons):
         assert letters["counts"].get(reason, 0) - before.get(reason, 0) == reasons.count(reason)
-    newest = letters["newest"][:5]
+    newest = letters["newest"][: len(reasons)]
     assert sorted(d["reason"] for d in newest) == sorted(reasons)
-    assert {d["price"] for d in newest} == {"0", "-3.5", "191", "10", "189"}
+    assert {d["price"] for d in newest} == {"0", "-3.5", "191", "10", "189", "190.001", "190.30"}
+
+
+GOOD = '"symbol": "AAPL", "price": 1, "size": 1, "time": "2026-03-02T14:30:00Z"'
 
 
 @pytest.mark.parametrize(
     ("body", "why"),
     [
-        ({"ticks": []}, "no ticks"),
-        ({"ticks": [{"symbol": "AAPL", "price": "1", "size": "1"}]}, "no time"),
-        (
-            {
-                "ticks": [
-                    {"symbol": "AAPL", "price": "x", "size": "1", "time": "2026-03-02T14:30:00Z"}
-                ]
-            },
-            "price not a number",
-        ),
-        (
-            {
-                "ticks": [
-                    {"symbol": "AAPL", "price": "1", "size": "1", "time": "2026-03-02T14:30:00"}
-                ]
-            },
-            "time without a zone",
-        ),
-        (
-            {
-                "ticks": [
-                    {
-                        "symbol": "AAPL",
-                        "price": "1",
-                        "size": "1",
-                        "time": "2026-03-02T14:30:00Z",
-                        "venue": "x",
-                    }
-                ]
-            },
-            "unknown field",
-        ),
-        (
-            {
-                "ticks": [
-                    {"symbol": "AAPL", "price": "1", "size": "1", "time": "2026-03-02T14:30:00Z"}
-                ]
-                * 5001
-            },
-            "too many",
-        ),
+        ('{"ticks": []}', "no ticks"),
+        ('{"ticks": [{"symbol": "AAPL", "price": 1, "size": 1}]}', "no time"),
+        (f'{{"ticks": [{{{GOOD.replace("1,", chr(34) + "x" + chr(34) + ",", 1)}}}]}}', "price x"),
+        ('{"ticks": [{' + GOOD.replace("14:30:00Z", "14:30:00") + "}]}", "time without a zone"),
+        ('{"ticks": [{' + GOOD + ', "venue": "x"}]}', "unknown field"),
+        ('{"ticks": [' + ",".join(["{" + GOOD + "}"] * 5001) + "]}", "too many"),
+        ('{"ticks": [{' + GOOD.replace('"price": 1', '"price": 1e400') + "}]}", "price 1e400"),
+        ('{"ticks": [{' + GOOD.replace('"size": 1', '"size": 9e999999') + "}]}", "size 9e999999"),
+        ('{"ticks": [{' + GOOD.replace('"price": 1', '"price": 1e-400') + "}]}", "price 1e-400"),
+        ('{"ticks": [{' + GOOD.replace("2026-03-02", "9999-12-31") + "}]}", "time in 9999"),
+        ('{"ticks": [{' + GOOD.replace("2026-03-02", "1969-12-31") + "}]}", "time before 1970"),
     ],
 )
 async def test_a_malformed_batch_is_refused_whole_and_takes_nothing_in(
-    md_gateway: Gateway, body: dict[str, Any], why: str
+    md_gateway: Gateway, body: str, why: str
 ) -> None:
     assert md_gateway.redis_url is not None
     with redis.Redis.from_url(md_gateway.redis_url) as r:
         before = r.xlen(RAW)
         async with md_gateway.client(md_gateway.keys["admin"]) as admin:
-            response = await admin.post("/v1/marketdata/ticks", json=body)
+            response = await admin.post(
+                "/v1/marketdata/ticks",
+                content=body,
+                headers={"Content-Type": "application/json"},
+            )
         assert response.status_code == 422, (why, response.text)
         assert response.headers["content-type"] == "application/problem+json"
         assert r.xlen(RAW) == before, why

@@ -25,7 +25,7 @@ from app.storage.redis.lease import Lease
 from app.storage.redis.marketdata import MarketDataStore
 from app.storage.redis.signals import SignalStore
 
-SYMBOLS = frozenset(DEFAULT_UNIVERSE)
+SYMBOLS = {symbol: 2 for symbol in DEFAULT_UNIVERSE}  # each traded symbol's price decimals
 T0_US = 1_772_461_800_000_000  # 2026-03-02 14:30 UTC
 
 
@@ -205,4 +205,20 @@ async def test_a_signal_worker_that_dies_before_acknowledging_is_caught_up_once(
     assert again.cycles == 0
     assert await redis.execute("XLEN", MarketDataKeys.signals) == 1
     latest = await signals.latest()
-    assert set(latest) == SYMBOLS
+    assert set(latest) == set(SYMBOLS)
+
+
+async def test_a_cycle_reaching_no_further_than_the_latest_values_is_not_published(
+    redis: MultiplexedRedis,
+) -> None:
+    """A worker that lost its lease while computing publishes nothing behind its successor."""
+    signals = SignalStore(redis)
+    newer = {"AAPL": orjson.dumps({"composite": 1.0})}
+    older = {"AAPL": orjson.dumps({"composite": -1.0})}
+    assert await signals.publish({"n": 2}, newer, "1700000000001-5")
+    assert not await signals.publish({"n": 1}, older, "1700000000001-4")  # behind
+    assert not await signals.publish({"n": 2}, older, "1700000000001-5")  # the same again
+    assert await signals.latest() == {"AAPL": {"composite": 1.0}}
+    assert await redis.execute("XLEN", MarketDataKeys.signals) == 1
+    assert await signals.publish({"n": 3}, older, "1700000000002-0")
+    assert await signals.latest() == {"AAPL": {"composite": -1.0}}

@@ -25,7 +25,7 @@ from app.domain.raw_signals import SignalSet, raw_signals
 from app.feeds.csv_replay import timestamp_us
 from app.feeds.simulated import GbmPaths
 
-KNOWN = frozenset({"AAPL", "MSFT"})
+KNOWN = {"AAPL": 2, "MSFT": 2}  # traded symbols, their price decimals
 T0 = 1_772_461_800_000_000  # a minute's start
 
 
@@ -45,6 +45,15 @@ def raw(symbol: str = "AAPL", price: str = "10", size: str = "1", ts: int = T0) 
         (raw(price="-0.01"), DeadLetterReason.PRICE_NOT_POSITIVE),
         (raw(size="sNaN"), DeadLetterReason.SIZE_NOT_FINITE),
         (raw(size="-1"), DeadLetterReason.SIZE_NEGATIVE),
+        (raw(price="1e400"), DeadLetterReason.PRICE_OUT_OF_RANGE),
+        (raw(price="1000000000.01"), DeadLetterReason.PRICE_OUT_OF_RANGE),
+        (raw(price="1e-400"), DeadLetterReason.PRICE_OUT_OF_RANGE),
+        (raw(price="10.001"), DeadLetterReason.PRICE_OUT_OF_RANGE),  # finer than the cent
+        (raw(size="9e999999"), DeadLetterReason.SIZE_OUT_OF_RANGE),
+        (raw(size="0.0000001"), DeadLetterReason.SIZE_OUT_OF_RANGE),
+        (raw(price="1" * 65), DeadLetterReason.MALFORMED),
+        (raw(ts=-1), DeadLetterReason.TIME_OUT_OF_RANGE),
+        (raw(ts=253_402_300_800_000_000), DeadLetterReason.TIME_OUT_OF_RANGE),  # year 9999
         (raw(ts=T0 - 1), DeadLetterReason.TIME_BACKWARDS),
     ],
 )
@@ -94,8 +103,8 @@ def test_a_batch_leaves_the_states_it_was_given_unchanged() -> None:
 tick_streams = st.lists(
     st.tuples(
         st.sampled_from(["AAPL", "MSFT", "ZZZ"]),
-        st.sampled_from(["10", "10.5", "0", "-1", "NaN", "x", "11.25"]),
-        st.sampled_from(["1", "0", "-2", "3"]),
+        st.sampled_from(["10", "10.5", "0", "-1", "NaN", "x", "11.25", "1e400", "10.001"]),
+        st.sampled_from(["1", "0", "-2", "3", "9e999999"]),
         st.integers(-BAR_US, 4 * BAR_US),
     ),
     max_size=60,

@@ -11,6 +11,7 @@ from redis.exceptions import ResponseError
 
 from app.redisio.multiplexed import MultiplexedRedis, pairs
 from app.storage.redis.keys import MarketDataKeys
+from app.storage.redis.scripts import load_script
 
 GROUP = "signals"
 LAST_EVENT_FIELD = "@last_event"  # in the latest-values hash: the md:events entry behind them
@@ -35,6 +36,7 @@ class SignalStore:
     def __init__(self, redis: MultiplexedRedis, signals_max_length: int = 10_000) -> None:
         self._redis = redis
         self._max = signals_max_length
+        self._publish = load_script(redis, "app.storage.redis", "signals_publish")
 
     async def ensure_group(self) -> None:
         """The consumer group, reading ``md:events`` from its start if it is new."""
@@ -100,25 +102,16 @@ class SignalStore:
 
     async def publish(
         self, cycle: dict[str, Any], latest: dict[str, bytes], last_event: str
-    ) -> None:
-        """One cycle: an entry on the ``signals`` stream, each symbol's latest values, and
-        the ``md:events`` entry they reach up to, at once."""
+    ) -> bool:
+        """One cycle: an entry on the ``signals`` stream and each symbol's latest values,
+        at once, with the ``md:events`` entry they reach up to; False (nothing written) if
+        the latest values already reach that far (another worker published it)."""
         fields = [v for item in latest.items() for v in item]
-        await self._redis.transaction(
-            [
-                (
-                    "XADD",
-                    MarketDataKeys.signals,
-                    "MAXLEN",
-                    "~",
-                    self._max,
-                    "*",
-                    "cycle",
-                    orjson.dumps(cycle),
-                ),
-                ("HSET", MarketDataKeys.signals_latest, *fields, LAST_EVENT_FIELD, last_event),
-            ]
+        published = await self._publish(
+            keys=[MarketDataKeys.signals, MarketDataKeys.signals_latest],
+            args=[last_event, self._max, orjson.dumps(cycle), *fields],
         )
+        return bool(published)
 
     async def latest(self, symbol: str | None = None) -> dict[str, Any]:
         """Every symbol's latest values (or ``symbol``'s only: empty if it has none)."""
