@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format bench bench-orders bench-risk bench-mass-cancel bench-batching bench-stream bench-signals bench-live-signals bench-strategy clean
+.PHONY: run test lint format bench bench-orders bench-risk bench-mass-cancel bench-batching bench-stream bench-signals bench-live-signals bench-strategy loadtest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,13 +32,13 @@ test: lint
 	$(BIN)/pytest -n 2
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check app bench tests migrations
-	$(BIN)/ruff format --check app bench tests migrations
+	$(BIN)/ruff check app bench tests migrations loadtests
+	$(BIN)/ruff format --check app bench tests migrations loadtests
 	$(BIN)/mypy app bench
 
 format: $(VENV)/.dev
-	$(BIN)/ruff check --fix app bench tests migrations
-	$(BIN)/ruff format app bench tests migrations
+	$(BIN)/ruff check --fix app bench tests migrations loadtests
+	$(BIN)/ruff format app bench tests migrations loadtests
 
 ## bench-orders: order path vs its floor at a constant arrival rate, on SQLite then on a
 ## throwaway PostgreSQL database (ORDERGATE_BENCH_POSTGRES_URL, else the local server;
@@ -78,6 +78,13 @@ bench-strategy: $(VENV)/.dev
 
 bench: bench-orders bench-risk bench-mass-cancel bench-batching bench-stream bench-signals \
 	bench-live-signals bench-strategy
+
+## loadtest: Locust, headless, 300 orders/s for 60 s against a gateway it starts (2 workers);
+## exits 1 if the orders' P95 is over 200 ms or over 0.1% of requests fail. RATE=, DURATION=
+LOADTEST_RATE ?= $(or $(RATE),300)
+LOADTEST_DURATION ?= $(or $(DURATION),60)
+loadtest: $(VENV)/.dev
+	$(BIN)/python -m loadtests.run --rate $(LOADTEST_RATE) --duration $(LOADTEST_DURATION)
 
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache
