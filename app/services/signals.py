@@ -234,7 +234,8 @@ class SignalWorker(LeasedLoop):
         self._published = entry_id_key(published) if published else (0, 0)
         self._windows = windows
         await self._store.claim_abandoned(self._consumer, min_idle_ms=0)
-        await self._handle(await self._store.read(self._reader, self._consumer, READ_COUNT, None))
+        while pending := await self._store.read(self._reader, self._consumer, READ_COUNT, None):
+            await self._handle(pending)  # acknowledged, so the next read gives the rest
 
     async def run_once(self, block_ms: int | None = None) -> int:
         """Wait for new entries, apply them, publish a cycle, acknowledge; the entries."""

@@ -169,8 +169,10 @@ async def test_csv_replay_sends_every_row_and_bad_rows_end_as_counted_dead_lette
 
 
 async def test_a_signal_worker_that_dies_before_acknowledging_is_caught_up_once(
-    redis: MultiplexedRedis,
+    redis: MultiplexedRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # One entry a read: catching up must read on until nothing is pending.
+    monkeypatch.setattr("app.services.signals.READ_COUNT", 1)
     store = store_of(redis)
     ticks = raw_ticks(400)
     for start in range(0, 400, 100):
@@ -193,9 +195,9 @@ async def test_a_signal_worker_that_dies_before_acknowledging_is_caught_up_once(
     assert await redis.execute("XLEN", MarketDataKeys.signals) == 0
 
     restarted = worker()
-    await restarted.load()  # claims what is pending, applies it, publishes once
-    assert restarted.cycles == 1
-    assert await redis.execute("XLEN", MarketDataKeys.signals) == 1
+    await restarted.load()  # claims what is pending, applies it, publishes a cycle a read
+    assert restarted.cycles == 2
+    assert await redis.execute("XLEN", MarketDataKeys.signals) == 2
     pending = await redis.execute("XPENDING", MarketDataKeys.events, "signals")
     assert pending[0] == 0
 
@@ -203,7 +205,7 @@ async def test_a_signal_worker_that_dies_before_acknowledging_is_caught_up_once(
     await again.load()
     assert await again.run_once(block_ms=10) == 0
     assert again.cycles == 0
-    assert await redis.execute("XLEN", MarketDataKeys.signals) == 1
+    assert await redis.execute("XLEN", MarketDataKeys.signals) == 2
     latest = await signals.latest()
     assert set(latest) == set(SYMBOLS)
 
