@@ -22,13 +22,18 @@ needs_postgres = pytest.mark.skipif(
 
 
 def _databases() -> set[str]:
+    """The benches' throwaway databases (the suite's other process makes and drops test
+    databases of its own meanwhile)."""
     assert ADMIN_URL is not None
     dsn = make_url(ADMIN_URL).set(drivername="postgresql").render_as_string(False)
 
     async def names() -> set[str]:
         conn = await asyncpg.connect(dsn)
         try:
-            return {r[0] for r in await conn.fetch("SELECT datname FROM pg_database")}
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'ordergate\\_bench\\_%'"
+            )
+            return {r[0] for r in rows}
         finally:
             await conn.close()
 
