@@ -224,12 +224,12 @@ class SignalWorker(LeasedLoop):
             (b.symbol, b.start_us, float(b.close), float(b.volume))
             for b in await self._marketdata.recent_bars(self._engine.signals.window)
         )
-        trades = []
-        for symbol in self._symbols:
-            price, state = await self._marketdata.symbol_state(symbol)
-            if price is not None and state is not None:
-                trades.append((symbol, float(price), state.last_ts_us))
-        windows.add_trades(trades)
+        # Each symbol's last trade is its forming bar's close: one read for them all.
+        processor = await self._marketdata.load_processor()
+        windows.add_trades(
+            (symbol, float(state.bar.close), state.last_ts_us)
+            for symbol, state in processor.symbols.items()
+        )
         published = await self._store.last_published_event()
         self._published = entry_id_key(published) if published else (0, 0)
         self._windows = windows
