@@ -70,6 +70,7 @@ class StrategyLoop(LeasedLoop):
             settings.gross_notional, settings.names_per_side, settings.min_trade_notional
         )
         self._cursor: str | None = None
+        self._key: str | None = None
         self._next_rebalance = 0.0
 
     async def step(self) -> None:
@@ -87,13 +88,17 @@ class StrategyLoop(LeasedLoop):
         self._cursor = None  # from the newest cycle again
 
     async def _principal(self) -> Principal:
-        """The strategy's own key, kept in the data directory (issued on first use)."""
-        if self._key_file.exists():
+        """The strategy's own key, kept in the data directory (issued on first use), read
+        once and authenticated each step (a revoked key is replaced)."""
+        if self._key is None and self._key_file.exists():
+            self._key = self._key_file.read_text().strip()
+        if self._key is not None:
             try:
-                return await self._keys.authenticate(self._key_file.read_text().strip())
+                return await self._keys.authenticate(self._key)
             except NotAuthenticated:
                 log.warning("strategy: its key was revoked; issuing a new one")
         _, key = await self._keys.create(self._settings.account, Role.TRADER)
+        self._key = key
         self._key_file.parent.mkdir(parents=True, exist_ok=True)
         self._key_file.write_text(key + "\n")
         self._key_file.chmod(0o600)
