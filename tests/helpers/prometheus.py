@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,36 @@ def require_prometheus_tools() -> PrometheusTools:
     if isinstance(found, str):
         pytest.skip(found)
     return found
+
+
+# --- what the rules and the dashboard read -----------------------------------------------
+
+
+def rule_expressions() -> list[str]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [str(rule["expr"]) for group in groups for rule in group["rules"]]
+
+
+def recorded_names() -> set[str]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
+
+
+def dashboard_expressions() -> list[str]:
+    """Every PromQL query of the dashboard's panels (Grafana's ``$__...`` variables kept)."""
+
+    def walk(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "expr" and isinstance(value, str):
+                    yield value
+                else:
+                    yield from walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from walk(item)
+
+    return list(walk(json.loads(DASHBOARD.read_text())))
 
 
 # --- a copy of the rules that fires in seconds ------------------------------------------

@@ -5,10 +5,20 @@ on series that should not)."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import yaml
 
-from tests.helpers.prometheus import REPO, RULE_TESTS, RULES, require_prometheus_tools
+from tests.helpers.prometheus import (
+    REPO,
+    RULE_TESTS,
+    RULES,
+    dashboard_expressions,
+    require_prometheus_tools,
+)
+
+# Grafana's interval variables, as a query of the dashboard sees them substituted.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "30m", "$__interval": "15s"}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -50,3 +60,17 @@ def test_every_alert_has_a_case_that_fires_it_and_one_that_does_not() -> None:
     silent = {case["alertname"] for case in cases if not case["exp_alerts"]}
     assert alerts - fired == set(), "alerts no test fires"
     assert alerts - silent == set(), "alerts no test shows silent"
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    queries = dashboard_expressions()
+    assert queries
+    rules = []
+    for number, query in enumerate(queries):
+        for variable, value in GRAFANA_VARIABLES.items():
+            query = query.replace(variable, value)
+        rules.append({"record": f"dashboard:query_{number}", "expr": query})
+    checked_file = tmp_path / "dashboard_queries.yml"
+    checked_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    checked = promtool("check", "rules", str(checked_file))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
