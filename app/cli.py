@@ -55,6 +55,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_cmd = key_commands.add_parser("demo", help="print the local demo account's key")
     demo_cmd.set_defaults(func=keys_demo)
 
+    status_cmd = commands.add_parser(
+        "status", help="the gateway's latency per stage, SLA, throughput and errors (admin key)"
+    )
+    status_cmd.add_argument(
+        "--url", default=None, help="the gateway (default: http://<host>:<port> of the settings)"
+    )
+    status_cmd.add_argument(
+        "--key",
+        default=os.environ.get("ORDERGATE_ADMIN_KEY"),
+        help="an admin API key (default: $ORDERGATE_ADMIN_KEY)",
+    )
+    status_cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
+    status_cmd.set_defaults(func=status)
+
     reconcile_cmd = commands.add_parser(
         "reconcile",
         help="resolve orders with the broker, then compare Redis's risk state with the order log",
@@ -98,15 +112,17 @@ def serve(args: argparse.Namespace) -> int:
             stack.callback(url_file.unlink, missing_ok=True)
             get_settings.cache_clear()  # the in-process worker must see it too
             print(f"ordergate: private {embedded.server_name} at {embedded.url}", file=sys.stderr)
+        if settings.prometheus_multiproc_dir is None:
+            # Every process below writes its metrics here, and any worker's /metrics reads
+            # them all: the applier's and the worker's too, whatever the number of workers.
+            metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="og-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         # Execution reports are applied by a process of its own, beside the workers.
         os.environ["ORDERGATE_APPLIER"] = "external"
         get_settings.cache_clear()
         stack.enter_context(ChildProcess("applier"))
         if settings.serve_starts_worker:
             stack.enter_context(ChildProcess("worker"))
-        if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-            metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="og-metrics-"))
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         uvicorn.run(
             "app.main:create_served_app",
             factory=True,
@@ -128,6 +144,25 @@ def serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=5,
             timeout_keep_alive=settings.http.keep_alive_timeout_s,
         )
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    import json
+
+    from app.status import StatusUnavailable, fetch_summary, render
+
+    if not args.key:
+        print("ordergate: give an admin key: --key or ORDERGATE_ADMIN_KEY", file=sys.stderr)
+        return 2
+    settings = get_settings()
+    url = args.url or f"http://{settings.host}:{settings.port}"
+    try:
+        summary = fetch_summary(url, args.key)
+    except StatusUnavailable as exc:
+        print(f"ordergate: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2) if args.json else render(summary, url))
     return 0
 
 

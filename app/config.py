@@ -305,6 +305,18 @@ class StrategySettings(BaseModel):
     rebalance_interval_s: float = Field(5.0, gt=0)
 
 
+class MetricsSettings(BaseModel):
+    """The SLA the gateway measures itself against, and ``GET /v1/metrics/summary``'s
+    rolling window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sla_target_ms: float = Field(200.0, gt=0)  # an order entry's answer, end to end
+    summary_window_s: float = Field(300.0, ge=10, le=24 * 3600)
+    # How often each gateway process keeps a snapshot of the histograms (the window's steps).
+    summary_step_s: float = Field(10.0, ge=0.1, le=600)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ORDERGATE_", env_nested_delimiter="__", extra="ignore"
@@ -316,12 +328,21 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, validation_alias=AliasChoices("DATABASE_URL", "ORDERGATE_DATABASE_URL")
     )
+    # Where every process of `ordergate serve` writes its metrics (prometheus_client's
+    # multiprocess mode; serve sets it). None: this process's own registry.
+    prometheus_multiproc_dir: Path | None = Field(
+        None, validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR")
+    )
     data_dir: Path = REPO_ROOT / ".data"
     migrations_dir: Path = REPO_ROOT / "migrations"
 
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    # json: one JSON object per line (request id, account and order id where known);
+    # text: the same lines for a human at a terminal.
+    log_format: Literal["json", "text"] = "json"
+    metrics: MetricsSettings = MetricsSettings()
 
     # Who applies the broker's execution reports: this process, or a separate
     # `ordergate applier` process (what `ordergate serve` starts).

@@ -17,7 +17,9 @@ from app.domain.rate_limits import route_class
 from app.redisio.multiplexed import MultiplexedRedis
 from app.services.auth import ApiKeyService, Principal, Role
 from app.services.broker_guard import BrokerGuard
+from app.services.health import DependencyChecks
 from app.services.marketdata import MarketDataIngest, MarketDataQueries
+from app.services.observability import GatewayMetrics
 from app.services.orders import OrderService
 from app.services.rate_limits import InboundLimits
 from app.services.risk import RiskService
@@ -44,6 +46,8 @@ class Services:
     marketdata: MarketDataIngest
     marketdata_queries: MarketDataQueries
     signals: SignalQueries
+    health: DependencyChecks
+    metrics: GatewayMetrics
 
 
 async def get_services(request: Request) -> Services:

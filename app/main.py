@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -27,6 +27,7 @@ from app.routers import (
     broker_guard,
     health,
     marketdata,
+    metrics,
     orders,
     risk,
     sim,
@@ -43,8 +44,11 @@ from app.runtime import (
 )
 from app.services.auth import ApiKeyService
 from app.services.broker_guard import BrokerGuard
+from app.services.health import DependencyChecks
 from app.services.marketdata import MarketDataIngest, MarketDataQueries
 from app.services.metrics import record_request
+from app.services.observability import GatewayMetrics
+from app.services.order_timing import record_order_entry
 from app.services.orders import OrderService
 from app.services.prices import ReferencePrices
 from app.services.rate_limits import InboundLimits
@@ -131,6 +135,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
         md_store = marketdata_store(core.redis, settings)
         traded = frozenset(settings.universe)
+        health = DependencyChecks(core.redis, core.engine, core.broker)
+        gateway_metrics = GatewayMetrics(
+            settings.metrics,
+            settings.prometheus_multiproc_dir,
+            checks=health,
+            guard=guard,
+            marketdata=md_store,
+        )
+        await gateway_metrics.start()
+        stack.push_async_callback(gateway_metrics.close)
         app.state.services = Services(
             settings=settings,
             redis=core.redis,
@@ -147,6 +161,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             marketdata=MarketDataIngest(md_store, guard, settings.marketdata.max_ahead_s),
             marketdata_queries=MarketDataQueries(md_store, traded),
             signals=SignalQueries(SignalStore(core.redis), traded),
+            health=health,
+            metrics=gateway_metrics,
         )
         # Everything allocated so far lives as long as the process: take it out of the
         # collector's view, so full collections (latency spikes) only walk request garbage.
@@ -207,6 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sim.router,
         stream.router,
         marketdata.router,
+        metrics.router,
     ):
         app.include_router(router)
     _install_error_handlers(app)
@@ -216,19 +233,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         larger={"/v1/marketdata/ticks": settings.marketdata.max_body_bytes},
     )
+    # The instrumentator's middleware times every request; /metrics itself is served by
+    # the metrics router (the whole gateway's, read at each scrape).
     instrumentator = Instrumentator(excluded_handlers=["/metrics"])
-    instrumentator.add(_record_request)
-    instrumentator.instrument(app).expose(app, include_in_schema=False)
+    instrumentator.add(_request_recorder(settings.metrics.sla_target_ms / 1000))
+    instrumentator.instrument(app)
     return app
 
 
 def create_served_app(settings: Settings | None = None) -> ASGIApp:
     """What ``ordergate serve`` runs: the order entry fast path in front of ``create_app()``."""
     settings = settings or get_settings()
-    return OrderEntryFastPath(create_app(settings), max_body_bytes=settings.max_body_bytes)
+    return OrderEntryFastPath(
+        create_app(settings),
+        max_body_bytes=settings.max_body_bytes,
+        sla_target_s=settings.metrics.sla_target_ms / 1000,
+    )
 
 
-def _record_request(info: Info) -> None:
-    # Requests and latency per route, as the instrumentator's defaults name them (see
-    # app.services.metrics); the order entry fast path records its orders the same way.
-    record_request(info.modified_handler, info.method, info.modified_status, info.modified_duration)
+def _request_recorder(sla_target_s: float) -> Callable[[Info], None]:
+    def record(info: Info) -> None:
+        # Requests and latency per route, as the instrumentator's defaults name them (see
+        # app.services.metrics); the order entry fast path records its orders the same way,
+        # and both record each order entry against the SLA.
+        handler, method = info.modified_handler, info.method
+        record_request(handler, method, info.modified_status, info.modified_duration)
+        if handler == orders.ORDERS_PATH and method == "POST":
+            record_order_entry(info.modified_duration, sla_target_s)
+
+    return record

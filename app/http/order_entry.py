@@ -22,7 +22,8 @@ fails when the app gains a middleware this list does not name):
 - the body size limit (``BodySizeLimit``): a stated length over the limit, or a body longer
   than it said, goes on to the app, whose middleware answers 413;
 - the request metrics (the instrumentator's middleware): recorded by ``record_request``
-  under the same series;
+  under the same series, and the order entry's own (``record_order_entry``) as the app's
+  metrics callback records them;
 - errors: the one error table (``app.http.problems``), an unexpected error included.
 A future cross-cutting concern (a request id, say) is added here as well as to the app.
 """
@@ -49,6 +50,7 @@ from app.http.problems import error_response
 from app.routers.orders import ORDERS_PATH
 from app.services.auth import Role
 from app.services.metrics import record_request
+from app.services.order_timing import OrderTimer, Stage, record_order_entry
 
 log = logging.getLogger("ordergate")
 
@@ -63,14 +65,16 @@ class OrderEntryFastPath:
     """ASGI app in front of ``app``: serves well-formed ``POST /v1/orders``, passes on
     everything else (the lifespan included)."""
 
-    def __init__(self, app: Starlette, *, max_body_bytes: int) -> None:
+    def __init__(self, app: Starlette, *, max_body_bytes: int, sla_target_s: float) -> None:
         self.app = app
         self._max_body_bytes = max_body_bytes
+        self._sla_target_s = sla_target_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != ORDERS_PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        timer = OrderTimer()
         started = perf_counter()
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         headers = dict(raw_headers)
@@ -104,6 +108,7 @@ class OrderEntryFastPath:
         except RateLimited as refused:
             await self._answer(error_response(refused), scope, receive, send, started)
             return
+        timer.lap(Stage.AUTH)
         # Taken once: a request passed on to FastAPI below is not charged again there.
         scope.setdefault("state", {})[RATE_LIMIT_TAKEN] = limit_headers
 
@@ -118,9 +123,10 @@ class OrderEntryFastPath:
             await self.app(scope, replayed, send)  # FastAPI's 422, word for word
             return
 
+        timer.mark()  # reading and parsing the body: in the end-to-end time only
         try:
             answer = await services.orders.submit(
-                principal.account, intent, None if key is None else key.decode("latin-1")
+                principal.account, intent, None if key is None else key.decode("latin-1"), timer
             )
             response = Response(
                 answer.body,
@@ -134,14 +140,13 @@ class OrderEntryFastPath:
                 response.headers.setdefault(name, value)
         await self._answer(response, scope, replayed, send, started)
 
-    @staticmethod
     async def _answer(
-        response: Response, scope: Scope, receive: Receive, send: Send, started: float
+        self, response: Response, scope: Scope, receive: Receive, send: Send, started: float
     ) -> None:
         await response(scope, receive, send)
-        record_request(
-            ORDERS_PATH, "POST", f"{response.status_code // 100}xx", perf_counter() - started
-        )
+        elapsed = perf_counter() - started
+        record_request(ORDERS_PATH, "POST", f"{response.status_code // 100}xx", elapsed)
+        record_order_entry(elapsed, self._sla_target_s)
 
 
 def is_json(content_type: str | None) -> bool:

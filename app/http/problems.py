@@ -32,11 +32,13 @@ from app.domain.errors import (
     validation_errors,
 )
 from app.domain.views import PROBLEM_JSON, Problem, render_problem
+from app.services.metrics import ERRORS
 
 log = logging.getLogger("ordergate")
 
 
 def problem_response(error: GatewayError) -> Response:
+    ERRORS.labels(error.code).inc()
     return Response(
         render_problem(error), error.status, headers=error.headers, media_type=PROBLEM_JSON
     )

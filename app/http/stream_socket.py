@@ -27,6 +27,7 @@ from app.domain.accounts import check_account_name
 from app.domain.errors import GatewayError, NotAuthenticated, RequestInvalid
 from app.domain.executions import MAX_SEQ
 from app.services.auth import Principal
+from app.services.metrics import STREAM_SLOW_CONSUMERS, STREAM_SUBSCRIBERS
 from app.services.stream_session import (
     UNAVAILABLE,
     Channel,
@@ -111,14 +112,17 @@ async def _serve(websocket: WebSocket, session: StreamSession, principal: Princi
     sender = asyncio.create_task(session.run(), name="stream-sender")
     reader = asyncio.create_task(_read(websocket, session, principal), name="stream-reader")
     overflow = asyncio.create_task(session.overflowed.wait(), name="stream-overflow")
+    STREAM_SUBSCRIBERS.inc()
     try:
         done, _ = await asyncio.wait({sender, reader, overflow}, return_when="FIRST_COMPLETED")
     finally:
+        STREAM_SUBSCRIBERS.dec()
         for task in (sender, reader, overflow):
             task.cancel()
         await asyncio.gather(sender, reader, overflow, return_exceptions=True)
         session.close()
     if overflow in done:
+        STREAM_SLOW_CONSUMERS.inc()
         raise _Closed(TRY_AGAIN_LATER, "too far behind; resume after the last seq you received")
     if sender in done:
         end = sender.result()  # a failure raises here

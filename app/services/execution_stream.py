@@ -18,11 +18,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from app.redisio.multiplexed import MultiplexedRedis
+from app.services.metrics import EXECUTION_REPORTS
+from app.services.order_timing import Stage, record_stage
 from app.storage.redis.execution_stream import ExecutionStreamStore
 from app.storage.redis.keys import StreamKeys
 from app.storage.redis.lease import Lease
@@ -168,6 +171,10 @@ class ExecutionPublisher:
         reports = await self._committed.take()
         if reports:
             await self._store.publish(reports)
+            published = datetime.now(UTC)
+            for report in reports:  # the order event's time to its stream entry
+                record_stage(Stage.PUBLISH, (published - report.at).total_seconds())
+            EXECUTION_REPORTS.inc(len(reports))
         return len(reports)
 
 
@@ -217,6 +224,7 @@ class StreamRepair:
                 start = max(top, last - self._max_length)
                 missing = await self._log.after(account, start, REPAIR_BATCH)
                 await self._store.publish(missing, repair=True)
+                EXECUTION_REPORTS.inc(len(missing))
                 repaired += len(missing)
         if repaired:
             log.info("republished %d execution reports from the order log", repaired)

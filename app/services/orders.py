@@ -45,6 +45,8 @@ from app.domain.risk import Reserved
 from app.domain.status import OrderStatus
 from app.domain.views import render_order, render_problem
 from app.services.broker_guard import BrokerGuard
+from app.services.metrics import ERRORS, ORDERS_IN_FLIGHT
+from app.services.order_timing import OrderTimer, Outcome, Stage
 from app.services.risk import RiskService
 from app.services.symbols import SymbolCatalog
 from app.storage.redis.broker_guard import Admitted
@@ -94,23 +96,41 @@ class OrderService:
 
     # -- placing -------------------------------------------------------------------------
     async def submit(
-        self, account: str, intent: OrderIntent, idempotency_key: str | None = None
+        self,
+        account: str,
+        intent: OrderIntent,
+        idempotency_key: str | None = None,
+        timer: OrderTimer | None = None,
     ) -> Answer:
-        """Place one order intent for ``account``; returns the answer to send (and keep)."""
+        """Place one order intent for ``account``; returns the answer to send (and keep).
+        ``timer``: the request's, already lapped through its authentication."""
+        timer = timer or OrderTimer()
+        ORDERS_IN_FLIGHT.inc()
+        try:
+            return await self._submit(account, intent, idempotency_key, timer)
+        finally:
+            ORDERS_IN_FLIGHT.dec()
+            timer.record()
+
+    async def _submit(
+        self, account: str, intent: OrderIntent, idempotency_key: str | None, timer: OrderTimer
+    ) -> Answer:
         client_order_id = _client_order_id(intent, idempotency_key)
         check_precision(intent, self._symbols.get(intent.symbol))
         fingerprint = intent.fingerprint()
         if client_order_id is None:
             # No key from the client: nothing can retry this order, so no claim to make.
-            return await self._place(account, new_id(), intent, fingerprint)
+            return await self._place(account, new_id(), intent, fingerprint, timer)
 
         # The key is claimed by the order's first Redis step: the risk reservation, or the
         # claim alone when the in-process checks refuse the order first.
         claim = self._idempotency.claim_for(account, client_order_id, fingerprint)
         try:
-            answer = await self._place(account, client_order_id, intent, fingerprint, claim)
+            answer = await self._place(account, client_order_id, intent, fingerprint, timer, claim)
         except KeyHeld as held:
-            return await self._answer_for_held_key(account, client_order_id, fingerprint, held)
+            answer = await self._answer_for_held_key(account, client_order_id, fingerprint, held)
+            timer.outcome = Outcome.REPLAYED
+            return answer
         except GatewayError:
             # Nothing was written and the claim, if made, let go (a claim whose outcome is
             # unknown, Redis having failed, expires instead).
@@ -144,6 +164,7 @@ class OrderService:
         client_order_id: str,
         intent: OrderIntent,
         fingerprint: str,
+        timer: OrderTimer,
         claim: KeyClaim | None = None,
     ) -> Answer:
         now = utcnow()
@@ -164,6 +185,7 @@ class OrderService:
         )
         # Pre-trade risk: decided fresh against live exposure; reserves it when accepted.
         decision = await self._risk.reserve(account, client_order_id, intent, claim)
+        timer.lap(Stage.RISK)
         claimed = claim if decision.key_claimed else None  # this request holds its key
         if decision.denial is not None:
             if claim is not None and claimed is None:
@@ -171,20 +193,23 @@ class OrderService:
                 # claim the key now (a retry of an earlier, accepted order may hold it).
                 await self._claim(claim)
                 claimed = claim
-            return await self._or_let_go(self._deny(order, decision.denial), claimed)
+            return await self._or_let_go(self._deny(order, decision.denial, timer), claimed)
 
         # The broker's protection: an open circuit breaker, or no pacing token within the
         # wait, refuses the order before it is written; stored as denied, with that code.
         try:
             admitted = await self._guard.admit(Endpoint.ORDER_PLACEMENT)
         except (BrokerCircuitOpen, PacingRateLimited) as refusal:
+            timer.lap_guard(0.0)
             if decision.reserved is Reserved.NOW:
                 await self._release(order, filled=Decimal(0))
-            return await self._or_let_go(self._deny(order, refusal), claimed)
+            return await self._or_let_go(self._deny(order, refusal, timer), claimed)
+        timer.lap_guard(admitted.wait_s)
 
         # Write-ahead: the order is durable before the broker can act on it.
         try:
             inserted = await self._log.insert_new(order)
+            timer.lap(Stage.PERSIST)
         except StorageUnavailable:
             # Nothing reached the broker: give back what was reserved, and the key (a
             # write in doubt that did commit is resolved by reconciliation as never sent).
@@ -198,6 +223,7 @@ class OrderService:
             await self._guard.unused(admitted)
             if decision.reserved is Reserved.NOW:  # undo what was just reserved
                 await self._release(order, filled=Decimal(0))
+            timer.outcome = Outcome.REPLAYED
             return await self._or_let_go(
                 self._answer_from_database(account, client_order_id, fingerprint), claimed
             )
@@ -206,6 +232,7 @@ class OrderService:
             async with asyncio.timeout(self._broker_timeout_s):
                 ack = await self._broker.place(order)
         except (TimeoutError, BrokerTransportError) as exc:
+            timer.lap(Stage.BROKER)
             await self._guard.failed(admitted)
             # The broker may or may not hold the order: say so, and let reconciliation ask.
             error: GatewayError = (
@@ -217,7 +244,10 @@ class OrderService:
             unknown = order.transition(OrderStatus.UNKNOWN, utcnow())
             answer = _problem(error, unknown)
             await self._record(unknown, OrderStatus.PENDING_NEW, answer, reason=error.code)
+            timer.lap(Stage.PERSIST)
+            timer.outcome = Outcome.UNKNOWN
             return answer
+        timer.lap(Stage.BROKER)
 
         # The broker answered (a business reject is an answer too): the breaker counts it
         # while the outcome commits.
@@ -228,6 +258,8 @@ class OrderService:
                 self._guard.succeeded(admitted),
                 self._record(placed, OrderStatus.PENDING_NEW, answer),
             )
+            timer.lap(Stage.PERSIST)
+            timer.outcome = Outcome.ACCEPTED
             return answer
         reason = ack.reason or "broker.rejected"
         rejected = order.transition(OrderStatus.REJECTED, utcnow(), reject_reason=reason)
@@ -238,6 +270,8 @@ class OrderService:
             self._guard.succeeded(admitted),
             self._record(rejected, OrderStatus.PENDING_NEW, answer, reason=reason),
         )
+        timer.lap(Stage.PERSIST)
+        timer.outcome = Outcome.REJECTED
         await self._release(rejected, filled=Decimal(0))  # a rejected order never traded
         return answer
 
@@ -263,18 +297,22 @@ class OrderService:
             # Redis holds the risk state too: without it no order can be decided.
             raise RiskUnavailable(f"Redis unreachable: {exc!r}") from exc
 
-    async def _deny(self, order: Order, denial: GatewayError) -> Answer:
+    async def _deny(self, order: Order, denial: GatewayError, timer: OrderTimer) -> Answer:
         """Store an order the gateway refused (a risk check, the broker guard) as denied,
         with the refusal's code as its reason."""
         denied = order.transition(OrderStatus.DENIED, utcnow(), reject_reason=denial.code)
         answer = _problem(denial, denied)
         # One write: the order, its denial and the answer, in one transaction.
-        if not await self._log.insert_new(
+        inserted = await self._log.insert_new(
             order, outcome=denied, reason=denial.code, ack=(answer.status, answer.body)
-        ):
+        )
+        timer.lap(Stage.PERSIST)
+        if not inserted:
+            timer.outcome = Outcome.REPLAYED
             return await self._answer_from_database(
                 order.account, order.client_order_id, order.request_hash
             )
+        timer.outcome = Outcome.DENIED
         return answer
 
     async def _release(self, order: Order, *, filled: Decimal) -> None:
@@ -568,5 +606,6 @@ def _client_order_id(intent: OrderIntent, idempotency_key: str | None) -> str | 
 
 
 def _problem(error: GatewayError, order: Order) -> Answer:
+    ERRORS.labels(error.code).inc()
     body = render_problem(error, order_id=order.id, order_status=order.status.value)
     return Answer(error.status, body, first_headers=error.headers or None)

@@ -28,6 +28,7 @@ from app.domain.raw_signals import SignalSet, raw_signals
 from app.domain.signal_math import composite, orthogonalize, zscore
 from app.redisio.multiplexed import MultiplexedRedis
 from app.services.leased_loop import LeasedLoop
+from app.services.metrics import SIGNAL_CYCLE
 from app.storage.redis.lease import Lease
 from app.storage.redis.marketdata import MarketDataStore
 from app.storage.redis.signals import MarketEvents, SignalStore, entry_id_key
@@ -252,6 +253,7 @@ class SignalWorker(LeasedLoop):
         windows = self._windows
         if not events or windows is None:
             return
+        started = time.perf_counter()
         fresh = [e for e in events if entry_id_key(e.entry_id) > self._published]
         for event in events:
             windows.add_bars(
@@ -266,6 +268,7 @@ class SignalWorker(LeasedLoop):
             last_event = fresh[-1].entry_id
             if await self._store.publish(entry, latest, last_event):
                 self.cycles += 1
+                SIGNAL_CYCLE.observe(time.perf_counter() - started)
             self._published = entry_id_key(last_event)
         await self._store.acknowledge([e.entry_id for e in events])
 

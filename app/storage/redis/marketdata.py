@@ -224,6 +224,20 @@ class MarketDataStore:
         symbol_state = None if state is None else state_of(symbol, state)
         return (Decimal(price.decode()) if price is not None else None), symbol_state
 
+    async def backlog_age_s(self) -> float:
+        """How long the oldest batch the processor has not taken yet has waited (0: none
+        waits), by Redis's clock, which stamped the entry."""
+        cursor, now = await self._redis.execute_many(
+            [("HGET", MarketDataKeys.processor, CURSOR_FIELD), ("TIME",)]
+        )
+        after = b"(" + cursor if cursor else b"-"
+        oldest = await self._redis.execute("XRANGE", MarketDataKeys.raw, after, "+", "COUNT", 1)
+        if not oldest:
+            return 0.0
+        added_ms = int(oldest[0][0].split(b"-")[0])
+        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+        return max(0.0, (now_ms - added_ms) / 1000)
+
     async def newest_tick_us(self) -> int | None:
         """The newest good tick's time, over every symbol."""
         state = await self.load_processor()
