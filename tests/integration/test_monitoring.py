@@ -5,6 +5,7 @@ paper exchange is slowed, and not before."""
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -37,6 +38,7 @@ from tests.helpers.prometheus import (
 # over scrapes a second apart needs a few samples).
 SPEEDUP = 20
 MIN_RANGE_S = 4
+FOR_S = 60 // SPEEDUP
 ALERT = "OrderLatencyOverSLA"
 P95 = "histogram_quantile(0.95, sum by (le) (rate(ordergate_order_latency_seconds_bucket[4s])))"
 # One-way: an order waits it twice at the paper exchange, ~300 ms against a 200 ms SLA.
@@ -176,7 +178,7 @@ async def test_a_slowed_broker_fires_the_order_latency_alert_in_a_real_prometheu
     gateway = monitored
     rules = fast_rules(RULES.read_text(), speedup=SPEEDUP, min_range_s=MIN_RANGE_S)
     assert f"[{MIN_RANGE_S}s]" in rules
-    assert f"for: {60 // SPEEDUP}s" in rules
+    assert f"for: {FOR_S}s" in rules
     target = gateway.base_url.removeprefix("http://")
     # Prometheus first: it takes a few seconds to start scraping a target, meanwhile the key.
     with PrivatePrometheus(tools, tmp_path / "prometheus", target, rules) as prometheus:
@@ -186,9 +188,9 @@ async def test_a_slowed_broker_fires_the_order_latency_alert_in_a_real_prometheu
             httpx.AsyncClient(timeout=5) as api,
             sending_orders(client) as statuses,
         ):
-            # Before: Prometheus sees a P95 within the SLA for a whole window, and the
-            # alert neither pending nor firing meanwhile.
-            await fast_for(prometheus, api, seconds=MIN_RANGE_S)
+            # Before: Prometheus sees a P95 within the SLA, and the alert does not fire,
+            # for longer than a rule always true would take to fire (window, for, a tick).
+            await fast_for(prometheus, api, seconds=MIN_RANGE_S + FOR_S + 1)
             assert statuses.count(201) > 0.9 * len(statuses), statuses
 
             slowed = await client.put("/v1/sim/broker", json={"latency_ms": SLOW_BROKER_MS})
@@ -204,19 +206,23 @@ async def test_a_slowed_broker_fires_the_order_latency_alert_in_a_real_prometheu
 
 
 async def fast_for(prometheus: PrivatePrometheus, api: httpx.AsyncClient, seconds: float) -> None:
-    """The order P95 in Prometheus within the SLA, and the alert neither pending nor firing,
-    for ``seconds`` from its first value."""
+    """For ``seconds`` from the order P95's first value in Prometheus: the alert never
+    firing, and the P95 typically within the SLA (a loaded machine may spike it a moment)."""
     deadline = time.monotonic() + 20 + seconds
-    fast_since: float | None = None
-    while fast_since is None or time.monotonic() - fast_since < seconds:
+    first: float | None = None
+    p95s: list[float] = []
+    while first is None or time.monotonic() - first < seconds:
         assert time.monotonic() < deadline, f"no P95: up is {await prometheus.query(api, 'up')}"
         alerts = await prometheus.alerts(api)
-        assert [a for a in alerts if a["labels"]["alertname"] == ALERT] == []
+        assert [
+            a for a in alerts if a["labels"]["alertname"] == ALERT and a["state"] == "firing"
+        ] == []
         p95 = await prometheus.query(api, P95)
         if p95 and p95[0]["value"][1] != "NaN":
-            assert float(p95[0]["value"][1]) < 0.2, p95
-            fast_since = fast_since or time.monotonic()
+            p95s.append(float(p95[0]["value"][1]))
+            first = first or time.monotonic()
         await asyncio.sleep(0.5)
+    assert statistics.median(p95s) < 0.2, p95s
 
 
 async def firing_within(
