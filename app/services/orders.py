@@ -44,6 +44,7 @@ from app.domain.orders import Order, OrderIntent, OrderReason, Position
 from app.domain.risk import Reserved
 from app.domain.status import OrderStatus
 from app.domain.views import render_order, render_problem
+from app.logs import CLIENT_ORDER_ID, ORDER_ID
 from app.services.broker_guard import BrokerGuard
 from app.services.metrics import ERRORS, ORDERS_IN_FLIGHT
 from app.services.order_timing import OrderTimer, Outcome, Stage
@@ -183,6 +184,8 @@ class OrderService:
             updated_at=now,
             request_hash=fingerprint,
         )
+        ORDER_ID.set(order.id)  # on every log line of this order's request from here on
+        CLIENT_ORDER_ID.set(client_order_id)
         # Pre-trade risk: decided fresh against live exposure; reserves it when accepted.
         decision = await self._risk.reserve(account, client_order_id, intent, claim)
         timer.lap(Stage.RISK)
@@ -241,6 +244,7 @@ class OrderService:
                 else BrokerUnavailable(f"broker transport error: {exc}")
             )
             # The reservation stays until the broker's answer is known.
+            log.warning("order in doubt, left to reconciliation: %s", error.detail)
             unknown = order.transition(OrderStatus.UNKNOWN, utcnow())
             answer = _problem(error, unknown)
             await self._record(unknown, OrderStatus.PENDING_NEW, answer, reason=error.code)
@@ -260,8 +264,10 @@ class OrderService:
             )
             timer.lap(Stage.PERSIST)
             timer.outcome = Outcome.ACCEPTED
+            log.debug("order accepted: %s %s %s", order.side.value, order.qty, order.symbol)
             return answer
         reason = ack.reason or "broker.rejected"
+        log.info("order rejected by the broker: %s", reason)
         rejected = order.transition(OrderStatus.REJECTED, utcnow(), reject_reason=reason)
         answer = _problem(
             BrokerRejected(f"the broker rejected the order: {reason}", reason=reason), rejected
@@ -300,6 +306,7 @@ class OrderService:
     async def _deny(self, order: Order, denial: GatewayError, timer: OrderTimer) -> Answer:
         """Store an order the gateway refused (a risk check, the broker guard) as denied,
         with the refusal's code as its reason."""
+        log.info("order denied: %s", denial.code)
         denied = order.transition(OrderStatus.DENIED, utcnow(), reject_reason=denial.code)
         answer = _problem(denial, denied)
         # One write: the order, its denial and the answer, in one transaction.
@@ -403,7 +410,9 @@ class OrderService:
         return await self._cancel(account, order_id, guarded=True)
 
     async def _cancel(self, account: str, order_id: str, *, guarded: bool) -> Order:
+        ORDER_ID.set(order_id)
         order = await self.get(account, order_id)
+        CLIENT_ORDER_ID.set(order.client_order_id)
         admitted: Admitted | None = None
         paced = called = False
         try:
@@ -469,6 +478,7 @@ class OrderService:
     async def _after_cancel(self, before: Order, pending: Order, ack: CancelAck) -> Order:
         """Record what the broker said of a cancel; the order as it now stands."""
         if ack.canceled:
+            log.info("order canceled", extra={"order_id": pending.id})
             canceled = pending.transition(OrderStatus.CANCELED, utcnow())
             await self._log.record_transition(canceled, OrderStatus.PENDING_CANCEL, reason="client")
             if ack.cum_qty is not None:
