@@ -108,6 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             risk=risk,
             symbols=symbols,
             broker_timeout_s=settings.broker_timeout_ms / 1000,
+            mass_cancel_batch=settings.mass_cancel_batch,
         )
         risk_controls = RiskControlService(
             risk=risk,

@@ -57,9 +57,6 @@ from app.storage.sql.repositories import OrderRepository
 
 log = logging.getLogger(__name__)
 
-# Orders per request to the broker in a mass cancel (one paper-exchange script run each).
-MASS_CANCEL_BATCH = 500
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -85,8 +82,10 @@ class OrderService:
         risk: RiskService,
         symbols: SymbolCatalog,
         broker_timeout_s: float,
+        mass_cancel_batch: int = 500,
     ) -> None:
         self._risk = risk
+        self._mass_cancel_batch = mass_cancel_batch
         self._guard = guard
         self._log = order_log
         self._orders = orders
@@ -509,7 +508,7 @@ class OrderService:
         """Cancel every open order of the account (``only``: those of these client order
         ids); answers those now canceled or canceling.
 
-        A mass cancel (a kill switch's too), in batches of MASS_CANCEL_BATCH: a batch's
+        A mass cancel (a kill switch's too), in batches of ``mass_cancel_batch``: a batch's
         pending_cancels committed together, the broker asked in one request, the outcomes
         committed together. Each request waits its turn for a pacing token, but neither the
         breaker nor the pacing wait refuses it: a kill switch must not be refused."""
@@ -521,8 +520,9 @@ class OrderService:
         ]
         done: list[Order] = []
         moved_meanwhile: list[Order] = []  # a fill, say: asked again, one by one, after
-        for start in range(0, len(candidates), MASS_CANCEL_BATCH):
-            chunk = candidates[start : start + MASS_CANCEL_BATCH]
+        batch = self._mass_cancel_batch
+        for start in range(0, len(candidates), batch):
+            chunk = candidates[start : start + batch]
             # The token first: orders left pending_cancel while it is awaited would look to
             # reconciliation like a cancel the broker never received.
             await self._guard.pace_unrefused(Endpoint.ORDER_PLACEMENT)
