@@ -16,7 +16,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, ExitStack
 
 from app.config import Settings, get_settings
+from app.logs import configure_logging, logging_config
 from app.process import die_with_parent
+
+log = logging.getLogger("ordergate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reconcile_cmd.set_defaults(func=reconcile)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
     result: int = args.func(args)
     return result
 
@@ -111,7 +115,7 @@ def serve(args: argparse.Namespace) -> int:
             url_file.write_text(embedded.url + "\n")
             stack.callback(url_file.unlink, missing_ok=True)
             get_settings.cache_clear()  # the in-process worker must see it too
-            print(f"ordergate: private {embedded.server_name} at {embedded.url}", file=sys.stderr)
+            log.info("ordergate: private %s at %s", embedded.server_name, embedded.url)
         if settings.prometheus_multiproc_dir is None:
             # Every process below writes its metrics here, and any worker's /metrics reads
             # them all: the applier's and the worker's too, whatever the number of workers.
@@ -140,6 +144,7 @@ def serve(args: argparse.Namespace) -> int:
             ws_ping_interval=settings.stream.ping_interval_s,
             ws_ping_timeout=settings.stream.ping_timeout_s,
             access_log=False,
+            log_config=logging_config(settings.log_format, settings.log_level),
             log_level=settings.log_level,
             timeout_graceful_shutdown=5,
             timeout_keep_alive=settings.http.keep_alive_timeout_s,

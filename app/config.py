@@ -351,6 +351,8 @@ class Settings(BaseSettings):
     # A placement or cancel unanswered this long is in doubt: 504 broker.timeout, the order
     # `unknown` until reconciliation learns its outcome from the broker.
     broker_timeout_ms: float = Field(100.0, gt=0)
+    # Orders per request to the broker in a mass cancel (one paper-exchange script run each).
+    mass_cancel_batch: int = Field(500, ge=1, le=10_000)
     placement_batching: PlacementBatchingSettings = PlacementBatchingSettings()
     # How long an order waits for the order log to confirm its write-ahead or its outcome:
     # past it the answer is 503 storage.unavailable, and an order not yet written is never

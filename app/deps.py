@@ -14,6 +14,7 @@ from app.brokers.simulated import SimulatedBroker
 from app.config import Settings
 from app.domain.errors import NotAuthenticated
 from app.domain.rate_limits import route_class
+from app.logs import ACCOUNT
 from app.redisio.multiplexed import MultiplexedRedis
 from app.services.auth import ApiKeyService, Principal, Role
 from app.services.broker_guard import BrokerGuard
@@ -82,6 +83,7 @@ def requiring(role: Role) -> Callable[..., Awaitable[Principal]]:
     async def dependency(request: Request, response: Response) -> Principal:
         services: Services = request.app.state.services
         principal = await authorize(services, request.headers.get("authorization"), role)
+        ACCOUNT.set(principal.account)  # on every log line of the request from here on
         # The key's budget, before anything else is done for the request.
         taken: dict[str, str] | None = request.scope.get("state", {}).get(RATE_LIMIT_TAKEN)
         if taken is None:

@@ -22,6 +22,7 @@ from app.deps import RATE_LIMIT_TAKEN, Services, document_bearer_auth
 from app.http.bodies import BodySizeLimit
 from app.http.order_entry import OrderEntryFastPath
 from app.http.problems import ERROR_TABLE, error_response
+from app.http.request_id import RequestId
 from app.routers import (
     account,
     broker_guard,
@@ -107,6 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             risk=risk,
             symbols=symbols,
             broker_timeout_s=settings.broker_timeout_ms / 1000,
+            mass_cancel_batch=settings.mass_cancel_batch,
         )
         risk_controls = RiskControlService(
             risk=risk,
@@ -233,6 +235,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         larger={"/v1/marketdata/ticks": settings.marketdata.max_body_bytes},
     )
+    app.add_middleware(RequestId)  # outermost: the id is in the context of every line
     # The instrumentator's middleware times every request; /metrics itself is served by
     # the metrics router (the whole gateway's, read at each scrape).
     instrumentator = Instrumentator(excluded_handlers=["/metrics"])

@@ -141,9 +141,60 @@ def main(argv: list[str] | None = None) -> int:
     strategy.add_argument("--interval", type=float, default=1.0, help="rebalance every (1 s)")
     strategy.add_argument("--json", type=Path, default=None, help="also write the results here")
     strategy.set_defaults(func=_run_strategy)
+    knee = kinds.add_parser(
+        "knee",
+        help="the highest constant order rate answered within the SLA (open loop, rising)",
+        description=(
+            "Start a private Redis and the gateway; open-loop phases at rising rates until "
+            "one misses P95 <= --sla-ms, has errors, or cannot be offered; print each and "
+            "the knee."
+        ),
+    )
+    knee.add_argument(
+        "--rates",
+        type=_rates,
+        default=[500.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0, 3500.0, 4000.0],
+        help="rates to try, rising (500,1000,...,4000)",
+    )
+    knee.add_argument("--duration", type=float, default=10.0, help="seconds per rate (10)")
+    knee.add_argument("--warmup", type=float, default=2.0, help="warm-up per rate (2)")
+    knee.add_argument("--workers", type=positive_int, default=2, help="gateway workers (2)")
+    knee.add_argument("--sla-ms", type=float, default=200.0, help="P95 to hold (200)")
+    knee.add_argument("--target", type=float, default=2000.0, help="knee to reach (2000)")
+    knee.add_argument("--database", choices=DATABASES, default="sqlite")
+    knee.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    knee.add_argument(
+        "--gateway-env", action="append", default=[], help="KEY=VALUE for the gateway"
+    )
+    knee.add_argument("--json", type=Path, default=None, help="also write the results here")
+    knee.set_defaults(func=_run_knee)
+    metrics = kinds.add_parser(
+        "metrics",
+        help="the instrumentation's cost per order (metrics, timer, log context) vs nothing",
+        description=(
+            "In process, batches of 1000 orders' worth of exactly what the order path "
+            "records, interleaved with an empty loop, in multiprocess and single-process "
+            "mode; per-order P50/P95/P99 against 50 us."
+        ),
+    )
+    metrics.add_argument("--batches", type=positive_int, default=200, help="(200)")
+    metrics.add_argument("--json", type=Path, default=None, help="also write the results here")
+    metrics.set_defaults(func=_run_metrics)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
+
+
+def _run_knee(args: argparse.Namespace) -> int:
+    from bench.knee import command
+
+    return command(args)
+
+
+def _run_metrics(args: argparse.Namespace) -> int:
+    from bench.metrics_overhead import run
+
+    return run(args.batches, args.json)
 
 
 def _run_mass_cancel(args: argparse.Namespace) -> int:

@@ -25,7 +25,8 @@ fails when the app gains a middleware this list does not name):
   under the same series, and the order entry's own (``record_order_entry``) as the app's
   metrics callback records them;
 - errors: the one error table (``app.http.problems``), an unexpected error included.
-A future cross-cutting concern (a request id, say) is added here as well as to the app.
+- the request id (``RequestId``): taken or made here, in the logs' context, sent back;
+A future cross-cutting concern is added here as well as to the app.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from app.domain.orders import CLIENT_ORDER_ID_PATTERN, OrderIntent
 from app.domain.rate_limits import RouteClass
 from app.http.bodies import read_body, replaying
 from app.http.problems import error_response
+from app.logs import ACCOUNT, REQUEST_ID, REQUEST_ID_HEADER, request_id_from
 from app.routers.orders import ORDERS_PATH
 from app.services.auth import Role
 from app.services.metrics import record_request
@@ -58,7 +60,9 @@ _idempotency_key = re.compile(CLIENT_ORDER_ID_PATTERN[1:-1])  # fullmatch: "$" a
 
 
 # The app's middleware whose concerns the fast path honours itself (see the docstring).
-HONOURED_MIDDLEWARE = frozenset({"BodySizeLimit", "PrometheusInstrumentatorMiddleware"})
+HONOURED_MIDDLEWARE = frozenset(
+    {"BodySizeLimit", "PrometheusInstrumentatorMiddleware", "RequestId"}
+)
 
 
 class OrderEntryFastPath:
@@ -90,6 +94,8 @@ class OrderEntryFastPath:
         ):
             await self.app(scope, receive, send)
             return
+        # Kept if the request goes on to the app.
+        REQUEST_ID.set(request_id_from(headers.get(b"x-request-id")))
         services: Services = self.app.state.services
         authorization = headers.get(b"authorization")
         try:
@@ -102,6 +108,7 @@ class OrderEntryFastPath:
             # Refused, or not checked: FastAPI's dependency answers 401, 403 or 503.
             await self.app(scope, receive, send)
             return
+        ACCOUNT.set(principal.account)
         try:
             # The key's budget, before anything else is done for the request.
             limit_headers = await services.limits.take(principal, RouteClass.ORDER_ENTRY)
@@ -143,6 +150,7 @@ class OrderEntryFastPath:
     async def _answer(
         self, response: Response, scope: Scope, receive: Receive, send: Send, started: float
     ) -> None:
+        response.headers[REQUEST_ID_HEADER] = REQUEST_ID.get() or ""
         await response(scope, receive, send)
         elapsed = perf_counter() - started
         record_request(ORDERS_PATH, "POST", f"{response.status_code // 100}xx", elapsed)

@@ -154,6 +154,15 @@ class ExecutionApplier:
             return batch.cursor, 0, batch.restarted
         # Risk first: settling is idempotent (cumulative quantities), so a crash before the
         # commit below re-applies it harmlessly, while the reverse order could lose it.
+        if log.isEnabledFor(logging.DEBUG):
+            for report in batch.reports:
+                log.debug(
+                    "applying report %s: %s, cumulative %s",
+                    report.exec_id,
+                    report.status.value,
+                    report.cum_qty,
+                    extra={"account": report.account, "client_order_id": report.client_order_id},
+                )
         settlements = risk_settlements(batch.reports)
         if settlements:
             await self._risk.settle(settlements)

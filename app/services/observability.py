@@ -29,7 +29,7 @@ from app.config import MetricsSettings
 from app.domain.broker_guard import BreakerState
 from app.domain.histograms import BucketCounts, quantile
 from app.services.broker_guard import BrokerGuard
-from app.services.health import OK, DependencyChecks
+from app.services.health import CHECK_TIMEOUT_S, OK, DependencyChecks
 from app.services.metrics_reader import Families, Readings, collect, readings
 from app.services.order_timing import Outcome, Stage
 from app.storage.redis.marketdata import MarketDataStore
@@ -123,8 +123,8 @@ class GatewayMetrics:
 
     async def _guard_state(self) -> list[Metric]:
         try:
-            breaker, buckets = await self._guard.read()
-        except (RedisError, OSError) as exc:  # dependency_up says why
+            breaker, buckets = await asyncio.wait_for(self._guard.read(), CHECK_TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError) as exc:  # dependency_up says why
             log.debug("breaker state not read for the metrics: %r", exc)
             return []
         state = GaugeMetricFamily(
@@ -144,8 +144,8 @@ class GatewayMetrics:
 
     async def _lag(self) -> list[Metric]:
         try:
-            lag = await self._marketdata.backlog_age_s()
-        except (RedisError, OSError) as exc:
+            lag = await asyncio.wait_for(self._marketdata.backlog_age_s(), CHECK_TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError) as exc:
             log.debug("market-data lag not read for the metrics: %r", exc)
             return []
         return [

@@ -44,6 +44,7 @@ from app.domain.orders import Order, OrderIntent, OrderReason, Position
 from app.domain.risk import Reserved
 from app.domain.status import OrderStatus
 from app.domain.views import render_order, render_problem
+from app.logs import CLIENT_ORDER_ID, ORDER_ID
 from app.services.broker_guard import BrokerGuard
 from app.services.metrics import ERRORS, ORDERS_IN_FLIGHT
 from app.services.order_timing import OrderTimer, Outcome, Stage
@@ -55,9 +56,6 @@ from app.storage.sql.order_log import OrderLog
 from app.storage.sql.repositories import OrderRepository
 
 log = logging.getLogger(__name__)
-
-# Orders per request to the broker in a mass cancel (one paper-exchange script run each).
-MASS_CANCEL_BATCH = 500
 
 
 def utcnow() -> datetime:
@@ -84,8 +82,10 @@ class OrderService:
         risk: RiskService,
         symbols: SymbolCatalog,
         broker_timeout_s: float,
+        mass_cancel_batch: int = 500,
     ) -> None:
         self._risk = risk
+        self._mass_cancel_batch = mass_cancel_batch
         self._guard = guard
         self._log = order_log
         self._orders = orders
@@ -183,6 +183,8 @@ class OrderService:
             updated_at=now,
             request_hash=fingerprint,
         )
+        ORDER_ID.set(order.id)  # on every log line of this order's request from here on
+        CLIENT_ORDER_ID.set(client_order_id)
         # Pre-trade risk: decided fresh against live exposure; reserves it when accepted.
         decision = await self._risk.reserve(account, client_order_id, intent, claim)
         timer.lap(Stage.RISK)
@@ -241,6 +243,7 @@ class OrderService:
                 else BrokerUnavailable(f"broker transport error: {exc}")
             )
             # The reservation stays until the broker's answer is known.
+            log.warning("order in doubt, left to reconciliation: %s", error.detail)
             unknown = order.transition(OrderStatus.UNKNOWN, utcnow())
             answer = _problem(error, unknown)
             await self._record(unknown, OrderStatus.PENDING_NEW, answer, reason=error.code)
@@ -260,8 +263,10 @@ class OrderService:
             )
             timer.lap(Stage.PERSIST)
             timer.outcome = Outcome.ACCEPTED
+            log.debug("order accepted: %s %s %s", order.side.value, order.qty, order.symbol)
             return answer
         reason = ack.reason or "broker.rejected"
+        log.info("order rejected by the broker: %s", reason)
         rejected = order.transition(OrderStatus.REJECTED, utcnow(), reject_reason=reason)
         answer = _problem(
             BrokerRejected(f"the broker rejected the order: {reason}", reason=reason), rejected
@@ -300,6 +305,7 @@ class OrderService:
     async def _deny(self, order: Order, denial: GatewayError, timer: OrderTimer) -> Answer:
         """Store an order the gateway refused (a risk check, the broker guard) as denied,
         with the refusal's code as its reason."""
+        log.info("order denied: %s", denial.code)
         denied = order.transition(OrderStatus.DENIED, utcnow(), reject_reason=denial.code)
         answer = _problem(denial, denied)
         # One write: the order, its denial and the answer, in one transaction.
@@ -403,7 +409,9 @@ class OrderService:
         return await self._cancel(account, order_id, guarded=True)
 
     async def _cancel(self, account: str, order_id: str, *, guarded: bool) -> Order:
+        ORDER_ID.set(order_id)
         order = await self.get(account, order_id)
+        CLIENT_ORDER_ID.set(order.client_order_id)
         admitted: Admitted | None = None
         paced = called = False
         try:
@@ -469,6 +477,7 @@ class OrderService:
     async def _after_cancel(self, before: Order, pending: Order, ack: CancelAck) -> Order:
         """Record what the broker said of a cancel; the order as it now stands."""
         if ack.canceled:
+            log.info("order canceled", extra={"order_id": pending.id})
             canceled = pending.transition(OrderStatus.CANCELED, utcnow())
             await self._log.record_transition(canceled, OrderStatus.PENDING_CANCEL, reason="client")
             if ack.cum_qty is not None:
@@ -499,7 +508,7 @@ class OrderService:
         """Cancel every open order of the account (``only``: those of these client order
         ids); answers those now canceled or canceling.
 
-        A mass cancel (a kill switch's too), in batches of MASS_CANCEL_BATCH: a batch's
+        A mass cancel (a kill switch's too), in batches of ``mass_cancel_batch``: a batch's
         pending_cancels committed together, the broker asked in one request, the outcomes
         committed together. Each request waits its turn for a pacing token, but neither the
         breaker nor the pacing wait refuses it: a kill switch must not be refused."""
@@ -511,8 +520,9 @@ class OrderService:
         ]
         done: list[Order] = []
         moved_meanwhile: list[Order] = []  # a fill, say: asked again, one by one, after
-        for start in range(0, len(candidates), MASS_CANCEL_BATCH):
-            chunk = candidates[start : start + MASS_CANCEL_BATCH]
+        batch = self._mass_cancel_batch
+        for start in range(0, len(candidates), batch):
+            chunk = candidates[start : start + batch]
             # The token first: orders left pending_cancel while it is awaited would look to
             # reconciliation like a cancel the broker never received.
             await self._guard.pace_unrefused(Endpoint.ORDER_PLACEMENT)

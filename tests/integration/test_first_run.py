@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -46,8 +47,14 @@ async def test_make_runs_commands_print_what_matters_and_nothing_misleading(
     server = Path(find_redis_server()).name  # redis-server, or valkey-server from the wheel
     assert f"ordergate: private {server} at " in log, log
     # The account's first load into a fresh Redis is routine, not a warning.
-    assert "INFO app.services.risk: risk state of account demo loaded" in log, log
-    assert "WARNING" not in log, log
+    lines = [json.loads(line) for line in log.splitlines()]  # every line is JSON
+    assert any(
+        line["level"] == "info"
+        and line["logger"] == "app.services.risk"
+        and line["msg"] == "risk state of account demo loaded from the database"
+        for line in lines
+    ), log
+    assert not [line for line in lines if line["level"] in ("warning", "error")], log
 
 
 def test_keys_create_says_a_new_key_is_shown_only_once(tmp_path: Path) -> None:

@@ -15,13 +15,13 @@ from tests.helpers.orders import eventually_status, limit, redis_position, resti
 from tests.helpers.problems import assert_problem
 from tests.helpers.processes import applier_of, stopped
 
-RESTING = 1100  # three requests to the broker: 500, 500 and 100
+RESTING = 110  # three requests to the broker: 50, 50 and 10
 
 
 async def test_a_mass_cancel_ends_every_open_order_in_a_few_broker_requests(
     fresh: Launch,
 ) -> None:
-    gateway = fresh(workers=2)
+    gateway = fresh(workers=2, ORDERGATE_MASS_CANCEL_BATCH="50")
     async with trader_and_admin(gateway, "desk") as (client, admin):
         senders = asyncio.Semaphore(32)
 
