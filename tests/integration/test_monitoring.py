@@ -40,18 +40,14 @@ SPEEDUP = 20
 MIN_RANGE_S = 4
 FOR_S = 60 // SPEEDUP
 ALERT = "OrderLatencyOverSLA"
-P95 = "histogram_quantile(0.95, sum by (le) (rate(ordergate_order_latency_seconds_bucket[4s])))"
+P95 = (
+    "histogram_quantile(0.95, sum by (le)"
+    f" (rate(ordergate_order_latency_seconds_bucket[{MIN_RANGE_S}s])))"
+)
 # One-way: an order waits it twice at the paper exchange, ~300 ms against a 200 ms SLA.
 SLOW_BROKER_MS = 150
-SENDERS = 3  # orders in flight at once: some 10/s slowed, more before
+SENDERS = 3  # orders in flight at once, each then 0.1 s apart: ~7 a second once slowed
 FIRING_WITHIN_S = 60.0
-
-
-@pytest.fixture
-def tools() -> PrometheusTools:
-    return require_prometheus_tools()
-
-
 # Its breaker half-opens soon after it opens: cheap to show moving.
 BREAKER_ENV = {"ORDERGATE_BROKER_GUARD__BREAKER_OPEN_S": "0.5"}
 BREAKER_FAILURES = 5  # the default threshold
@@ -74,6 +70,11 @@ def monitored(
     )
     yield gateway
     gateway.stop()
+
+
+@pytest.fixture
+def tools() -> PrometheusTools:
+    return require_prometheus_tools()
 
 
 def declared_families() -> set[str]:
@@ -151,8 +152,8 @@ async def test_every_metric_the_dashboard_and_the_alerts_read_is_on_metrics(
 @asynccontextmanager
 async def sending_orders(client: httpx.AsyncClient) -> AsyncIterator[list[int]]:
     """Market orders, buy then sell (flat), from a few senders until the block ends; yields
-    the statuses answered so far (on a loaded machine a few may be 503: a Redis call over
-    the risk check's 80 ms budget, a database write over its second)."""
+    the statuses answered so far (on a loaded machine a few may be refused, e.g. 503 when
+    Redis or the database answer later than their budgets allow)."""
     statuses: list[int] = []
     stop = asyncio.Event()
 
