@@ -42,6 +42,7 @@ from bench.procs import (
     wait_until_idle,
 )
 from bench.report import BenchReport, Row, format_table
+from bench.stream_clients import launched
 from bench.wire import json_post_template
 
 REPO = Path(__file__).resolve().parents[1]
@@ -314,23 +315,8 @@ def _idle_subscribers(env: dict[str, str], port: int, count: int) -> Iterator[No
     cli = [sys.executable, "-m", "app.cli"]
     out = run_command([*cli, "keys", "create", "--account", "quiet", "--role", "viewer"], env)
     key = out.strip().splitlines()[-1].strip()
-    url = f"ws://{HOST}:{port}/v1/stream"
-    argv = [sys.executable, "-m", "bench.stream_clients", "--url", url, "--key", key]
-    with subprocess.Popen(
-        [*argv, "--subscribers", str(count)],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    ) as clients:
-        try:
-            assert clients.stdout is not None
-            if clients.stdout.readline().strip() != "ready":
-                raise RuntimeError("the idle subscribers did not connect")
-            yield
-        finally:
-            clients.kill()
+    with launched(f"ws://{HOST}:{port}/v1/stream", count, key=key, env=env):
+        yield
 
 
 @contextlib.contextmanager
