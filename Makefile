@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format bench bench-orders bench-risk bench-mass-cancel bench-batching bench-stream bench-signals bench-live-signals bench-strategy loadtest clean
+.PHONY: run test lint format bench bench-orders bench-risk bench-guard bench-mass-cancel bench-batching bench-stream bench-signals bench-live-signals bench-strategy loadtest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench-orders: $(VENV)/.dev
 bench-risk: $(VENV)/.dev
 	$(BIN)/python -m bench risk
 
+## bench-guard: the broker guard (breaker + pacing) vs a plain Redis round trip, in process
+bench-guard: $(VENV)/.dev
+	$(BIN)/python -m bench guard
+
 ## bench-mass-cancel: DELETE /v1/orders over 2,000 resting orders at the paper exchange
 bench-mass-cancel: $(VENV)/.dev
 	$(BIN)/python -m bench mass-cancel
@@ -76,7 +80,7 @@ bench-live-signals: $(VENV)/.dev
 bench-strategy: $(VENV)/.dev
 	$(BIN)/python -m bench strategy
 
-bench: bench-orders bench-risk bench-mass-cancel bench-batching bench-stream bench-signals \
+bench: bench-orders bench-risk bench-guard bench-mass-cancel bench-batching bench-stream bench-signals \
 	bench-live-signals bench-strategy
 
 ## loadtest: Locust, headless, 300 orders/s for 60 s against a gateway it starts (2 workers);
