@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format bench bench-orders bench-risk bench-guard bench-mass-cancel bench-batching bench-stream bench-signals bench-live-signals bench-strategy loadtest clean
+.PHONY: run test lint format bench bench-orders bench-risk bench-guard bench-mass-cancel \
+	bench-batching bench-stream bench-signals bench-live-signals bench-strategy bench-scaling \
+	loadtest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +81,11 @@ bench-live-signals: $(VENV)/.dev
 ## bench-strategy: tick -> signal -> order -> fill on the stream, vs the order path alone
 bench-strategy: $(VENV)/.dev
 	$(BIN)/python -m bench strategy
+
+## bench-scaling: order path P50/P95 and memory with 0 / 1,000 / 10,000 resting orders over
+## 1 / 100 / 1,000 accounts, and 100 subscribers; table, bench-results/scaling.{json,png}
+bench-scaling: $(VENV)/.dev
+	$(BIN)/python -m bench scaling
 
 bench: bench-orders bench-risk bench-guard bench-mass-cancel bench-batching bench-stream bench-signals \
 	bench-live-signals bench-strategy

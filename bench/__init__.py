@@ -154,6 +154,28 @@ def main(argv: list[str] | None = None) -> int:
     guard.add_argument("--seconds", type=float, default=10.0, help="seconds of each (10)")
     guard.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up (1)")
     guard.set_defaults(func=_run_guard)
+    scaling = kinds.add_parser(
+        "scaling",
+        help="order path P50/P95 and memory vs resting orders, accounts and subscribers",
+        description=(
+            "For each accounts level, one gateway: resting orders added cumulatively, an "
+            "open-loop phase at each level, subscribers at the last; P95 against the "
+            "level's empty point, gateway RSS and Redis used_memory at each."
+        ),
+    )
+    scaling.add_argument("--rate", type=float, default=500.0, help="orders/s (500)")
+    scaling.add_argument("--seconds", type=float, default=3.0, help="seconds a point (3)")
+    scaling.add_argument(
+        "--accounts", type=_counts, default=(1, 100, 1000), help="levels (1,100,1000)"
+    )
+    scaling.add_argument(
+        "--resting", type=_counts, default=(0, 1000, 10000), help="levels (0,1000,10000)"
+    )
+    scaling.add_argument(
+        "--subscribers", type=int, default=100, help="at the last point (100; 0: none)"
+    )
+    scaling.add_argument("--out", type=Path, default=Path("bench-results"), help="(bench-results)")
+    scaling.set_defaults(func=_run_scaling)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
@@ -163,6 +185,17 @@ def _run_guard(args: argparse.Namespace) -> int:
     from bench.guard import command
 
     return command(args)
+
+
+def _run_scaling(args: argparse.Namespace) -> int:
+    from bench.scaling import command
+
+    return command(args)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """``0,1000`` -> (0, 1000): whole numbers, none negative, at least one."""
+    return _whole_numbers(text, 0, "counts must not be negative")
 
 
 def _run_mass_cancel(args: argparse.Namespace) -> int:
