@@ -77,8 +77,8 @@ def percentile_curves(stages: Sequence[StagePlot], path: Path) -> Path:
 
 
 def scaling_plot(points: Sequence[ScalingPoint], path: Path) -> Path:
-    """P95, and the gateway's and Redis's memory, against resting orders, a line a level."""
-    fig, (p95_ax, mem_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    """P95, the gateway's RSS and Redis's memory against resting orders, a line a level."""
+    fig, (p95_ax, rss_ax, redis_ax) = plt.subplots(1, 3, figsize=(15, 4.5))
     for accounts in dict.fromkeys(p.accounts for p in points):
         level = [p for p in points if p.accounts == accounts and not p.subscribers]
         resting = [p.resting for p in level]
@@ -90,20 +90,24 @@ def scaling_plot(points: Sequence[ScalingPoint], path: Path) -> Path:
                             label=f"{accounts} acct + {p.subscribers} subscribers")  # fmt: skip
         rss = [p.gateway_rss_mb for p in level]
         if None not in rss:
-            mem_ax.plot(resting, rss, "o-", color=colour, label=f"gateway RSS, {accounts} acct")
-        mem_ax.plot(resting, [p.redis_mb for p in level], "o--", color=colour,
-                    label=f"Redis used_memory, {accounts} acct")  # fmt: skip
-    for ax, ylabel in ((p95_ax, "P95 at the rate, ms"), (mem_ax, "MB")):
+            rss_ax.plot(resting, rss, "o-", color=colour, label=f"{accounts} acct")
+        redis_ax.plot(resting, [p.redis_mb for p in level], "o-", color=colour,
+                      label=f"{accounts} acct")  # fmt: skip
+    panels = (
+        (p95_ax, "P95 at the rate, ms", "order path P95"),
+        (rss_ax, "MB", "gateway RSS (workers, applier, worker)"),
+        (redis_ax, "MB", "Redis used_memory"),
+    )
+    for ax, ylabel, title in panels:
         ax.set_xscale("symlog", linthresh=1000)
         ax.set_xlabel("resting orders")
         ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    p95_ax.set_ylim(bottom=0)
-    p95_ax.set_title("order path P95 vs resting orders")
-    mem_ax.set_title("memory vs resting orders")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 

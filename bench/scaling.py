@@ -5,11 +5,11 @@ For each accounts level (1, 100, 1,000 by default): a private Redis, a SQLite or
 the gateway (one worker, with its applier and worker, as ``bench orders`` starts it), a
 trader key per account. Then, cumulatively, in that one gateway:
 
-1. a warm-up at the measured rate, every account trading;
+1. a warm-up at the measured rate, long enough for every account to trade;
 2. point "empty": market orders at a constant arrival rate (open loop, latency from the
    intended send), buy and sell alternating, from every account in turn;
 3. resting orders placed (limit buys far below the market, so they rest at the paper
-   exchange, spread evenly over the accounts, 16 in flight at a time), up to
+   exchange, spread evenly over the accounts, 32 in flight at a time), up to
    each level of ``resting`` (0 -> 1,000 -> 10,000), each followed by the same measured
    phase;
 4. at the last accounts level, ``subscribers`` WebSocket subscribers connected (subscriber
@@ -62,7 +62,7 @@ RSS_SLACK_MB = 16.0
 REDIS_SLACK_MB = 2.0
 # Resting orders are handed out this fast and kept this many in flight.
 PLACE_SEND_RATE = 20_000.0
-PLACE_CONCURRENCY = 16
+PLACE_CONCURRENCY = 32
 # Per resting order, the growth to a later point may be this many times the first step's.
 GROWTH_FACTOR = 1.5
 
@@ -149,7 +149,9 @@ def _run_level(
             )
             return point
 
-        load.run(LoadSpec(HOST, gateway.port, market.renamed("w-"), options.warmup_s, options.rate))
+        # Every account trades in the warm-up (its key looked up, its risk state loaded).
+        warmup_s = max(options.warmup_s, 1.2 * accounts / options.rate)
+        load.run(LoadSpec(HOST, gateway.port, market.renamed("w-"), warmup_s, options.rate))
         points: list[ScalingPoint] = []
         placed = 0
         for target in options.resting:
@@ -266,8 +268,9 @@ def create_keys(database_url: str, accounts: Sequence[str]) -> list[str]:
 
 
 class _Template:
-    """The same orders from every account in turn: request ``n`` is account ``n // bodies``
-    (mod accounts)'s body ``n % bodies``; ``renamed`` gives a phase its own order ids."""
+    """The same orders from every account in turn: request ``n`` is account ``n % accounts``'s
+    body ``(n // accounts) % bodies``, so any ``accounts`` requests in a row touch every
+    account; ``renamed`` gives a phase its own order ids."""
 
     def __init__(self, port: int, keys: Sequence[str], bodies: Sequence[dict[str, Any]]):
         self._port, self._keys, self._bodies = port, keys, bodies
@@ -278,11 +281,12 @@ class _Template:
                 HOST,
                 self._port,
                 ORDERS_PATH,
-                self._bodies,
+                [body],
                 "client_order_id",
                 prefix,
                 {"Authorization": f"Bearer {key}"},
             )
+            for body in self._bodies
             for key in self._keys
         ]
         return RequestTemplate(
