@@ -287,16 +287,25 @@ def _environment(
 
 @contextlib.contextmanager
 def _start_gateway(
-    env: dict[str, str], tmp: Path, progress: Callable[[str], None], workers: int = 1
+    env: dict[str, str],
+    tmp: Path,
+    progress: Callable[[str], None],
+    workers: int = 1,
+    *,
+    with_key: bool = True,
 ) -> Iterator[_Target]:
+    """Migrate, create the bench account's trader key (unless not ``with_key``: the caller
+    makes its own), serve."""
     cli = [sys.executable, "-m", "app.cli"]
     progress("gateway: migrate, create key, serve")
     run_command([*cli, "migrate"], env)
-    out = run_command([*cli, "keys", "create", "--account", "bench", "--role", "trader"], env)
-    lines = out.strip().splitlines()
-    if not lines:
-        raise RuntimeError("`keys create` printed no key")
-    key = lines[-1].strip()
+    headers: dict[str, str] = {}
+    if with_key:
+        out = run_command([*cli, "keys", "create", "--account", "bench", "--role", "trader"], env)
+        lines = out.strip().splitlines()
+        if not lines:
+            raise RuntimeError("`keys create` printed no key")
+        headers["Authorization"] = f"Bearer {lines[-1].strip()}"
     port = free_port()
     server = ServerProcess(
         "gateway",
@@ -306,7 +315,7 @@ def _start_gateway(
     )
     with server:
         server.start(port, "/readyz")
-        yield _Target("gateway", port, {"Authorization": f"Bearer {key}"}, server)
+        yield _Target("gateway", port, headers, server)
 
 
 @contextlib.contextmanager

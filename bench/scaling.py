@@ -127,7 +127,7 @@ def _run_level(
         stack.callback(redis_server.stop)
         database_url = stack.enter_context(order_log_url("sqlite", "", tmp))
         env = _environment(tmp, redis_server.url, database_url, {})
-        gateway = stack.enter_context(_start_gateway(env, tmp, lambda _: None))
+        gateway = stack.enter_context(_start_gateway(env, tmp, lambda _: None, with_key=False))
         names = [f"scale-{n:04d}" for n in range(accounts)]
         keys = create_keys(database_url, names)
         load = stack.enter_context(LoadProcess())
