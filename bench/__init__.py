@@ -176,6 +176,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     scaling.add_argument("--out", type=Path, default=Path("bench-results"), help="(bench-results)")
     scaling.set_defaults(func=_run_scaling)
+    suite = kinds.add_parser(
+        "suite",
+        help="every stage's benchmark, shortened, in one run: a table, JSON and PNGs",
+        description=(
+            "The order path on SQLite and PostgreSQL, the risk decision, the broker guard, "
+            "the WebSocket fan-out, the signals, the live signal cycle and the scaling run, "
+            "each against its floor and targets; results in --out; exit 1 if a stage fails."
+        ),
+    )
+    suite.add_argument("--stages", type=_stages, default=None, help="comma-separated (all of them)")
+    suite.add_argument("--out", type=Path, default=Path("bench-results"), help="(bench-results)")
+    suite.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="where the PostgreSQL stage makes its throwaway database",
+    )
+    suite.set_defaults(func=_run_suite)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
@@ -191,6 +208,24 @@ def _run_scaling(args: argparse.Namespace) -> int:
     from bench.scaling import command
 
     return command(args)
+
+
+def _run_suite(args: argparse.Namespace) -> int:
+    from bench.suite import STAGES, command
+
+    if args.stages is None:
+        args.stages = STAGES
+    return command(args)
+
+
+def _stages(text: str) -> tuple[str, ...]:
+    from bench.suite import STAGES
+
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in names if name not in STAGES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"stages are some of {', '.join(STAGES)}: {text!r}")
+    return names
 
 
 def _counts(text: str) -> tuple[int, ...]:
