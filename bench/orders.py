@@ -203,8 +203,10 @@ def run_orders_bench(
                 f"{result.achieved_per_s:.0f}/s"
             )
             if result.ok == 0:
+                first = {k: " ".join(v.split())[:160] for k, v in result.error_samples.items()}
                 raise RuntimeError(
-                    f"{phase.target.name} answered no request with 2xx: {result.errors}"
+                    f"{phase.target.name} answered no request with 2xx: {result.errors}; "
+                    f"first answers: {first}"
                 )
             if phase.kind != "warm-up":
                 cpu = [_delta(b, a) for b, a in zip(cpu_before, cpu_after, strict=True)]
