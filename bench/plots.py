@@ -88,11 +88,11 @@ def scaling_plot(points: Sequence[ScalingPoint], path: Path) -> Path:
             if p.accounts == accounts and p.subscribers:
                 p95_ax.plot([p.resting], [p.p95_ms], "s", color=colour, markersize=9,
                             label=f"{accounts} acct + {p.subscribers} subscribers")  # fmt: skip
-        rss = [p.gateway_rss_mb for p in level]
-        if None not in rss:
-            rss_ax.plot(resting, rss, "o-", color=colour, label=f"{accounts} acct")
-        redis_ax.plot(resting, [p.redis_mb for p in level], "o-", color=colour,
-                      label=f"{accounts} acct")  # fmt: skip
+        measured = [p for p in level if p.gateway_rss_mb is not None]
+        rss_ax.plot([p.resting for p in measured], [p.gateway_rss_mb for p in measured], "o-",
+                    color=colour, label=f"{accounts} acct")  # fmt: skip
+        redis_ax.plot([p.resting for p in measured], [p.redis_mb for p in measured], "o-",
+                      color=colour, label=f"{accounts} acct")  # fmt: skip
     panels = (
         (p95_ax, "P95 at the rate, ms", "order path P95"),
         (rss_ax, "MB", "gateway RSS (workers, applier, worker)"),
@@ -105,7 +105,8 @@ def scaling_plot(points: Sequence[ScalingPoint], path: Path) -> Path:
         ax.set_title(title)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

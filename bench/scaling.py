@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -91,6 +92,7 @@ class ScalingPoint:
     gateway_rss_mb: float | None
     redis_mb: float
     p95_vs_empty: float | None = None
+    note: str = ""  # what went wrong, if anything did
     memory_ok: bool = True
     passed: bool = False
     latencies_s: list[float] = field(default_factory=list, repr=False)
@@ -156,10 +158,14 @@ def _run_level(
         placed = 0
         for target in options.resting:
             if target > placed:
-                _place(load, gateway.port, resting.renamed(f"p{target}-"), target - placed)
+                failed = _place(load, gateway.port, resting.renamed(f"p{target}-"), target - placed)
+                if failed is not None:  # the level ends here, its points so far kept
+                    progress(f"scaling: {accounts} acct: {failed}")
+                    points.append(_not_placed(accounts, target, failed))
+                    break
                 placed = target
             points.append(measure(placed, 0, f"s{target}-"))
-        if subscribers:
+        if subscribers and placed == options.resting[-1]:
             keys_file = tmp / "subscriber-keys"
             keys_file.write_text("\n".join(keys[:subscribers]) + "\n")
             url = f"ws://{HOST}:{gateway.port}/v1/stream"
@@ -169,10 +175,11 @@ def _run_level(
     return points
 
 
-def _place(load: LoadProcess, port: int, template: RequestTemplate, count: int) -> None:
+def _place(load: LoadProcess, port: int, template: RequestTemplate, count: int) -> str | None:
     """``count`` resting orders, ``PLACE_CONCURRENCY`` in flight (the rest queue in the load
     process): as fast as the gateway takes them, never more than it can answer within its
-    broker timeout (a burst of 504s would open the breaker). Every one must be placed."""
+    broker timeout (a burst of 504s would open the breaker). None if every one was placed,
+    else what went wrong."""
     spec = LoadSpec(
         HOST,
         port,
@@ -184,11 +191,22 @@ def _place(load: LoadProcess, port: int, template: RequestTemplate, count: int) 
         drain_s=10.0 + count / 200,
     )
     result = load.run(spec)
-    if result.ok != count:
-        raise RuntimeError(
-            f"{result.ok} of {count} resting orders placed: {result.errors}; first answers: "
-            f"{result.error_samples}"
-        )
+    if result.ok == count:
+        return None
+    return f"{result.ok:,} of {count:,} resting orders placed ({_refusals(result)})"
+
+
+def _refusals(result: PhaseResult) -> str:
+    """``503 x12 broker.circuit_open``: each error status, its count and first problem code."""
+    parts = []
+    for status, n in sorted(result.errors.items()):
+        code = re.search(r'"code":\s*"([^"]+)"', result.error_samples.get(status, ""))
+        parts.append(f"{status} x{n}" + (f" {code.group(1)}" if code else ""))
+    return ", ".join(parts)
+
+
+def _not_placed(accounts: int, resting: int, why: str) -> ScalingPoint:
+    return ScalingPoint(accounts, resting, 0, None, None, None, 0.0, 0, None, 0.0, note=why)
 
 
 def _point(
@@ -212,6 +230,7 @@ def _point(
         result.error_count,
         None if rss is None else rss / MB,
         used / MB,
+        note=_refusals(result),
         latencies_s=result.latencies_s,
         sent_at_s=result.sent_at_s,
     )
@@ -312,7 +331,7 @@ def format_table(points: Sequence[ScalingPoint], options: ScalingOptions) -> str
         lines.append(
             f"{p.name:<34} {p.resting:>8,} {p.accounts:>9,} {p.subscribers:>5}"
             f" {_ms(p.p50_ms):>7} {_ms(p.p95_ms):>7} {ratio:>9} {_mb(p.gateway_rss_mb):>11}"
-            f" {p.redis_mb:>9.1f}  {verdict}"
+            f" {p.redis_mb:>9.1f}  {verdict}  {p.note}".rstrip()
         )
     return "\n".join(lines)
 

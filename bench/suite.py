@@ -383,6 +383,7 @@ def _scaling(options: SuiteOptions, report: SuiteReport, progress: Progress) -> 
     worst = max(points, key=lambda p: p.p95_vs_empty or 0.0)
     empty = next(p for p in points if p.accounts == worst.accounts)
     failed = sum(not p.passed for p in points)
+    trouble = next((f"; {p.name}: {p.note}" for p in points if p.note), "")
     return [
         StageResult(
             "scaling (worst point)",
@@ -393,7 +394,8 @@ def _scaling(options: SuiteOptions, report: SuiteReport, progress: Progress) -> 
             worst.p99_ms,
             empty.p95_ms,
             worst.p95_vs_empty,
-            f"{worst.name}; {failed} of {len(points)} points fail (floor: its level's empty)",
+            f"worst {worst.name}; {failed} of {len(points)} points fail (floor: its level's "
+            f"empty point){trouble}",
         )
     ]
 

@@ -136,8 +136,8 @@ def format_markdown(report: SuiteReport, command: str) -> str:
         lines += [
             "",
             "| point | resting | accounts | subscribers | P50 ms | P95 ms | P95 vs empty "
-            "| gateway RSS MB | Redis MB | verdict |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| gateway RSS MB | Redis MB | verdict | note |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in report.scaling:
             ratio = "-" if p.p95_vs_empty is None else f"{p.p95_vs_empty:.2f}"
@@ -145,7 +145,7 @@ def format_markdown(report: SuiteReport, command: str) -> str:
             lines.append(
                 f"| {p.name} | {p.resting:,} | {p.accounts:,} | {p.subscribers} | {_ms(p.p50_ms)}"
                 f" | {_ms(p.p95_ms)} | {ratio} | {rss} | {p.redis_mb:.1f} | "
-                f"{PASS if p.passed else FAIL} |"
+                f"{PASS if p.passed else FAIL} | {p.note} |"
             )
     return "\n".join(lines) + "\n"
 
