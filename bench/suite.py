@@ -54,6 +54,7 @@ from bench.stream import P95_TARGET_MS as STREAM_P95_MS
 from bench.stream import StreamOptions
 from bench.stream import run as run_stream
 from bench.suite_report import (
+    FAIL,
     SKIP,
     StageResult,
     SuiteReport,
@@ -129,7 +130,7 @@ def run_suite(options: SuiteOptions, clock: Clock | None = None) -> SuiteReport:
         except Skipped as why:
             rows = [StageResult(stage, "-", SKIP, note=str(why))]
         except (RuntimeError, OSError, ValueError, RedisError, subprocess.SubprocessError) as exc:
-            rows = [StageResult(stage, "-", "FAIL", note=f"did not run to its end: {exc}")]
+            rows = [StageResult(stage, "-", FAIL, note=f"did not run to its end: {exc}")]
         for row in rows:
             row.elapsed_s = clock.elapsed - began
         report.rows += rows
