@@ -136,15 +136,17 @@ def format_markdown(report: SuiteReport, command: str) -> str:
         lines += [
             "",
             "| point | resting | accounts | subscribers | P50 ms | P95 ms | P95 vs empty "
-            "| gateway RSS MB | Redis MB | verdict | note |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| vs level's empty | gateway RSS MB | Redis MB | verdict | note |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in report.scaling:
-            ratio = "-" if p.p95_vs_empty is None else f"{p.p95_vs_empty:.2f}"
+            ratios = " | ".join(
+                "-" if r is None else f"{r:.2f}" for r in (p.p95_vs_empty, p.p95_vs_level)
+            )
             rss = "-" if p.gateway_rss_mb is None else f"{p.gateway_rss_mb:.1f}"
             lines.append(
                 f"| {p.name} | {p.resting:,} | {p.accounts:,} | {p.subscribers} | {_ms(p.p50_ms)}"
-                f" | {_ms(p.p95_ms)} | {ratio} | {rss} | {p.redis_mb:.1f} | "
+                f" | {_ms(p.p95_ms)} | {ratios} | {rss} | {p.redis_mb:.1f} | "
                 f"{PASS if p.passed else FAIL} | {p.note} |"
             )
     return "\n".join(lines) + "\n"
