@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format bench bench-orders bench-risk bench-mass-cancel bench-batching bench-stream bench-signals bench-live-signals bench-strategy loadtest clean
+.PHONY: run test lint format bench bench-orders bench-risk bench-guard bench-mass-cancel \
+	bench-batching bench-stream bench-signals bench-live-signals bench-strategy bench-scaling \
+	loadtest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +53,10 @@ bench-orders: $(VENV)/.dev
 bench-risk: $(VENV)/.dev
 	$(BIN)/python -m bench risk
 
+## bench-guard: the broker guard (breaker + pacing) vs a plain Redis round trip, in process
+bench-guard: $(VENV)/.dev
+	$(BIN)/python -m bench guard
+
 ## bench-mass-cancel: DELETE /v1/orders over 2,000 resting orders at the paper exchange
 bench-mass-cancel: $(VENV)/.dev
 	$(BIN)/python -m bench mass-cancel
@@ -76,8 +82,16 @@ bench-live-signals: $(VENV)/.dev
 bench-strategy: $(VENV)/.dev
 	$(BIN)/python -m bench strategy
 
-bench: bench-orders bench-risk bench-mass-cancel bench-batching bench-stream bench-signals \
-	bench-live-signals bench-strategy
+## bench-scaling: order path P50/P95 and memory with 0 / 1,000 / 10,000 resting orders over
+## 1 / 100 / 1,000 accounts, and 100 subscribers; table, bench-results/scaling.{json,png}
+bench-scaling: $(VENV)/.dev
+	$(BIN)/python -m bench scaling
+
+## bench: every stage's benchmark, shortened, in one run of under 5 minutes (the scaling run
+## included): a table against the targets, bench-results/ (results.json, summary.md, PNGs);
+## exits 1 if a stage fails. The bench-* targets above run each one at full length.
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench suite
 
 ## loadtest: Locust, headless, 300 orders/s for 60 s against a gateway it starts (2 workers);
 ## exits 1 if the orders' P95 is over 200 ms or over 0.1% of requests fail. RATE=, DURATION=

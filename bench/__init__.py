@@ -180,6 +180,58 @@ def main(argv: list[str] | None = None) -> int:
     metrics.add_argument("--batches", type=positive_int, default=200, help="(200)")
     metrics.add_argument("--json", type=Path, default=None, help="also write the results here")
     metrics.set_defaults(func=_run_metrics)
+    guard = kinds.add_parser(
+        "guard",
+        help="the broker guard (breaker + pacing) vs a plain Redis round trip: P50/P95/P99",
+        description=(
+            "In process, against REDIS_URL or a private Redis: BrokerGuard.admit and "
+            "succeeded, and a plain GET through the same client, interleaved at a constant "
+            "arrival rate; the guard's P95 over the floor's against 0.3 ms."
+        ),
+    )
+    guard.add_argument("--rate", type=float, default=500.0, help="calls/s (500)")
+    guard.add_argument("--seconds", type=float, default=10.0, help="seconds of each (10)")
+    guard.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up (1)")
+    guard.set_defaults(func=_run_guard)
+    scaling = kinds.add_parser(
+        "scaling",
+        help="order path P50/P95 and memory vs resting orders, accounts and subscribers",
+        description=(
+            "For each accounts level, one gateway: resting orders added cumulatively, an "
+            "open-loop phase at each level, subscribers at the last; P95 against the "
+            "level's empty point, gateway RSS and Redis used_memory at each."
+        ),
+    )
+    scaling.add_argument("--rate", type=float, default=500.0, help="orders/s (500)")
+    scaling.add_argument("--seconds", type=float, default=3.0, help="seconds a point (3)")
+    scaling.add_argument(
+        "--accounts", type=_counts, default=(1, 100, 1000), help="levels (1,100,1000)"
+    )
+    scaling.add_argument(
+        "--resting", type=_counts, default=(0, 1000, 10000), help="levels (0,1000,10000)"
+    )
+    scaling.add_argument(
+        "--subscribers", type=int, default=100, help="at the last point (100; 0: none)"
+    )
+    scaling.add_argument("--out", type=Path, default=Path("bench-results"), help="(bench-results)")
+    scaling.set_defaults(func=_run_scaling)
+    suite = kinds.add_parser(
+        "suite",
+        help="every stage's benchmark, shortened, in one run: a table, JSON and PNGs",
+        description=(
+            "The order path on SQLite and PostgreSQL, the risk decision, the broker guard, "
+            "the WebSocket fan-out, the signals, the live signal cycle and the scaling run, "
+            "each against its floor and targets; results in --out; exit 1 if a stage fails."
+        ),
+    )
+    suite.add_argument("--stages", type=_stages, default=None, help="comma-separated (all of them)")
+    suite.add_argument("--out", type=Path, default=Path("bench-results"), help="(bench-results)")
+    suite.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="where the PostgreSQL stage makes its throwaway database",
+    )
+    suite.set_defaults(func=_run_suite)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
@@ -191,10 +243,45 @@ def _run_knee(args: argparse.Namespace) -> int:
     return command(args)
 
 
+def _run_guard(args: argparse.Namespace) -> int:
+    from bench.guard import command
+
+    return command(args)
+
+
 def _run_metrics(args: argparse.Namespace) -> int:
     from bench.metrics_overhead import run
 
     return run(args.batches, args.json)
+
+
+def _run_scaling(args: argparse.Namespace) -> int:
+    from bench.scaling import command
+
+    return command(args)
+
+
+def _run_suite(args: argparse.Namespace) -> int:
+    from bench.suite import STAGES, command
+
+    if args.stages is None:
+        args.stages = STAGES
+    return command(args)
+
+
+def _stages(text: str) -> tuple[str, ...]:
+    from bench.suite import STAGES
+
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in names if name not in STAGES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"stages are some of {', '.join(STAGES)}: {text!r}")
+    return names
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """``0,1000`` -> (0, 1000): whole numbers, none negative, at least one."""
+    return _whole_numbers(text, 0, "counts must not be negative")
 
 
 def _run_mass_cancel(args: argparse.Namespace) -> int:
@@ -246,14 +333,18 @@ def _rates(text: str) -> list[float]:
 
 def concurrencies(text: str) -> tuple[int, ...]:
     """``32,128`` -> (32, 128): positive, at least one."""
+    return _whole_numbers(text, 1, "concurrencies must be positive")
+
+
+def _whole_numbers(text: str, least: int, complaint: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"not a comma-separated list of integers: {text!r}"
         ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"concurrencies must be positive: {text!r}")
+    if not values or min(values) < least:
+        raise argparse.ArgumentTypeError(f"{complaint}: {text!r}")
     return values
 
 

@@ -1,4 +1,5 @@
-"""``python -m bench orders | risk | mass-cancel | batching | stream | signals``."""
+"""``python -m bench suite | scaling | orders | risk | guard | mass-cancel | batching | stream
+| signals | live-signals | strategy``."""
 
 import sys
 

@@ -28,6 +28,7 @@ Call = Coroutine[Any, Any, str]
 @dataclass(slots=True)
 class Recorder:
     latencies: list[float] = field(default_factory=list)  # from the intended start
+    due: list[float] = field(default_factory=list)  # each latency's intended start
     service: list[float] = field(default_factory=list)  # from the actual start
     send_lags: list[float] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -45,6 +46,7 @@ async def timed(call: Call, due: float, started: float, rec: Recorder) -> None:
         return
     done = time.perf_counter()
     rec.latencies.append(done - due)
+    rec.due.append(due)
     rec.service.append(done - started)
     rec.outcomes[outcome] += 1
     rec.last_done = max(rec.last_done, done)

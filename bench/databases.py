@@ -47,6 +47,17 @@ def order_log_url(database: str, postgres_url: str, tmp: Path) -> Iterator[str]:
         )
 
 
+def unreachable(postgres_url: str) -> str | None:
+    """Why the PostgreSQL server at ``postgres_url`` cannot make a benchmark's database, or
+    None if it can be reached."""
+    admin = make_url(postgres_url).set(drivername="postgresql")
+    try:
+        _admin_execute(admin.render_as_string(hide_password=False), "SELECT 1")
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
 def _admin_execute(dsn: str, sql: str) -> None:
     async def run() -> None:
         try:

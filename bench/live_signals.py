@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,8 @@ class LiveSignalReport:
     pipeline: Percentiles
     sent: int  # timestamps sent to each target
     floor: Percentiles
+    # Each cycle's (seconds since the measured phase began, latency ms), per target, for plots.
+    samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -133,7 +135,7 @@ async def _measure(
     await send(FLOOR_RAW, timestamp()[:1])  # the floor's relays are reading
     await asyncio.sleep(0.5)
 
-    results: dict[str, list[float]] = {"pipeline": [], "floor": []}
+    results: dict[str, list[tuple[float, float]]] = {"pipeline": [], "floor": []}
     sent = {"pipeline": 0, "floor": 0}
     stop = asyncio.Event()
     readers = [
@@ -161,11 +163,14 @@ async def _measure(
     stop.set()
     await asyncio.gather(*readers, return_exceptions=True)
     await redis.close()
+    began = time.time() - (time.monotonic() - start)
+    samples = {name: [(at - began, ms) for at, ms in values] for name, values in results.items()}
     return LiveSignalReport(
         options,
-        percentiles("pipeline", results["pipeline"]),
+        percentiles("pipeline", [ms for _, ms in results["pipeline"]]),
         sent["pipeline"],
-        percentiles("floor", results["floor"]),
+        percentiles("floor", [ms for _, ms in results["floor"]]),
+        samples,
     )
 
 
@@ -199,7 +204,10 @@ def _received(fields: dict[bytes, bytes]) -> int:
     return int(fields[b"received_ns"])
 
 
-async def _read(url: str, stream: str, into: list[float], stop: asyncio.Event) -> None:
+async def _read(
+    url: str, stream: str, into: list[tuple[float, float]], stop: asyncio.Event
+) -> None:
+    """Each cycle's (arrival, unix seconds; latency, ms) into ``into``."""
     reader = MultiplexedRedis(url, reply_timeout_s=10.0)
     cursor = (await reader.execute("XREVRANGE", stream, "+", "-", "COUNT", 1) or [[b"0-0"]])[0][0]
     try:
@@ -209,7 +217,7 @@ async def _read(url: str, stream: str, into: list[float], stop: asyncio.Event) -
             for _key, entries in reply or ():
                 for entry_id, fields in entries:
                     cursor = entry_id
-                    into.append((arrived - _received(pairs(fields))) / 1e6)
+                    into.append((arrived / 1e9, (arrived - _received(pairs(fields))) / 1e6))
     finally:
         await reader.close()
 

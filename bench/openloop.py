@@ -80,6 +80,9 @@ class PhaseResult:
     # merged (``merge_phases``); left out of the summary.
     latencies_s: list[float] = field(default_factory=list, repr=False)
     send_lags_s: list[float] = field(default_factory=list, repr=False)
+    # When each of ``latencies_s`` was due, in seconds from the phase's start (merged slices
+    # follow one another): the latency over time, for plots.
+    sent_at_s: list[float] = field(default_factory=list, repr=False)
 
     @property
     def error_count(self) -> int:
@@ -90,7 +93,7 @@ class PhaseResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _RAW_SAMPLES}
 
 
-_RAW_SAMPLES = frozenset({"latencies_s", "send_lags_s"})
+_RAW_SAMPLES = frozenset({"latencies_s", "send_lags_s", "sent_at_s"})
 
 
 def merge_phases(phases: Sequence[PhaseResult]) -> PhaseResult:
@@ -108,6 +111,11 @@ def merge_phases(phases: Sequence[PhaseResult]) -> PhaseResult:
         for status, body in p.error_samples.items():
             samples.setdefault(status, body)
     duration = sum(p.duration_s for p in phases)
+    sent_at: list[float] = []
+    offset = 0.0
+    for p in phases:
+        sent_at.extend(offset + t for t in p.sent_at_s)
+        offset += p.window_s
     return _phase_result(
         mode=first.mode,
         offered_per_s=first.offered_per_s,
@@ -119,6 +127,7 @@ def merge_phases(phases: Sequence[PhaseResult]) -> PhaseResult:
         error_samples=samples,
         latencies_s=[x for p in phases for x in p.latencies_s],
         send_lags_s=[x for p in phases for x in p.send_lags_s],
+        sent_at_s=sent_at,
         peak_connections=max(p.peak_connections for p in phases),
         client_cpu_share=sum(p.client_cpu_share * p.duration_s for p in phases) / duration
         if duration > 0
@@ -129,6 +138,7 @@ def merge_phases(phases: Sequence[PhaseResult]) -> PhaseResult:
 @dataclass(slots=True)
 class _Recorder:
     latencies: list[float] = field(default_factory=list)
+    intended: list[float] = field(default_factory=list)  # each latency's intended send
     send_lags: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     error_samples: dict[str, str] = field(default_factory=dict)  # first body per status
@@ -140,6 +150,7 @@ class _Recorder:
         if 200 <= status < 300:
             self.ok += 1
             self.latencies.append(done - intended)
+            self.intended.append(intended)
         else:
             self.errors[str(status)] += 1
             self.error_samples.setdefault(str(status), body.decode(errors="replace"))
@@ -333,6 +344,7 @@ def _summarize(
         error_samples=rec.error_samples,
         latencies_s=rec.latencies,
         send_lags_s=rec.send_lags,
+        sent_at_s=[t - t0 for t in rec.intended],
         peak_connections=peak,
         client_cpu_share=cpu_share,
     )
@@ -350,6 +362,7 @@ def _phase_result(
     error_samples: dict[str, str],
     latencies_s: list[float],
     send_lags_s: list[float],
+    sent_at_s: list[float],
     peak_connections: int,
     client_cpu_share: float,
 ) -> PhaseResult:
@@ -376,6 +389,7 @@ def _phase_result(
         window_s=window_s,
         latencies_s=latencies_s,
         send_lags_s=send_lags_s,
+        sent_at_s=sent_at_s,
     )
 
 

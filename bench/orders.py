@@ -42,6 +42,7 @@ from bench.procs import (
     wait_until_idle,
 )
 from bench.report import BenchReport, Row, format_table
+from bench.stream_clients import launched
 from bench.wire import json_post_template
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,8 +203,10 @@ def run_orders_bench(
                 f"{result.achieved_per_s:.0f}/s"
             )
             if result.ok == 0:
+                first = {k: " ".join(v.split())[:160] for k, v in result.error_samples.items()}
                 raise RuntimeError(
-                    f"{phase.target.name} answered no request with 2xx: {result.errors}"
+                    f"{phase.target.name} answered no request with 2xx: {result.errors}; "
+                    f"first answers: {first}"
                 )
             if phase.kind != "warm-up":
                 cpu = [_delta(b, a) for b, a in zip(cpu_before, cpu_after, strict=True)]
@@ -286,16 +289,25 @@ def _environment(
 
 @contextlib.contextmanager
 def _start_gateway(
-    env: dict[str, str], tmp: Path, progress: Callable[[str], None], workers: int = 1
+    env: dict[str, str],
+    tmp: Path,
+    progress: Callable[[str], None],
+    workers: int = 1,
+    *,
+    with_key: bool = True,
 ) -> Iterator[_Target]:
+    """Migrate, create the bench account's trader key (unless not ``with_key``: the caller
+    makes its own), serve."""
     cli = [sys.executable, "-m", "app.cli"]
     progress("gateway: migrate, create key, serve")
     run_command([*cli, "migrate"], env)
-    out = run_command([*cli, "keys", "create", "--account", "bench", "--role", "trader"], env)
-    lines = out.strip().splitlines()
-    if not lines:
-        raise RuntimeError("`keys create` printed no key")
-    key = lines[-1].strip()
+    headers: dict[str, str] = {}
+    if with_key:
+        out = run_command([*cli, "keys", "create", "--account", "bench", "--role", "trader"], env)
+        lines = out.strip().splitlines()
+        if not lines:
+            raise RuntimeError("`keys create` printed no key")
+        headers["Authorization"] = f"Bearer {lines[-1].strip()}"
     port = free_port()
     server = ServerProcess(
         "gateway",
@@ -305,7 +317,7 @@ def _start_gateway(
     )
     with server:
         server.start(port, "/readyz")
-        yield _Target("gateway", port, {"Authorization": f"Bearer {key}"}, server)
+        yield _Target("gateway", port, headers, server)
 
 
 @contextlib.contextmanager
@@ -314,23 +326,8 @@ def _idle_subscribers(env: dict[str, str], port: int, count: int) -> Iterator[No
     cli = [sys.executable, "-m", "app.cli"]
     out = run_command([*cli, "keys", "create", "--account", "quiet", "--role", "viewer"], env)
     key = out.strip().splitlines()[-1].strip()
-    url = f"ws://{HOST}:{port}/v1/stream"
-    argv = [sys.executable, "-m", "bench.stream_clients", "--url", url, "--key", key]
-    with subprocess.Popen(
-        [*argv, "--subscribers", str(count)],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    ) as clients:
-        try:
-            assert clients.stdout is not None
-            if clients.stdout.readline().strip() != "ready":
-                raise RuntimeError("the idle subscribers did not connect")
-            yield
-        finally:
-            clients.kill()
+    with launched(f"ws://{HOST}:{port}/v1/stream", count, key=key, env=env):
+        yield
 
 
 @contextlib.contextmanager

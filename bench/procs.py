@@ -112,9 +112,49 @@ class ServerProcess:
 def tree_cpu_seconds(pid: int | None) -> float | None:
     """utime + stime of ``pid`` and its live descendants, from Linux ``/proc``; None where
     unavailable. (A dead child's time is not counted: only children still running.)"""
+    stats = _proc_stats()
+    if pid is None or stats is None or pid not in stats:
+        return None
+    ticks = sum(stats[p][1] for p in _tree(pid, stats))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_rss_bytes(pid: int | None) -> int | None:
+    """Resident memory of ``pid`` and its live descendants (a server's workers, its applier
+    and worker): psutil's if installed, else Linux ``/proc``; None where unavailable."""
     if pid is None:
         return None
-    stats: dict[int, tuple[int, int]] = {}  # pid -> (parent pid, ticks)
+    try:
+        import psutil
+    except ImportError:
+        return _proc_tree_rss(pid)
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):  # gone meanwhile
+            total += int(process.memory_info().rss)
+    return total
+
+
+def _proc_tree_rss(pid: int) -> int | None:
+    stats = _proc_stats()
+    if stats is None or pid not in stats:
+        return None
+    total = 0
+    for member in _tree(pid, stats):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # statm's second field: resident pages.
+            total += int(Path(f"/proc/{member}/statm").read_text().split()[1])
+    return total * os.sysconf("SC_PAGE_SIZE")
+
+
+def _proc_stats() -> dict[int, tuple[int, int]] | None:
+    """pid -> (parent pid, utime + stime ticks) of every live process; None without /proc."""
+    stats: dict[int, tuple[int, int]] = {}
     try:
         entries = [entry for entry in os.listdir("/proc") if entry.isdigit()]
     except OSError:
@@ -127,14 +167,17 @@ def tree_cpu_seconds(pid: int | None) -> float | None:
         # ppid, utime and stime: fields 4, 14 and 15 of proc(5); 2, 12 and 13 once pid and
         # comm are cut.
         stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    if pid not in stats:
-        return None
-    ticks, frontier = 0, [pid]
+    return stats
+
+
+def _tree(pid: int, stats: dict[int, tuple[int, int]]) -> list[int]:
+    """``pid`` and its descendants."""
+    members, frontier = [], [pid]
     while frontier:
         parent = frontier.pop()
-        ticks += stats[parent][1]
+        members.append(parent)
         frontier.extend(child for child, (ppid, _) in stats.items() if ppid == parent)
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return members
 
 
 def _answers_200(port: int, path: str) -> bool:

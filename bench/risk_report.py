@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from bench.arrivals import Recorder
@@ -14,6 +14,7 @@ P95_TARGET_MS = 0.5
 P99_TARGET_MS = 1.0
 SUSTAIN_SHARE = 0.99
 ACCEPTED, HELD, FLOOR_OK = "accepted", "held", "ok"  # outcome names
+_RAW_SAMPLES = frozenset({"latencies_s", "due_s"})
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -41,6 +42,14 @@ class RiskPhase:
     service_p99_ms: float | None
     send_lag_p50_ms: float | None
     send_lag_p99_ms: float | None
+    # The raw samples, for plots: each call's latency (seconds) and when it was due, in
+    # seconds from the phase's first call.
+    latencies_s: list[float] = field(default_factory=list, repr=False)
+    due_s: list[float] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The phase's fields for a JSON report, without the raw samples."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _RAW_SAMPLES}
 
     @property
     def accepted(self) -> int:
@@ -73,6 +82,8 @@ class RiskPhase:
             service_p99_ms=service[2],
             send_lag_p50_ms=lag[0],
             send_lag_p99_ms=lag[1],
+            latencies_s=list(rec.latencies),
+            due_s=[t - min(rec.due) for t in rec.due] if rec.due else [],
         )
 
 

@@ -44,6 +44,8 @@ class Timing:
     min_ms: float
     max_ms: float
     page_faults_p50: float
+    # Each call's time in the order they ran, for plots; left out of the JSON's summary.
+    samples_ms: tuple[float, ...] = field(default=(), repr=False)
 
     @classmethod
     def of(cls, name: str, calls: list[Call]) -> Timing:
@@ -52,7 +54,17 @@ class Timing:
         ms = np.asarray([c.seconds for c in calls]) * 1000.0
         p50, p95, p99 = (float(v) for v in np.percentile(ms, (50, 95, 99)))
         faults = float(np.median([c.page_faults for c in calls]))
-        return cls(name, len(calls), p50, p95, p99, float(ms.min()), float(ms.max()), faults)
+        return cls(
+            name,
+            len(calls),
+            p50,
+            p95,
+            p99,
+            float(ms.min()),
+            float(ms.max()),
+            faults,
+            tuple(float(v) for v in ms),
+        )
 
     @property
     def median_ms(self) -> float:
@@ -135,7 +147,7 @@ class SignalBenchReport:
                 "load_after": self.load_after,
             },
             "settings": self.settings,
-            "small": None if self.small is None else asdict(self.small),
+            "small": None if self.small is None else _without_samples(asdict(self.small)),
             "large": None if self.large is None else asdict(self.large),
             "verdicts": self.verdicts(),
         }
@@ -143,6 +155,15 @@ class SignalBenchReport:
     def write_json(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def _without_samples(small: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: {k: v for k, v in value.items() if k != "samples_ms"}
+        if isinstance(value, dict)
+        else value
+        for name, value in small.items()
+    }
 
 
 def format_table(report: SignalBenchReport) -> str:
