@@ -17,7 +17,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_the_suite_runs_each_stage_and_writes_json_summary_and_plots(tmp_path: Path) -> None:
     options = SuiteOptions(
-        stages=("orders-postgresql", "guard", "signals", "scaling"),
+        stages=("orders-postgresql", "guard", "signals", "metrics", "scaling"),
         out=tmp_path,
         postgres_url="postgresql://postgres@127.0.0.1:9/postgres",  # nothing listens there
         rate=200.0,
@@ -25,6 +25,7 @@ def test_the_suite_runs_each_stage_and_writes_json_summary_and_plots(tmp_path: P
         inprocess_s=0.5,
         signal_runs=10,
         reference_runs=2,
+        metrics_batches=3,
         scaling=ScalingOptions(
             rate=100.0, seconds=0.5, warmup_s=0.3, accounts=(3,), resting=(0, 30), subscribers=2
         ),
@@ -35,7 +36,12 @@ def test_the_suite_runs_each_stage_and_writes_json_summary_and_plots(tmp_path: P
 
     stages = [row.stage for row in report.rows]
     assert stages[0] == "orders-postgresql"
-    assert [s.split()[0] for s in stages[1:]] == ["breaker", "signals", "scaling"]
+    assert [s.split()[0] for s in stages[1:]] == [
+        "breaker",
+        "signals",
+        "instrumentation",
+        "scaling",
+    ]
     skipped = report.rows[0]
     assert skipped.verdict == "SKIP"
     assert "not reachable" in skipped.note
