@@ -18,13 +18,14 @@ import time
 from redis.exceptions import RedisError
 
 from app.config import BrokerGuardSettings
-from app.domain.broker_guard import BreakerView, BucketView, CallOutcome, Endpoint
+from app.domain.broker_guard import BreakerState, BreakerView, BucketView, CallOutcome, Endpoint
 from app.domain.errors import BrokerCircuitOpen, DependencyUnavailable, PacingRateLimited
 from app.services.metrics import BREAKER_TRANSITIONS, BROKER_GUARD_REFUSALS, PACING_WAIT
 from app.storage.redis.broker_guard import Admitted, BrokerGuardStore, Refused
 
 log = logging.getLogger(__name__)
 
+REFUSAL_REASONS = ("circuit_open", "paced", "unreadable")
 # What a client is told to wait when the guard's own state cannot be read.
 UNREADABLE_RETRY_AFTER_MS = 1000
 # A booked token used this much later than its moment is not used: the call books again.
@@ -43,6 +44,13 @@ class BrokerGuard:
         self._rules = {endpoint: settings.rule(endpoint) for endpoint in Endpoint}
         # Looking a labelled series up costs more than updating it: once, here.
         self._waits = {e: PACING_WAIT.labels(store.broker, e.value) for e in Endpoint}
+        # Every series on /metrics from the start, at 0: a rule's increase() then sees the
+        # first breaker transition or refusal, not a series appearing.
+        for state in BreakerState:
+            BREAKER_TRANSITIONS.labels(store.broker, state.value)
+        for endpoint in Endpoint:
+            for reason in REFUSAL_REASONS:
+                BROKER_GUARD_REFUSALS.labels(store.broker, endpoint.value, reason)
 
     async def start(self) -> None:
         """Pacing buckets Redis does not have start empty, from now: a gateway that starts

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from app.domain.broker_guard import Endpoint
 from app.domain.errors import RequestInvalid, SymbolNotFound
-from app.domain.marketdata import Bar, RawTick, process_batch
+from app.domain.marketdata import Bar, DeadLetterReason, RawTick, process_batch
 from app.redisio.multiplexed import MultiplexedRedis
 from app.services.broker_guard import BrokerGuard
 from app.services.leased_loop import LeasedLoop
@@ -95,6 +95,8 @@ class TickProcessor(LeasedLoop):
         self._state: ProcessorState | None = None  # None: to be read from Redis
         self.commits_lost = 0  # batches another processor committed first (a lapsed lease)
         self._next_trim = 0.0
+        for reason in DeadLetterReason:  # every reason on /metrics from the start, at 0
+            MARKETDATA_DEAD_LETTERS.labels(reason.value)
 
     async def step(self) -> None:
         await self.process_once()
