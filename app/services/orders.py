@@ -128,6 +128,7 @@ class OrderService:
         try:
             answer = await self._place(account, client_order_id, intent, fingerprint, timer, claim)
         except KeyHeld as held:
+            ORDER_ID.set(None)  # no order was made: the answer is an earlier request's
             answer = await self._answer_for_held_key(account, client_order_id, fingerprint, held)
             timer.outcome = Outcome.REPLAYED
             return answer
@@ -225,10 +226,11 @@ class OrderService:
             await self._guard.unused(admitted)
             if decision.reserved is Reserved.NOW:  # undo what was just reserved
                 await self._release(order, filled=Decimal(0))
-            timer.outcome = Outcome.REPLAYED
-            return await self._or_let_go(
+            answer = await self._or_let_go(
                 self._answer_from_database(account, client_order_id, fingerprint), claimed
             )
+            timer.outcome = Outcome.REPLAYED
+            return answer
 
         try:
             async with asyncio.timeout(self._broker_timeout_s):
@@ -314,10 +316,11 @@ class OrderService:
         )
         timer.lap(Stage.PERSIST)
         if not inserted:
-            timer.outcome = Outcome.REPLAYED
-            return await self._answer_from_database(
+            answer = await self._answer_from_database(
                 order.account, order.client_order_id, order.request_hash
             )
+            timer.outcome = Outcome.REPLAYED
+            return answer
         timer.outcome = Outcome.DENIED
         return answer
 
