@@ -20,6 +20,10 @@ from tests.helpers.problems import assert_problem
 
 # A gateway's pacing buckets start empty; at 40 a second the burst of 50 is there after:
 FULL_S = 1.3
+# The venue's placement times lag the tokens' by each order's write-ahead and broker call,
+# and the burst's first orders lag most (they queue for the same commits): the tokens'
+# window is longer than the venue's span by up to this much on a loaded machine.
+TOKEN_TO_VENUE_SKEW_S = 0.05
 PACED_40_BURST_50 = {
     "ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__RATE": "40",
     "ORDERGATE_BROKER_GUARD__PACING__ORDER_PLACEMENT__BURST": "50",
@@ -71,7 +75,7 @@ async def test_pacing_holds_the_broker_to_its_rate_across_workers_and_producers(
     assert len(times) == answers.count(201)
     span_s = (times[-1] - times[0]) / 1000
     # Never more than a full bucket and the refill since; and the budget was used.
-    assert len(times) <= 50 + 40 * span_s + 1
+    assert len(times) <= 50 + 40 * (span_s + TOKEN_TO_VENUE_SKEW_S) + 1
     assert len(times) >= 0.8 * (50 + 40 * 10)
     busiest = max(sum(1 for t in times[i:] if t < start + 1000) for i, start in enumerate(times))
     assert busiest <= 50 + 40 + 1, busiest
@@ -99,7 +103,8 @@ async def test_orders_past_the_pacing_wait_are_refused_at_once_and_written_as_de
             assert problem["retry_after_ms"] > 0
         times = await venue_placement_times_ms(gateway)
         assert len(times) == len(placed)
-        assert len(times) <= 50 + 40 * (times[-1] - times[0]) / 1000 + 1
+        span_s = (times[-1] - times[0]) / 1000
+        assert len(times) <= 50 + 40 * (span_s + TOKEN_TO_VENUE_SKEW_S) + 1
         # Stored as denied with the refusal's code; its reservation given back.
         order = (await client.get(f"/v1/orders/{refused[0].json()['order_id']}")).json()
         assert (order["status"], order["reject_reason"]) == ("denied", "pacing.rate_limited")
