@@ -248,7 +248,7 @@ async def test_a_stalled_order_log_answers_503_in_time_and_never_places_the_orde
         ]
         assert all(
             (o["status"], o["reject_reason"]) == ("rejected", "broker.not_received") for o in late
-        ), late
+        ), [(o["status"], o["reject_reason"], o["updated_at"]) for o in late]
     venue = aioredis.Redis.from_url(gateway.redis_url)
     assert coid not in await _venue_orders(venue, account)
     await venue.aclose()
