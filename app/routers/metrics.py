@@ -6,10 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict
 
 from app.deps import AdminDep, ServicesDep
 from app.http.problems import problem_responses
+from app.services.observability import MetricsSummary
 
 router = APIRouter(tags=["metrics"])
 
@@ -19,41 +19,10 @@ async def metrics(services: ServicesDep) -> Response:
     return Response(await services.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-class LatencyOut(BaseModel):
-    """Percentiles read off the histogram's buckets (interpolated within one), in ms;
-    null with no observation in the window."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    count: int
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-
-
-class SummaryOut(BaseModel):
-    """The whole gateway (every worker) over the last ``window_s`` seconds, or since the
-    answering process started if that is shorter (``covered_s``)."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    window_s: float
-    covered_s: float
-    sla_target_ms: float
-    within_sla: int
-    over_sla: int
-    sla_compliance: float | None
-    orders_per_s: float
-    reports_per_s: float
-    errors_per_s: float
-    outcomes: dict[str, int]
-    errors: dict[str, int]
-    end_to_end: LatencyOut
-    stages: dict[str, LatencyOut]
-
-
-@router.get("/v1/metrics/summary", response_model=SummaryOut, responses=problem_responses(403))
-async def summary(_: AdminDep, services: ServicesDep) -> SummaryOut:
-    """P50/P95/P99 of each stage of the order path and end to end, SLA compliance,
-    throughput and errors, over a rolling window (``metrics.summary_window_s``)."""
-    return SummaryOut.model_validate(await services.metrics.summary())
+@router.get("/v1/metrics/summary", response_model=MetricsSummary, responses=problem_responses(403))
+async def summary(_: AdminDep, services: ServicesDep) -> MetricsSummary:
+    """P50/P95/P99 (ms, read off the histograms' buckets; null with no observation) of each
+    stage of the order path and end to end, SLA compliance, throughput and errors: the
+    whole gateway over the last ``metrics.summary_window_s``, or since the answering process
+    started if that is shorter (``covered_s``)."""
+    return await services.metrics.summary()
