@@ -9,13 +9,16 @@ worker answers it. An app run in one process (tests, ``create_app``) reads its o
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from app.domain.histograms import BucketCounts
 
@@ -29,6 +32,35 @@ def collect(multiprocess_dir: Path | None) -> list[Metric]:
     registry = CollectorRegistry(auto_describe=False)
     MultiProcessCollector(registry, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
     return list(registry.collect())
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w*_(\d+)\.db")
+
+
+def forget_dead_processes(multiprocess_dir: Path) -> list[int]:
+    """Drop the live gauges (orders in flight, stream subscribers) of processes that are
+    gone: a worker killed mid-request would otherwise count its last values for ever
+    (uvicorn starts another in its place). Counters and histograms stay: what a dead
+    process counted still happened. The pids dropped."""
+    dead: set[int] = set()
+    for name in os.listdir(multiprocess_dir):
+        match = _LIVE_GAUGE_FILE.fullmatch(name)
+        if match is not None and not _alive(int(match.group(1))):
+            dead.add(int(match.group(1)))
+    for pid in dead:
+        with contextlib.suppress(FileNotFoundError):  # another worker got there first
+            mark_process_dead(pid, str(multiprocess_dir))  # type: ignore[no-untyped-call]
+    return sorted(dead)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Families:

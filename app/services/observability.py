@@ -30,7 +30,13 @@ from app.domain.broker_guard import BreakerState
 from app.domain.histograms import BucketCounts, quantile
 from app.services.broker_guard import BrokerGuard
 from app.services.health import CHECK_TIMEOUT_S, OK, DependencyChecks
-from app.services.metrics_reader import Families, Readings, collect, readings
+from app.services.metrics_reader import (
+    Families,
+    Readings,
+    collect,
+    forget_dead_processes,
+    readings,
+)
 from app.services.order_timing import Outcome, Stage
 from app.storage.redis.marketdata import MarketDataStore
 
@@ -184,6 +190,8 @@ class GatewayMetrics:
                 log.exception("metrics snapshot failed")
 
     async def _snapshot(self) -> None:
+        if self._dir is not None:
+            await asyncio.to_thread(forget_dead_processes, self._dir)
         self._snapshots.append((time.monotonic(), await self._read()))
 
     async def _read(self) -> Readings:

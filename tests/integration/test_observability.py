@@ -13,12 +13,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.services.metrics_reader import collect, forget_dead_processes
 from tests.conftest import REPO, DatabaseFactory, Gateway, launch_gateway, wait_for
 from tests.helpers.orders import market
 from tests.helpers.processes import children, command_line
@@ -304,3 +306,29 @@ async def test_a_stopped_redis_reads_as_down_and_back_up(obs_gateway: Gateway) -
         return value(up, "ordergate_dependency_up", dependency="redis") == 1
 
     await wait_for(back, within=10)
+
+
+def test_a_dead_processes_live_gauges_are_dropped_and_its_counts_kept(tmp_path: Path) -> None:
+    """A worker killed mid-request leaves its in-flight gauge behind in the multiprocess
+    directory; the next snapshot drops it, while what it counted stays counted."""
+    script = (
+        "from app.services.metrics import ORDERS_IN_FLIGHT, EXECUTION_REPORTS\n"
+        "ORDERS_IN_FLIGHT.inc(3); EXECUTION_REPORTS.inc(5)\n"
+        "import os; os._exit(0)  # no clean-up, as kill -9\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+
+    def sample(name: str) -> float | None:
+        for family in collect(tmp_path):
+            for s in family.samples:
+                if s.name == name:
+                    return float(s.value)
+        return None
+
+    assert sample("ordergate_orders_in_flight") == 3
+    dead = forget_dead_processes(tmp_path)
+    assert len(dead) == 1
+    assert sample("ordergate_orders_in_flight") is None
+    assert sample("ordergate_execution_reports_total") == 5
+    assert forget_dead_processes(tmp_path) == []  # nothing more to drop; this process lives
